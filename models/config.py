@@ -1,0 +1,168 @@
+"""Model configuration: one frozen dataclass, named presets, and a JSON round trip.
+
+The configuration is data. It is written into every checkpoint (and later every engine
+manifest), so a checkpoint rebuilds its model with no outside knowledge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+from stcm.errors import ConfigError
+
+CONTEXTS = ("diag", "checkerboard", "serial", "none")
+
+# Lagrange multipliers of the trained quality levels, for loss = bpp + lambda * 255^2 * MSE on
+# images scaled to [0, 1]. Log-spaced and wider at the top than daily-image codecs use, because
+# remote-sensing users ask for high fidelity (the paper trains up to ~46 dB PSNR).
+DEFAULT_LAMBDAS = (0.002, 0.0058, 0.0166, 0.048, 0.139, 0.4)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one STCM codec.
+
+    Attributes:
+        name: Preset name or a user label; informational.
+        N: Width of the main and hyper transforms.
+        M: Latent channels; split into ``groups`` for the channel context (ELIC's uneven groups).
+        groups: Channels per group, decoded in order; must sum to ``M``.
+        attention: Use simplified attention blocks in g_a/g_s (ELIC); off for CPU latency.
+        res_blocks: Residual bottleneck blocks after each of the first three resolution stages.
+        context: Spatial context inside a group: ``diag`` (the paper's stacked diagonal masked
+            module), ``checkerboard`` (ELIC), ``serial`` (raster order) or ``none``.
+        context_layers: Number of stacked masked convolutions (``diag``/``checkerboard``).
+        context_residual: Masked residual blocks between the stacked layers (paper Table 4).
+        context_kernel: Kernel size of the masked convolutions (odd).
+        context_mult: Spatial-context feature width per group, as a multiple of its channels.
+        channel_context_width: Hidden width of the channel-context convolutions.
+        temporal: Temporal context branch on the reference image's latent (paper section 3.3).
+        temporal_width: Hidden width of the temporal branch.
+        aggregation_mult: Hidden width of parameter aggregation, a multiple of group channels.
+        lambdas: Rate-distortion trade-offs of the trained quality levels, ascending.
+        scale_min, scale_max, scale_levels: The fixed log-spaced table of Gaussian scales that
+            the entropy coder sees.
+        in_channels: Bands per coded image; multispectral data is coded in groups of this many.
+    """
+
+    name: str = "custom"
+    N: int = 96
+    M: int = 160
+    groups: tuple[int, ...] = (8, 8, 16, 32, 96)
+    attention: bool = False
+    res_blocks: int = 1
+    context: str = "diag"
+    context_layers: int = 3
+    context_residual: bool = True
+    context_kernel: int = 5
+    context_mult: int = 2
+    channel_context_width: int = 96
+    temporal: bool = True
+    temporal_width: int = 64
+    aggregation_mult: int = 3
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    scale_min: float = 0.11
+    scale_max: float = 256.0
+    scale_levels: int = 64
+    in_channels: int = 3
+    # Version of the architecture code that the weights belong to; bump on incompatible change.
+    arch_version: int = field(default=1)
+
+    def __post_init__(self):
+        object.__setattr__(self, "groups", tuple(int(g) for g in self.groups))
+        object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
+        problems = []
+        for attr in ("N", "M", "res_blocks", "context_mult", "channel_context_width",
+                     "temporal_width", "aggregation_mult", "scale_levels", "in_channels"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or value < (0 if attr == "res_blocks" else 1):
+                problems.append(f"{attr} must be a positive integer, got {value!r}")
+        if not self.groups or any(g < 1 for g in self.groups):
+            problems.append(f"groups must be positive channel counts, got {self.groups}")
+        elif sum(self.groups) != self.M:
+            problems.append(f"groups {self.groups} sum to {sum(self.groups)}, not M={self.M}")
+        if self.context not in CONTEXTS:
+            problems.append(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if self.context_layers < 1:
+            problems.append(f"context_layers must be >= 1, got {self.context_layers}")
+        if self.context == "serial" and self.context_layers != 1:
+            problems.append("the serial context is a single masked layer (context_layers=1)")
+        if self.context_kernel < 3 or self.context_kernel % 2 == 0:
+            problems.append(f"context_kernel must be odd and >= 3, got {self.context_kernel}")
+        if not self.lambdas or any(not (v > 0) for v in self.lambdas):
+            problems.append(f"lambdas must be positive, got {self.lambdas}")
+        elif list(self.lambdas) != sorted(set(self.lambdas)):
+            problems.append(f"lambdas must be strictly ascending, got {self.lambdas}")
+        if not (0 < self.scale_min < self.scale_max) or not math.isfinite(self.scale_max):
+            problems.append("need 0 < scale_min < scale_max < inf")
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def num_qualities(self) -> int:
+        return len(self.lambdas)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config fields {unknown}; written by a newer stcm?")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"invalid model config: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model config is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # For tests and smoke runs: trains a step in well under a second on a 64x64 crop.
+    "tiny": ModelConfig(
+        name="tiny", N=24, M=32, groups=(4, 4, 8, 16), res_blocks=1, channel_context_width=16,
+        temporal_width=16, aggregation_mult=2,
+    ),
+    # The CPU-latency default: fewer channels than ELIC, no attention.
+    "small": ModelConfig(name="small"),
+    # Paper size (ELIC's main transform): N=192, M=320, groups 16,16,32,64,192, attention.
+    "elic": ModelConfig(
+        name="elic", N=192, M=320, groups=(16, 16, 32, 64, 192), attention=True, res_blocks=3,
+        channel_context_width=224, temporal_width=192,
+    ),
+}
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    """Returns the preset ``name`` (``tiny``, ``small``, ``elic``) with ``overrides`` applied.
+
+    Example:
+        >>> cfg = get_config("tiny", context="checkerboard")
+        >>> cfg.context, cfg.M
+        ('checkerboard', 32)
+    """
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    if overrides.get("context") == "serial" and "context_layers" not in overrides:
+        overrides["context_layers"] = 1  # serial is one raster-masked layer by definition
+    return base.replace(**overrides) if overrides else base

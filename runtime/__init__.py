@@ -1,0 +1,1 @@
+"""The engine: wavefront scheduling, entropy coding and the container. See issue 3."""

@@ -1,0 +1,40 @@
+"""Packaging for stcm.
+
+The four code folders live at the top level so the architecture is visible at a glance; they
+install as sub-packages of ``stcm`` through ``package_dir``.
+"""
+from setuptools import setup
+
+setup(
+    name="stcm",
+    version="0.1.0",
+    description="Deployment-optimized inference engine for learned remote-sensing image compression "
+    "(Spatial-Temporal Context Model)",
+    python_requires=">=3.10",
+    packages=["stcm", "stcm.models", "stcm.export", "stcm.runtime", "stcm.kernels"],
+    package_dir={
+        "stcm": "stcm",
+        "stcm.models": "models",
+        "stcm.export": "export",
+        "stcm.runtime": "runtime",
+        "stcm.kernels": "kernels",
+    },
+    install_requires=[
+        # 2.13.0 is the CPU build available offline here; a looser pin pulls a multi-GB CUDA build.
+        "torch>=2.4,<=2.14.1",
+        "numpy>=1.24",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "constriction>=0.4,<0.6",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "rasterio>=1.3",
+        "pillow>=10",
+    ],
+    extras_require={
+        # TensorRT is not on PyPI for every platform; install it from NVIDIA's index on GPU hosts.
+        "gpu": ["onnxruntime-gpu>=1.18", "cupy-cuda12x>=13"],
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["stcm=stcm.cli:main"]},
+)

@@ -1,0 +1,26 @@
+"""stcm: learned compression of remote-sensing imagery with a spatial-temporal context model.
+
+The public API lives here; heavy sub-packages are imported on first use so that
+``import stcm`` stays cheap and the CLI starts fast.
+"""
+from stcm.errors import CheckpointError, ConfigError, DataError, NotFrozenError, StcmError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "NotFrozenError",
+    "StcmError",
+    "ModelConfig",
+    "__version__",
+]
+
+
+def __getattr__(name):
+    if name == "ModelConfig":
+        from stcm.models.config import ModelConfig
+
+        return ModelConfig
+    raise AttributeError(f"module 'stcm' has no attribute {name!r}")
