@@ -37,6 +37,8 @@ class ModelConfig:
         context_residual: Masked residual blocks between the stacked layers (paper Table 4).
         context_kernel: Kernel size of the masked convolutions (odd).
         context_mult: Spatial-context feature width per group, as a multiple of its channels.
+        context_max_features: Upper bound on that width (0: none); keeps the widest group's
+            per-step cost in check on CPUs.
         channel_context_width: Hidden width of the channel-context convolutions.
         temporal: Temporal context branch on the reference image's latent (paper section 3.3).
         temporal_width: Hidden width of the temporal branch.
@@ -58,9 +60,10 @@ class ModelConfig:
     context_residual: bool = True
     context_kernel: int = 5
     context_mult: int = 2
-    channel_context_width: int = 96
+    context_max_features: int = 128
+    channel_context_width: int = 64
     temporal: bool = True
-    temporal_width: int = 64
+    temporal_width: int = 48
     aggregation_mult: int = 3
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     scale_min: float = 0.11
@@ -79,6 +82,8 @@ class ModelConfig:
             value = getattr(self, attr)
             if not isinstance(value, int) or value < (0 if attr == "res_blocks" else 1):
                 problems.append(f"{attr} must be a positive integer, got {value!r}")
+        if not isinstance(self.context_max_features, int) or self.context_max_features < 0:
+            problems.append("context_max_features must be an integer >= 0")
         if not self.groups or any(g < 1 for g in self.groups):
             problems.append(f"groups must be positive channel counts, got {self.groups}")
         elif sum(self.groups) != self.M:
@@ -99,6 +104,13 @@ class ModelConfig:
             problems.append("need 0 < scale_min < scale_max < inf")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    def context_features(self, k: int) -> int:
+        """Width of group k's spatial-context features (0 without a spatial context)."""
+        if self.context == "none":
+            return 0
+        width = self.context_mult * self.groups[k]
+        return min(width, self.context_max_features) if self.context_max_features else width
 
     @property
     def num_qualities(self) -> int:
@@ -146,7 +158,7 @@ PRESETS: dict[str, ModelConfig] = {
     # Paper size (ELIC's main transform): N=192, M=320, groups 16,16,32,64,192, attention.
     "elic": ModelConfig(
         name="elic", N=192, M=320, groups=(16, 16, 32, 64, 192), attention=True, res_blocks=3,
-        channel_context_width=224, temporal_width=192,
+        channel_context_width=224, temporal_width=192, context_max_features=0,
     ),
 }
 

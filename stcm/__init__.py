@@ -3,9 +3,14 @@
 The public API lives here; heavy sub-packages are imported on first use so that
 ``import stcm`` stays cheap and the CLI starts fast.
 """
+from pathlib import Path
+
 from stcm.errors import CheckpointError, ConfigError, DataError, NotFrozenError, StcmError
 
 __version__ = "0.1.0"
+
+#: Folder of the bundled sample images (real RGB aerial and Sentinel-2 crops; see SOURCES.md).
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 __all__ = [
     "CheckpointError",
@@ -14,6 +19,7 @@ __all__ = [
     "NotFrozenError",
     "StcmError",
     "ModelConfig",
+    "SAMPLES_DIR",
     "__version__",
 ]
 

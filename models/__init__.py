@@ -1,0 +1,1 @@
+"""Training-time PyTorch: the STCM codec's networks, configuration, checkpoints and training."""

@@ -1,0 +1,109 @@
+"""Checkpoints: weights in safetensors with the model config in the file's metadata.
+
+One file rebuilds its model with no outside knowledge and no pickle:
+metadata = {"format": "stcm-checkpoint", "format_version": "1", "config": <ModelConfig JSON>,
+"meta": <JSON of training facts: step, data, metrics>}.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from stcm.atomic import atomic_path
+from stcm.errors import CheckpointError, ConfigError
+from stcm.models.codec import STCM
+from stcm.models.config import ModelConfig
+
+FORMAT = "stcm-checkpoint"
+FORMAT_VERSION = "1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a training output folder holding ``checkpoint.safetensors``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def save_checkpoint(model: STCM, path: str | os.PathLike, meta: dict | None = None,
+                    half: bool = False) -> Path:
+    """Writes the model's weights and config to ``path`` atomically; ``half`` stores fp16."""
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.cfg.to_json(),
+        "meta": json.dumps(meta or {}, sort_keys=True),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict]:
+    """(config, meta) of a checkpoint without loading its weights."""
+    path = resolve(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {exc}") from exc
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an stcm checkpoint (format={metadata.get('format')!r})")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version "
+                              f"{metadata.get('format_version')!r}; this stcm reads {FORMAT_VERSION}")
+    try:
+        cfg = ModelConfig.from_json(metadata["config"])
+        meta = json.loads(metadata.get("meta", "{}"))
+    except (KeyError, ConfigError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has an unreadable config: {exc}") from exc
+    return cfg, meta
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[STCM, dict]:
+    """Rebuilds the model stored in a checkpoint; returns (model in eval mode, meta)."""
+    path = resolve(path)
+    cfg, meta = read_metadata(path)
+    model = STCM(cfg)
+    try:
+        tensors = load_file(str(path), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read weights from {path}: {exc}") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match its config: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for name, value in tensors.items():
+        if value.shape != expected[name].shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(value.shape)}, the "
+                                  f"config expects {tuple(expected[name].shape)}")
+        tensors[name] = value.to(expected[name].dtype)
+    model.load_state_dict(tensors)
+    return model.eval(), meta
+
+
+def parameter_counts(model: STCM) -> dict[str, int]:
+    """Parameters per part of the model, and the total."""
+    parts = {
+        "g_a": model.g_a, "g_s": model.g_s, "h_a": model.h_a, "h_s": model.h_s,
+        "entropy_bottleneck": model.entropy_bottleneck, "gain": model.gain,
+        "context": model.entropy_parameters,
+    }
+    counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts

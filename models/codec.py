@@ -1,0 +1,161 @@
+"""The STCM codec: transforms, gains, hyper prior and the spatial-temporal context model composed
+into one module, with the training forward pass.
+
+Dataflow (paper Fig. 1a):
+
+    x --g_a--> y --*gain_enc(q)--> y_q --h_a--> z --Q--> z_hat --h_s--> Psi
+    (means, scales) = EntropyParameters(y_hat, Psi, y_ref)    # masked: causal per group
+    y_hat = round(y_q - means) + means --*gain_dec(q)--> latent --g_s--> x_hat
+
+``latent`` (the de-gained y_hat, what g_s sees) is also what a later image of the same place
+reads as its temporal reference, so the reference does not depend on the quality it was coded at.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stcm.errors import ConfigError, NotFrozenError
+from stcm.models.config import ModelConfig
+from stcm.models.entropy_bottleneck import EntropyBottleneck, FactorizedTables
+from stcm.models.entropy_parameters import EntropyParameters
+from stcm.models.gain import GainUnits, check_quality
+from stcm.models.gaussian import gaussian_likelihood, quantize_noise, quantize_ste, scale_table
+from stcm.models.transforms import (PAD_MULTIPLE, analysis, hyper_analysis, hyper_synthesis,
+                                    synthesis)
+
+
+@dataclass
+class ForwardOutput:
+    """Result of the training forward pass for a batch of B images of H x W pixels."""
+
+    x_hat: torch.Tensor  # (B, 3, H, W) reconstruction, cropped to the input size
+    y_likelihoods: torch.Tensor  # (B, M, h, w)
+    z_likelihoods: torch.Tensor  # (B, N, h/4, w/4)
+    latent: torch.Tensor  # (B, M, h, w) de-gained y_hat: g_s input and temporal reference
+    means: torch.Tensor  # (B, M, h, w)
+    scales: torch.Tensor  # (B, M, h, w)
+    num_pixels: int  # H * W of the unpadded input
+
+    def bits(self) -> torch.Tensor:
+        """Estimated bits per image, (B,): -log2 of all likelihoods."""
+        y = -torch.log2(self.y_likelihoods).flatten(1).sum(1)
+        z = -torch.log2(self.z_likelihoods).flatten(1).sum(1)
+        return y + z
+
+    def bpp(self) -> torch.Tensor:
+        return self.bits() / self.num_pixels
+
+
+def pad_amount(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    """Rows and columns to add at the bottom and right so both sides divide ``multiple``."""
+    return (-h) % multiple, (-w) % multiple
+
+
+def pad_image(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
+    """Replicate-pads (B, C, H, W) at the bottom/right to multiples of ``multiple``; replicated
+    borders cost fewer bits than zeros."""
+    ph, pw = pad_amount(x.shape[-2], x.shape[-1], multiple)
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class STCM(nn.Module):
+    """Spatial-Temporal Context Model codec (the paper's ELIC + Our-STM)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.g_a = analysis(cfg)
+        self.g_s = synthesis(cfg)
+        self.h_a = hyper_analysis(cfg)
+        self.h_s = hyper_synthesis(cfg)
+        self.entropy_bottleneck = EntropyBottleneck(cfg.N)
+        self.gain = GainUnits(cfg.lambdas, cfg.M)
+        self.entropy_parameters = EntropyParameters(cfg)
+        self._z_tables: FactorizedTables | None = None
+
+    # -- training ---------------------------------------------------------------------------
+    def _quality_tensor(self, quality, batch: int) -> torch.Tensor:
+        check_quality(quality)
+        q = torch.as_tensor(quality, dtype=torch.float32).flatten()
+        if q.numel() == 1:
+            q = q.expand(batch)
+        if q.numel() != batch:
+            raise ConfigError(f"got {q.numel()} qualities for a batch of {batch} images")
+        return q.to(self.gain.log_enc.device)
+
+    def forward(self, x: torch.Tensor, quality=1.0, reference: torch.Tensor | None = None
+                ) -> ForwardOutput:
+        """Training/evaluation forward pass with estimated rates.
+
+        Args:
+            x: (B, in_channels, H, W) images scaled to [0, 1]; any H, W (padded internally).
+            quality: a float in [0, 1] or one per image.
+            reference: ``latent`` of the reference image of the same place (from an earlier
+                forward on an image of the same size), or None for the first image of a series.
+        """
+        if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ConfigError(f"expected images of shape (B, {self.cfg.in_channels}, H, W), "
+                              f"got {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        q = self._quality_tensor(quality, b)
+        gain_enc, gain_dec = self.gain.gains(q)
+
+        y = self.g_a(pad_image(x)) * gain_enc
+        if reference is not None and reference.shape != y.shape:
+            raise ConfigError(f"reference latent {tuple(reference.shape)} does not match this "
+                              f"image's latent {tuple(y.shape)}; code references of equal size")
+        z = self.h_a(y)
+        z_lik = self.entropy_bottleneck.likelihood(
+            self.entropy_bottleneck.quantize(z, noise=self.training))
+        hyper = self.h_s(self.entropy_bottleneck.quantize(z, noise=False))
+
+        # The context sees rounded y: mean-shifted values are not known before the means are,
+        # and the gap to the decoder's y_hat is below one quantisation step (as in CompressAI).
+        y_ctx = quantize_ste(y) if self.training else self._mean_shift_fixed_point(y, hyper, reference)
+        means, scales = self.entropy_parameters(y_ctx, hyper, reference)
+        y_rate = quantize_noise(y) if self.training else quantize_ste(y, means)
+        y_lik = gaussian_likelihood(y_rate, means, scales, self.cfg.scale_min)
+        y_hat = quantize_ste(y, means)
+        latent = y_hat * gain_dec
+        x_hat = self.g_s(latent)[:, :, :h, :w]
+        return ForwardOutput(x_hat, y_lik, z_lik, latent, means, scales, h * w)
+
+    def _mean_shift_fixed_point(self, y, hyper, reference):
+        # At evaluation, approximate the decoder's mean-shifted y_hat with a few fixed-point
+        # sweeps; the runtime computes it exactly step by step.
+        y_hat = torch.round(y)
+        for _ in range(2):
+            means, _ = self.entropy_parameters(y_hat, hyper, reference)
+            y_hat = torch.round(y - means) + means
+        return y_hat
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.aux_loss()
+
+    # -- coding phase ------------------------------------------------------------------------
+    @torch.no_grad()
+    def freeze(self) -> "STCM":
+        """Builds the frozen coding tables (z's factorized prior) from the current weights;
+        required before any entropy coding. Returns self."""
+        self._z_tables = self.entropy_bottleneck.coding_tables()
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self._z_tables is not None
+
+    @property
+    def z_tables(self) -> FactorizedTables:
+        if self._z_tables is None:
+            raise NotFrozenError("the model has no coding tables yet; call model.freeze() after "
+                                 "training or loading weights")
+        return self._z_tables
+
+    @property
+    def scale_table(self) -> np.ndarray:
+        return scale_table(self.cfg)

@@ -1,0 +1,51 @@
+"""Spatial context stacks for one channel group: diag (the paper's stacked diagonal masked
+module), checkerboard, serial and none.
+
+A stack maps the group's decoded latent y_hat_k (C_k channels) to context features (F_k).
+Causality is structural: the first layer reads only positions decoded at earlier steps of the
+group's decode order (see ``masks.py``); every later layer and residual block reads only
+features that are already causal, so it may include the current step.
+
+    diag, L layers:   y_hat_k -> MConv5 strict -> [MRes -> MConv5 inclusive] x (L-1) -> F_k
+    checkerboard:     (y_hat_k * anchors) -> same stack with checkerboard taps -> * non-anchors
+    serial:           y_hat_k -> MConv5 raster (one layer)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
+from stcm.models.masks import anchor_mask, checkerboard_mask, diag_mask, serial_mask
+
+
+class SpatialContext(nn.Module):
+    """The masked context stack of one channel group."""
+
+    def __init__(self, kind: str, channels: int, features: int, layers: int, residual: bool,
+                 kernel: int):
+        super().__init__()
+        if kind == "diag":
+            first, later, res3 = diag_mask(kernel, True), diag_mask(kernel, False), diag_mask(3, False)
+        elif kind == "checkerboard":
+            first = later = checkerboard_mask(kernel)
+            res3 = checkerboard_mask(3)
+        elif kind == "serial":
+            first, later, res3 = serial_mask(kernel), None, None
+        else:
+            raise ValueError(f"no spatial context stack for {kind!r}")
+        self.kind = kind
+        self.features = features
+        stack: list[nn.Module] = [MaskedConv2d(channels, features, first)]
+        for _ in range(layers - 1):
+            # Without residual blocks this is the "simple nonlinear stacking" that the paper
+            # shows degrading (Table 4); kept for the ablation.
+            stack.append(MaskedResidualBlock(features, res3) if residual else nn.ReLU())
+            stack.append(MaskedConv2d(features, features, later))
+        self.stack = nn.Sequential(*stack)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        if self.kind != "checkerboard":
+            return self.stack(y_hat)
+        anchors = torch.from_numpy(anchor_mask(*y_hat.shape[-2:])).to(y_hat)
+        return self.stack(y_hat * anchors) * (1 - anchors)

@@ -1,0 +1,58 @@
+"""Variable rate in one set of weights: learned gain vectors per quality level (Cui et al.,
+"Asymmetric gained deep image compression with continuous rate adaptation", CVPR 2021).
+
+The encoder gain scales y before quantisation (a larger gain means finer quantisation, higher
+quality); the decoder gain scales y_hat back before g_s. Gains are stored as logarithms, so
+they stay positive and interpolating between two trained levels is linear in the log domain,
+which is Cui et al.'s exponential interpolation. ``quality`` is a float in [0, 1]:
+0 = lowest trained level (smallest file), 1 = highest (best fidelity), continuous between.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stcm.errors import ConfigError
+
+
+def _interp(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation of table rows (L, ...) at quality in [0, 1], shape (B,)."""
+    levels = table.shape[0]
+    pos = quality.to(table.dtype).clamp(0, 1) * (levels - 1)
+    lo = pos.floor().clamp(max=levels - 2).long() if levels > 1 else torch.zeros_like(pos).long()
+    frac = (pos - lo.to(pos.dtype)).view(-1, *([1] * (table.dim() - 1)))
+    hi = (lo + 1).clamp(max=levels - 1)
+    return table[lo] * (1 - frac) + table[hi] * frac
+
+
+def check_quality(quality) -> None:
+    """Raises ConfigError unless every quality is a finite number in [0, 1]."""
+    q = torch.as_tensor(quality, dtype=torch.float64)
+    if not torch.isfinite(q).all() or (q < 0).any() or (q > 1).any():
+        raise ConfigError(f"quality must be in [0, 1] (0 = smallest file, 1 = best), got {quality}")
+
+
+class GainUnits(nn.Module):
+    """Encoder and decoder gain vectors over the latent channels, one per trained level."""
+
+    def __init__(self, lambdas: tuple[float, ...], channels: int):
+        super().__init__()
+        ref = math.sqrt(lambdas[0] * lambdas[-1])
+        # Start with quantisation steps spread like sqrt(lambda) so levels differ from step 0.
+        init = torch.tensor([0.5 * math.log(v / ref) for v in lambdas]).view(-1, 1)
+        self.log_enc = nn.Parameter(init.repeat(1, channels))
+        self.log_dec = nn.Parameter(-init.repeat(1, channels))
+        self.register_buffer("log_lambdas", torch.log(torch.tensor(lambdas, dtype=torch.float64)),
+                             persistent=False)
+
+    def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder gain, decoder gain), each (B, M, 1, 1), for qualities of shape (B,)."""
+        enc = torch.exp(_interp(self.log_enc, quality))[:, :, None, None]
+        dec = torch.exp(_interp(self.log_dec, quality))[:, :, None, None]
+        return enc, dec
+
+    def lambdas(self, quality: torch.Tensor) -> torch.Tensor:
+        """The rate-distortion trade-off that a quality stands for (log-linear between levels)."""
+        return torch.exp(_interp(self.log_lambdas, quality.double())).float()

@@ -1,0 +1,52 @@
+"""Gaussian conditional for the latent y: likelihoods, mean-shifted quantisation and the fixed
+scale table that the entropy coder sees."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from stcm.models.bounds import lower_bound
+from stcm.models.config import ModelConfig
+
+LIKELIHOOD_BOUND = 1e-9
+
+
+def scale_table(cfg: ModelConfig) -> np.ndarray:
+    """The fixed log-spaced table of scales (float64), ``scale_levels`` values from
+    ``scale_min`` to ``scale_max``. The coder sees only these values.
+
+    Example:
+        >>> from stcm.models.config import get_config
+        >>> t = scale_table(get_config("tiny"))
+        >>> len(t), round(float(t[0]), 2), round(float(t[-1]), 1)
+        (64, 0.11, 256.0)
+    """
+    return np.exp(np.linspace(math.log(cfg.scale_min), math.log(cfg.scale_max), cfg.scale_levels))
+
+
+def _std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-x * (2 ** -0.5))
+
+
+def gaussian_likelihood(y: torch.Tensor, means: torch.Tensor, scales: torch.Tensor,
+                        scale_min: float) -> torch.Tensor:
+    """P(y's unit bin) under N(means, scales), evaluated on the tail side for precision."""
+    scales = lower_bound(scales, scale_min)
+    v = (y - means).abs()
+    upper = _std_normal_cdf((0.5 - v) / scales)
+    lower = _std_normal_cdf((-0.5 - v) / scales)
+    return lower_bound(upper - lower, LIKELIHOOD_BOUND)
+
+
+def quantize_noise(y: torch.Tensor) -> torch.Tensor:
+    """Additive uniform noise: the training proxy of rounding, used for the rate term."""
+    return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+
+
+def quantize_ste(y: torch.Tensor, means: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean-shifted rounding, round(y - means) + means, with a straight-through gradient:
+    exactly what the decoder reconstructs (s = round(y - mean), y_hat = s + mean)."""
+    target = torch.round(y) if means is None else torch.round(y - means) + means
+    return y + (target - y).detach()

@@ -1,0 +1,251 @@
+"""Training: rate-distortion optimisation (paper eq. 1) with variable rate, temporal pairs,
+validation, and checkpoints that resume exactly (step, optimizer, RNG) across sessions.
+
+Each step draws a quality per image (half the time one of the trained levels, otherwise a
+continuous value, so that interpolated qualities are trained too) and minimises
+    bpp + lambda(q) * 255^2 * MSE  (+ the entropy bottleneck's auxiliary quantile loss).
+With the temporal branch on, a share of the steps trains on (reference, current) pairs: the
+reference is coded with no temporal context and the current image reads its latent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from tqdm import tqdm
+
+from stcm.atomic import atomic_path
+from stcm.errors import CheckpointError, ConfigError
+from stcm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_metadata, save_checkpoint
+from stcm.models.codec import STCM
+from stcm.models.config import ModelConfig
+from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
+
+STATE_NAME = "train_state.safetensors"
+LOG_NAME = "log.jsonl"
+VAL_QUALITIES = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (recorded in the checkpoint's metadata)."""
+
+    data: str
+    out: str
+    steps: int = 1000
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    lr_drop_at: float = 0.8  # fraction of ``steps`` after which the learning rate drops 10x
+    seed: int = 0
+    temporal_prob: float = 0.5
+    pairs: str | None = None  # CSV of real (reference, current) pairs; else synthetic revisits
+    val_fraction: float = 0.1
+    val_crops: int = 8
+    val_every: int = 200
+    ckpt_every: int = 200
+    grad_clip: float = 1.0
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("steps and batch size must be >= 1")
+        if self.crop < 16 or self.crop % 16:
+            raise ConfigError(f"crop must be a multiple of 16 and >= 16, got {self.crop}")
+        if not 0 <= self.temporal_prob <= 1:
+            raise ConfigError(f"temporal_prob must be in [0, 1], got {self.temporal_prob}")
+
+
+def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image for images in [0, 1]."""
+    mse = (x - x_hat.clamp(0, 1)).pow(2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def rd_loss(model: STCM, x: torch.Tensor, quality: torch.Tensor, reference=None):
+    """(loss, forward output): mean over the batch of bpp + lambda(q) 255^2 MSE."""
+    out = model(x, quality, reference)
+    mse = (x - out.x_hat).pow(2).flatten(1).mean(1)
+    lam = model.gain.lambdas(quality).to(mse)
+    return (out.bpp() + lam * 255 ** 2 * mse).mean(), out
+
+
+class Trainer:
+    """Owns the model, optimizer, samplers and RNG of one run; ``run()`` trains to the target
+    step, resuming from ``out`` if a previous run left its state there."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self.out = Path(cfg.out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        paths = list_images(cfg.data)
+        self.train_paths, self.val_paths = split_by_scene(paths, cfg.val_fraction, cfg.seed)
+        self.sampler = CropSampler(self.train_paths, crop=cfg.crop, seed=cfg.seed)
+        self.pairs = PairSampler(cfg.pairs, crop=cfg.crop) if cfg.pairs else None
+        self.val = torch.from_numpy(fixed_crops(self.val_paths, cfg.crop, cfg.val_crops, cfg.seed))
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.step = 0
+        self.model = STCM(model_cfg)
+        self.optimizer = self._make_optimizer()
+        if (self.out / STATE_NAME).exists():
+            self._resume(model_cfg)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        aux = [self.model.entropy_bottleneck.quantiles]
+        main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
+        return torch.optim.Adam([{"params": main, "lr": self.cfg.lr},
+                                 {"params": aux, "lr": self.cfg.aux_lr}])
+
+    def _resume(self, model_cfg: ModelConfig) -> None:
+        saved_cfg, meta = read_metadata(self.out / CHECKPOINT_NAME)
+        if saved_cfg != model_cfg:
+            raise ConfigError(f"{self.out} holds a run of another model config ({saved_cfg.name});"
+                              " use a new --out folder or the same config to resume")
+        model, _ = load_checkpoint(self.out / CHECKPOINT_NAME)
+        self.model.load_state_dict(model.state_dict())
+        state_path = self.out / STATE_NAME
+        try:
+            tensors = load_file(str(state_path))
+            with safe_open(str(state_path), framework="pt") as f:
+                info = json.loads(f.metadata()["state"])
+        except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot resume from {state_path}: {exc}") from exc
+        opt_state = {"param_groups": info["param_groups"], "state": {}}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(idx), {})[name] = value
+        self.optimizer.load_state_dict(opt_state)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.rng.bit_generator.state = info["numpy_rng"]
+        self.step = int(info["step"])
+        if meta.get("step") != self.step:
+            raise CheckpointError(f"{self.out}: checkpoint (step {meta.get('step')}) and training "
+                                  f"state (step {self.step}) disagree; was a save interrupted?")
+
+    # -- one step ----------------------------------------------------------------------------
+    def _qualities(self, n: int) -> torch.Tensor:
+        levels = self.model.cfg.num_qualities
+        discrete = self.rng.integers(0, levels, n) / max(levels - 1, 1)
+        continuous = self.rng.random(n)
+        pick = self.rng.random(n) < 0.5
+        return torch.from_numpy(np.where(pick, discrete, continuous)).float()
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = self.cfg.batch_size
+        temporal = self.model.cfg.temporal and self.rng.random() < self.cfg.temporal_prob
+        if not temporal:
+            return torch.from_numpy(self.sampler.batch(self.rng, n)), None
+        source = self.pairs or self.sampler
+        refs, curs = zip(*(source.pair(self.rng) for _ in range(n)))
+        return torch.from_numpy(np.stack(curs)), torch.from_numpy(np.stack(refs))
+
+    def train_step(self) -> dict:
+        self.model.train()
+        x, ref = self._batch()
+        q = self._qualities(x.shape[0])
+        reference = None
+        losses = []
+        if ref is not None:
+            ref_loss, ref_out = rd_loss(self.model, ref, self._qualities(ref.shape[0]))
+            losses.append(ref_loss)
+            reference = ref_out.latent.detach()
+        loss, out = rd_loss(self.model, x, q, reference)
+        losses.append(loss)
+        total = sum(losses) / len(losses) + self.model.aux_loss()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), "bpp": out.bpp().mean().item(),
+                "psnr": psnr(x, out.x_hat.detach()).mean().item()}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Estimated bpp and PSNR of the validation crops at a few qualities (no noise)."""
+        self.model.eval()
+        result = {}
+        for q in VAL_QUALITIES:
+            bpps, psnrs = [], []
+            for i in range(0, len(self.val), 4):
+                x = self.val[i: i + 4]
+                out = self.model(x, q)
+                bpps.append(out.bpp())
+                psnrs.append(psnr(x, out.x_hat))
+            result[f"q{q:g}"] = {"bpp": round(float(torch.cat(bpps).mean()), 4),
+                                 "psnr": round(float(torch.cat(psnrs).mean()), 3)}
+        return result
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, validation: dict | None = None) -> None:
+        """Writes checkpoint and training state (each atomically; the step ties them)."""
+        meta = {"step": self.step, "train": dataclasses.asdict(self.cfg),
+                "train_images": [str(p) for p in self.train_paths],
+                "val_images": [str(p) for p in self.val_paths]}
+        if validation:
+            meta["validation"] = validation
+        opt = self.optimizer.state_dict()
+        tensors = {"rng.torch": torch.get_rng_state()}
+        for idx, values in opt["state"].items():
+            for name, value in values.items():
+                tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).contiguous()
+        info = {"param_groups": opt["param_groups"], "step": self.step,
+                "numpy_rng": self.rng.bit_generator.state}
+        with atomic_path(self.out / STATE_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"state": json.dumps(info)})
+        save_checkpoint(self.model, self.out / CHECKPOINT_NAME, meta)
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / LOG_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _set_lr(self) -> None:
+        drop = 0.1 if self.step >= int(self.cfg.lr_drop_at * self.cfg.steps) else 1.0
+        self.optimizer.param_groups[0]["lr"] = self.cfg.lr * drop
+
+    def run(self) -> dict:
+        """Trains until ``cfg.steps``; returns the final validation result."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.progress,
+                   desc="train", unit="step", dynamic_ncols=True)
+        ema: dict[str, float] = {}
+        validation: dict = {}
+        started = time.perf_counter()
+        try:
+            while self.step < self.cfg.steps:
+                self._set_lr()
+                stats = self.train_step()
+                for k, v in stats.items():
+                    ema[k] = v if k not in ema or not math.isfinite(ema[k]) else 0.9 * ema[k] + 0.1 * v
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema['loss']:.3f}", bpp=f"{ema['bpp']:.3f}",
+                                psnr=f"{ema['psnr']:.2f}")
+                last = self.step == self.cfg.steps
+                if self.step % self.cfg.val_every == 0 or last:
+                    validation = self.validate()
+                    self._log({"step": self.step, "train": ema, "val": validation,
+                               "seconds": round(time.perf_counter() - started, 1)})
+                if self.step % self.cfg.ckpt_every == 0 or last:
+                    self.save(validation)
+        except KeyboardInterrupt:
+            self.save(validation)
+            bar.write(f"interrupted: saved step {self.step} to {self.out}; run again to resume")
+            raise
+        finally:
+            bar.close()
+        return validation
