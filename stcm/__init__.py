@@ -5,7 +5,9 @@ The public API lives here; heavy sub-packages are imported on first use so that
 """
 from pathlib import Path
 
-from stcm.errors import CheckpointError, ConfigError, DataError, NotFrozenError, StcmError
+from stcm.errors import (CheckpointError, ConfigError, ContainerError, CorruptError, DataError,
+                         ModelMismatchError, NotFrozenError, NotStcmFileError, OutputExistsError,
+                         StcmError, TruncatedError, UnsupportedVersionError)
 
 __version__ = "0.1.0"
 
@@ -15,9 +17,16 @@ SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ContainerError",
+    "CorruptError",
     "DataError",
+    "ModelMismatchError",
     "NotFrozenError",
+    "NotStcmFileError",
+    "OutputExistsError",
     "StcmError",
+    "TruncatedError",
+    "UnsupportedVersionError",
     "ModelConfig",
     "SAMPLES_DIR",
     "__version__",

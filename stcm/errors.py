@@ -19,3 +19,31 @@ class DataError(StcmError):
 
 class NotFrozenError(StcmError, RuntimeError):
     """Coding was asked of a model whose coding tables were not built (call ``freeze()``)."""
+
+
+class ContainerError(StcmError):
+    """A compressed file cannot be read: base class of the bitstream errors below."""
+
+
+class NotStcmFileError(ContainerError):
+    """The data is not an stcm container (wrong magic bytes): another format, or garbage."""
+
+
+class UnsupportedVersionError(ContainerError):
+    """The container was written by a format version this stcm cannot read."""
+
+
+class TruncatedError(ContainerError):
+    """The container ends before its header, tile table or a stream says it should."""
+
+
+class CorruptError(ContainerError):
+    """A checksum or a field is wrong, or a stream does not decode to exactly its content."""
+
+
+class ModelMismatchError(ContainerError):
+    """The container was written with a different model (or reference image) than the one given."""
+
+
+class OutputExistsError(StcmError, FileExistsError):
+    """The output file exists; refused unless overwriting is asked for (``--force``)."""
