@@ -107,3 +107,16 @@ def parameter_counts(model: STCM) -> dict[str, int]:
     counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts
+
+
+def model_fingerprint(model: STCM) -> bytes:
+    """sha256 over the config and every tensor (name, dtype, shape, bytes): the model id that
+    containers record, so a stream is never decoded with other weights."""
+    import hashlib
+
+    digest = hashlib.sha256(model.cfg.to_json().encode())
+    for name, value in sorted(model.state_dict().items()):
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.digest()

@@ -1,7 +1,10 @@
 """Command-line interface: a thin layer over the Python API.
 
+    stcm demo                                   compress + decompress the bundled samples
+    stcm compress IN OUT [--quality Q] [--model CKPT]
+    stcm decompress IN OUT [--reference REF.stcm]
+    stcm info FILE                              a container or a checkpoint
     stcm train --config tiny --data DIR --steps 50 --out DIR
-    stcm info CHECKPOINT
 """
 from __future__ import annotations
 
@@ -75,9 +78,106 @@ def _train(args) -> int:
     return 0
 
 
+def _codec(args):
+    from stcm.runtime.codec import Codec
+
+    return Codec(args.model, tile_size=getattr(args, "tile_size", 64), progress=None)
+
+
+def _add_codec_args(p) -> None:
+    p.add_argument("--model", help="checkpoint to use (default: the built-in model)")
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+
+
+def _add_compress(sub) -> None:
+    p = sub.add_parser("compress", help="compress an image file to an .stcm container",
+                       description="Compress a PNG/JPEG/TIFF/GeoTIFF/JPEG 2000 image (8/16-bit, "
+                       "any band count). Georeferencing is kept.")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--quality", type=float, default=0.75,
+                   help="0 = smallest file .. 1 = best fidelity, continuous (default 0.75)")
+    p.add_argument("--tile-size", type=int, default=64,
+                   help="latent tile size; one ANS stream per tile (default 64 = 1024 px)")
+    _add_codec_args(p)
+    p.set_defaults(func=_compress)
+
+
+def _compress(args) -> int:
+    from stcm.runtime.codec import compress_file
+
+    report = compress_file(_codec(args), args.input, args.output, args.quality,
+                           force=args.force)
+    print(f"{report.source} -> {report.target}: {report.compressed_bytes:,} bytes, "
+          f"{report.bits_per_pixel:.4f} bpp ({report.bands} bands), encode "
+          f"{report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
+    return 0
+
+
+def _add_decompress(sub) -> None:
+    p = sub.add_parser("decompress", help="decompress an .stcm container to an image file",
+                       description="Decompress to the format of OUTPUT's suffix (.tif keeps "
+                       "CRS, transform, nodata, dtype and bands; .png for 8/16-bit 1-4 bands).")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--reference", help="the series' first .stcm file, for images coded with a "
+                   "temporal reference")
+    _add_codec_args(p)
+    p.set_defaults(func=_decompress)
+
+
+def _decompress(args) -> int:
+    from stcm.runtime.codec import decompress_file
+
+    report = decompress_file(_codec(args), args.input, args.output, reference=args.reference,
+                             force=args.force)
+    print(f"{report.source} -> {report.target}: {report.pixels:,} pixels x {report.bands} "
+          f"bands, decode {report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="compress and decompress the bundled sample images",
+                       description="Round trip of the bundled real samples with the built-in "
+                       "model: prints bits per pixel, PSNR and times.")
+    p.add_argument("--quality", type=float, default=0.75)
+    p.add_argument("--model", help="checkpoint to use (default: the built-in model)")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args) -> int:
+    import time
+
+    import numpy as np
+
+    from stcm import SAMPLES_DIR
+    from stcm.runtime.imageio import read_raster
+
+    codec = _codec(args)
+    print(f"model {codec.cfg.name} ({codec.model_id.hex()[:12]}), quality {args.quality}")
+    for path in sorted(SAMPLES_DIR.glob("*.tif")):
+        raster = read_raster(path)
+        start = time.perf_counter()
+        data = codec.compress(raster.pixels, args.quality, georef=raster.georef)
+        encode = time.perf_counter() - start
+        start = time.perf_counter()
+        back = codec.decompress(data)
+        decode = time.perf_counter() - start
+        ref = raster.pixels.astype(np.float64)
+        peak = 255.0 if raster.pixels.dtype == np.uint8 else float(ref.max() - ref.min())
+        mse = float(np.mean((ref - back.astype(np.float64)) ** 2))
+        psnr = 10 * np.log10(peak ** 2 / max(mse, 1e-12))
+        mp = raster.height * raster.width / 1e6
+        print(f"{path.name}: {raster.bands} bands {raster.pixels.dtype} "
+              f"{raster.height}x{raster.width} -> {len(data):,} bytes, "
+              f"{8 * len(data) / (raster.height * raster.width):.3f} bpp, PSNR {psnr:.2f} dB, "
+              f"encode {encode:.2f} s, decode {decode:.2f} s ({decode / mp:.2f} s/MP)")
+    return 0
+
+
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe a checkpoint")
-    p.add_argument("path", help="checkpoint file or training output folder")
+    p = sub.add_parser("info", help="describe an .stcm container or a checkpoint")
+    p.add_argument("path", help=".stcm file, checkpoint file or training output folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_info)
 
@@ -85,6 +185,9 @@ def _add_info(sub) -> None:
 def _info(args) -> int:
     from stcm.models.checkpoint import load_checkpoint, parameter_counts
 
+    path = Path(args.path)
+    if path.is_file() and _magic(path) == b"STCM":
+        return _info_container(path, args.json)
     model, meta = load_checkpoint(args.path)
     info = {"kind": "checkpoint", "config": model.cfg.to_dict(),
             "parameters": parameter_counts(model),
@@ -110,6 +213,46 @@ def _info(args) -> int:
     return 0
 
 
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+def _info_container(path: Path, as_json: bool) -> int:
+    from stcm.runtime.container import read_container
+
+    container = read_container(path.read_bytes())
+    h = container.header
+    kinds = {0: "z", 1: "y"}
+    tiles = [{"band_group": e.band_group, "kind": kinds.get(e.kind, e.kind), "tile": e.tile,
+              "offset": e.offset, "bytes": e.length, "crc32": f"{e.crc32:08x}"}
+             for e in container.entries]
+    info = {"kind": "container", "bytes": len(container.data),
+            "bits_per_pixel": container.bits_per_pixel, "model_id": h.model_id.hex(),
+            "model": h.config.get("name"), "height": h.height, "width": h.width,
+            "bands": h.bands, "dtype": h.dtype, "quality": h.quality,
+            "latent": list(h.latent_shape), "tile_size": h.tile_size,
+            "georeferenced": h.georef is not None,
+            "reference_id": h.reference_id.hex() if h.reference_id else None, "streams": tiles}
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"stcm container: {path} ({info['bytes']:,} bytes, {info['bits_per_pixel']:.4f} bpp)")
+    print(f"  image     {h.height}x{h.width}, {h.bands} bands, {h.dtype}, quality {h.quality:g}")
+    print(f"  model     {info['model']} {h.model_id.hex()[:16]}")
+    print(f"  latent    {h.latent_shape[0]}x{h.latent_shape[1]}, tiles of {h.tile_size}, "
+          f"{h.band_groups} band group(s)")
+    if h.georef is not None:
+        crs = (h.georef.crs_wkt or "")[:60]
+        print(f"  georef    {crs}... transform={h.georef.transform} nodata={h.georef.nodata}")
+    if h.reference_id:
+        print(f"  reference {h.reference_id.hex()[:16]} (temporal context)")
+    for t in tiles:
+        print(f"  stream    group {t['band_group']} {t['kind']} tile {t['tile']:<4} "
+              f"{t['bytes']:>9,} bytes @ {t['offset']:<9} crc {t['crc32']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stcm import __version__
 
@@ -117,8 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "remote-sensing imagery (Spatial-Temporal Context Model).")
     parser.add_argument("--version", action="version", version=f"stcm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
+    _add_demo(sub)
+    _add_compress(sub)
+    _add_decompress(sub)
     _add_info(sub)
+    _add_train(sub)
     return parser
 
 

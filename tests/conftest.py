@@ -62,3 +62,18 @@ def image_folder(tmp_path_factory) -> Path:
     gray = np.rint(make_smooth_image(rng, 1, 64, 64)[0] * 255).astype(np.uint8)
     Image.fromarray(gray, "L").save(folder / "gray.tif")
     return folder
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(image_folder, tmp_path_factory):
+    """A tiny model trained for a few dozen steps in this test session (so that its entropy
+    model predicts its latents the way a real one does); returns the checkpoint path."""
+    from stcm.models.config import get_config
+    from stcm.models.train import TrainConfig, Trainer
+
+    out = tmp_path_factory.mktemp("trained_tiny")
+    cfg = TrainConfig(data=str(image_folder), out=str(out), steps=80, batch_size=4, crop=64,
+                      lr=2e-3, val_every=1000, ckpt_every=1000, val_crops=2, threads=2,
+                      temporal_prob=0.3)
+    Trainer(get_config("tiny"), cfg, progress=False).run()
+    return out / "checkpoint.safetensors"

@@ -1,0 +1,625 @@
+"""Entropy coding of the latents with constriction's ANS coder (a stack: last in, first out).
+
+The latent y is coded step by step in the order the decoder reconstructs it: each step's
+symbols ``s = round(y - mean)`` use a zero-mean quantized Gaussian whose std is a value of a
+fixed, pinned scale table (``pinned_scale_table``), picked by ``ScaleQuantizer``. The hyper
+latent z uses one probability table per channel (``FactorizedCoder``). The coder only ever
+sees table values, so encoder and decoder agree bit for bit as long as they see the same
+float32 scales.
+
+Escapes. No symbol is ever clipped. The Gaussian model covers ``[-bound, bound]``; its two end
+symbols are escape markers: a symbol with ``|s| >= bound`` is coded as the marker of its sign
+followed by the payload ``v = |s| - bound``. A factorized row gets one extra entry below and
+one above its real symbols; the payload is the distance beyond the table, minus one. A payload
+``v`` (``0 <= v < 2**32``) is coded as its bit length ``nb`` with a uniform over ``0..32``,
+then the ``nb - 1`` bits below its leading one in chunks of at most 16 bits, least
+significant chunk first, each with a uniform over ``2**size`` values. Any int32 symbol round
+trips.
+
+Stream order, as the decoder pops it. y: for each step, the step's main symbols (one batched
+call), then the bit lengths of the step's escaped symbols in the order they occur, then their
+chunks in the same order. z: for each channel 0..C-1, the channel's ``n`` symbols, then that
+channel's escape payloads in the same layout. The encoder pushes everything in reverse.
+
+Corruption. ANS decoding never fails by itself: any words decode to some symbols. A stream is
+accepted only if, after the expected symbols, the coder is back in its initial state (no
+words left, state zero); byte lengths that are not a multiple of 4, a trailing zero word (the
+encoder never writes one) and payloads decoding beyond int32 are rejected too. That catches
+appended words always and most byte flips, but not truncation of a y stream: once the words
+run out, the state drains to zero, the remaining symbols decode as the lowest symbol (the
+-bound escape marker, zero payload) and the coder ends empty. The container's CRC32 is what
+guarantees integrity; here malformed input only must never crash or hang the decoder.
+"""
+from __future__ import annotations
+
+import math
+
+import constriction
+import numpy as np
+
+from stcm.errors import ConfigError, CorruptError
+
+__all__ = [
+    "FactorizedCoder",
+    "GaussianDecoder",
+    "GaussianEncoder",
+    "ScaleQuantizer",
+    "gaussian_bits",
+    "pinned_scale_table",
+]
+
+_AnsCoder = constriction.stream.stack.AnsCoder
+_model = constriction.stream.model
+
+# Table values are rounded to this grid so that every platform computes identical values
+# even when its exp/log differ in the last ulp.
+TABLE_GRID = 2.0 ** -12
+# constriction's default fixed-point precision: no symbol can cost more than 24 bits.
+_MIN_PROBABILITY = 2.0 ** -24
+_CHUNK_BITS = 16
+_LENGTH_SYMBOLS = 33  # payload bit lengths 0..32
+_INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+_MAX_BOUND = 2 ** 20  # keeps the Gaussian alphabet far below the coder's 2**24 resolution
+
+# Models are immutable, so one instance serves every coder.
+_LENGTH_MODEL = _model.Uniform(_LENGTH_SYMBOLS)
+_CHUNK_FAMILY = _model.Uniform()
+
+
+# ----------------------------------------------------------------------------- scale table
+
+def pinned_scale_table(scale_min: float, scale_max: float, levels: int) -> np.ndarray:
+    """Returns the log-spaced scale table the coder uses, pinned to a 2**-12 grid.
+
+    Args:
+        scale_min: The smallest scale, > 0.
+        scale_max: The largest scale, > scale_min and finite.
+        levels: Number of table values, >= 2.
+
+    Returns:
+        float64 array of ``levels`` strictly increasing multiples of 2**-12, each the nearest
+        grid value to ``exp(linspace(log(scale_min), log(scale_max), levels))``.
+
+    Raises:
+        ConfigError: On bad arguments, or when rounding makes the table not strictly
+            increasing or its first value zero (levels too dense for the grid).
+
+    Example:
+        >>> t = pinned_scale_table(0.11, 256.0, 64)
+        >>> len(t), float(t[0]), float(t[-1])
+        (64, 0.110107421875, 256.0)
+        >>> bool(np.all(t * 4096 == np.round(t * 4096)))
+        True
+    """
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+        raise ConfigError(f"levels must be an integer >= 2, got {levels!r}")
+    try:
+        lo, hi = float(scale_min), float(scale_max)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"scale_min and scale_max must be numbers: {err}") from None
+    if not (0.0 < lo < hi < math.inf):
+        raise ConfigError(f"need 0 < scale_min < scale_max < inf, got {scale_min!r}, {scale_max!r}")
+    raw = np.exp(np.linspace(math.log(lo), math.log(hi), int(levels)))
+    table = np.round(raw / TABLE_GRID) * TABLE_GRID
+    if table[0] <= 0 or np.any(np.diff(table) <= 0):
+        raise ConfigError(f"{levels} levels from {lo} to {hi} are too dense for a 2**-12 grid")
+    return table
+
+
+def _check_table(table: np.ndarray) -> np.ndarray:
+    """Returns ``table`` as float64 after checking it is a usable scale table."""
+    if not isinstance(table, np.ndarray) or table.ndim != 1 or table.size == 0:
+        raise ConfigError("the scale table must be a non-empty 1-D NumPy array")
+    if not np.issubdtype(table.dtype, np.floating):
+        raise ConfigError(f"the scale table must be floating point, got {table.dtype}")
+    table = table.astype(np.float64)
+    if not np.all(np.isfinite(table)) or table[0] <= 0 or np.any(np.diff(table) <= 0):
+        raise ConfigError("the scale table must be finite, positive and strictly increasing")
+    return table
+
+
+class ScaleQuantizer:
+    """Maps predicted scales to indexes into the scale table.
+
+    The thresholds are the float32-rounded geometric midpoints of neighbouring table values,
+    so a scale maps to the nearest table value in the log domain. ``index`` is a pure
+    function of the float32 value of its input: the encoder and the decoder only need to see
+    bit-identical float32 scales to pick identical indexes.
+
+    Attributes:
+        table: The float64 scale table.
+        thresholds: float32, ``len(table) - 1`` increasing geometric midpoints.
+
+    Example:
+        >>> q = ScaleQuantizer(pinned_scale_table(0.11, 256.0, 64))
+        >>> q.index(np.array([0.0, 0.11, 1.0, 300.0, np.nan], np.float32))
+        array([ 0,  0, 18, 63, 63], dtype=uint8)
+    """
+
+    def __init__(self, table: np.ndarray):
+        self.table = _check_table(table)
+        # float64 products of 2**-12 multiples and their sqrt are correctly rounded IEEE
+        # operations, so these thresholds are identical on every platform.
+        self.thresholds = np.sqrt(self.table[:-1] * self.table[1:]).astype(np.float32)
+        self._dtype = np.uint8 if self.table.size <= 256 else np.int32
+
+    def index(self, scales: np.ndarray) -> np.ndarray:
+        """Returns the table index of each scale, same shape as ``scales``.
+
+        The index is the number of thresholds strictly below the scale: scales below the
+        table (zero or negative included) map to 0, scales above it and NaN map to the last
+        index. Inputs are first cast to float32.
+
+        Args:
+            scales: Real-valued array of any shape.
+
+        Returns:
+            uint8 indexes when the table has at most 256 values, int32 otherwise.
+
+        Raises:
+            ConfigError: If ``scales`` is not a real-valued NumPy array.
+        """
+        if not isinstance(scales, np.ndarray) or not (
+                np.issubdtype(scales.dtype, np.floating) or np.issubdtype(scales.dtype, np.integer)):
+            raise ConfigError("scales must be a real-valued NumPy array")
+        x = scales.astype(np.float32, copy=False)
+        idx = np.searchsorted(self.thresholds, x, side="left")
+        # searchsorted already sends NaN past the end, but say so explicitly: it is part of the
+        # contract, not an accident of NumPy's sort order.
+        idx = np.where(np.isnan(x), self.thresholds.size, idx)
+        return idx.astype(self._dtype)
+
+
+# ------------------------------------------------------------------------- escape payloads
+
+def _bit_length(v: np.ndarray) -> np.ndarray:
+    """Bit lengths of non-negative int64 values below 2**53 (0 for 0)."""
+    # frexp is exact for these values: v = m * 2**e with 0.5 <= m < 1, so e is the bit length.
+    return np.frexp(v.astype(np.float64))[1].astype(np.int64)
+
+
+def _chunk_layout(nb: np.ndarray):
+    """For payload bit lengths ``nb``: (owner, position, size) of every chunk, in stream order."""
+    rest = np.maximum(nb - 1, 0)  # bits below the implicit leading one
+    count = -(-rest // _CHUNK_BITS)
+    owner = np.repeat(np.arange(nb.size), count)
+    starts = np.cumsum(count) - count
+    position = np.arange(owner.size) - np.repeat(starts, count)
+    size = np.minimum(_CHUNK_BITS, rest[owner] - _CHUNK_BITS * position)
+    return owner, position, size
+
+
+def _push_payloads(coder, v: np.ndarray) -> None:
+    """Encodes payloads ``v`` (int64, 0 <= v < 2**32) so that they pop in order."""
+    if v.size == 0:
+        return
+    nb = _bit_length(v)
+    owner, position, size = _chunk_layout(nb)
+    if owner.size:
+        rest = v - (np.int64(1) << np.maximum(nb - 1, 0))
+        chunks = (rest[owner] >> (_CHUNK_BITS * position)) & ((np.int64(1) << size) - 1)
+        # Last in, first out: the chunks go on first so that the lengths pop before them.
+        coder.encode_reverse(chunks.astype(np.int32), _CHUNK_FAMILY,
+                             (np.int64(1) << size).astype(np.int32))
+    coder.encode_reverse(nb.astype(np.int32), _LENGTH_MODEL)
+
+
+def _pop_payloads(coder, count: int) -> np.ndarray:
+    """Decodes ``count`` payloads (int64) pushed by ``_push_payloads``."""
+    nb = coder.decode(_LENGTH_MODEL, count).astype(np.int64)
+    owner, position, size = _chunk_layout(nb)
+    rest = np.zeros(count, np.int64)
+    if owner.size:
+        chunks = coder.decode(_CHUNK_FAMILY, (np.int64(1) << size).astype(np.int32))
+        np.add.at(rest, owner, chunks.astype(np.int64) << (_CHUNK_BITS * position))
+    return np.where(nb == 0, 0, (np.int64(1) << np.maximum(nb - 1, 0)) + rest)
+
+
+def _payload_bits(v: np.ndarray) -> float:
+    """Bits the payloads ``v`` cost: the uniform length plus the bits below the leading one."""
+    return float(v.size * math.log2(_LENGTH_SYMBOLS) + np.maximum(_bit_length(v) - 1, 0).sum())
+
+
+# ------------------------------------------------------------------------ argument checks
+
+def _check_bound(bound) -> int:
+    if isinstance(bound, bool) or not isinstance(bound, (int, np.integer)) or not (
+            2 <= bound <= _MAX_BOUND):
+        raise ConfigError(f"bound must be an integer in 2..{_MAX_BOUND}, got {bound!r}")
+    return int(bound)
+
+
+def _check_int_array(a, name: str, ndim: int) -> np.ndarray:
+    """Returns ``a`` as int32 after checking it is an integer NumPy array within int32."""
+    if not isinstance(a, np.ndarray) or a.ndim != ndim or not np.issubdtype(a.dtype, np.integer):
+        raise ConfigError(f"{name} must be a {ndim}-D integer NumPy array")
+    if a.dtype == np.int32:
+        return a
+    if a.size and (a.min() < _INT32_MIN or a.max() > _INT32_MAX):
+        raise ConfigError(f"{name} must fit in int32")
+    return a.astype(np.int32)
+
+
+def _check_indexes(indexes, levels: int) -> np.ndarray:
+    """Returns ``indexes`` unchanged after checking they are 1-D integers in 0..levels-1."""
+    if not isinstance(indexes, np.ndarray) or indexes.ndim != 1 or not np.issubdtype(
+            indexes.dtype, np.integer):
+        raise ConfigError("indexes must be a 1-D integer NumPy array")
+    # Checked per call on the hot path, so skip what the dtype already guarantees.
+    info = np.iinfo(indexes.dtype)
+    if indexes.size and ((info.min < 0 and indexes.min() < 0)
+                         or (info.max >= levels and indexes.max() >= levels)):
+        raise ConfigError(f"indexes must lie in 0..{levels - 1}")
+    return indexes
+
+
+def _words(data) -> np.ndarray:
+    """The uint32 words (native order) of little-endian stream bytes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ConfigError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) % 4:
+        raise CorruptError(f"an ANS stream is whole 32-bit words, got {len(data)} bytes")
+    return np.frombuffer(data, "<u4").astype(np.uint32)
+
+
+def _decoder(data) -> "constriction.stream.stack.AnsCoder":
+    words = _words(data)
+    try:
+        return _AnsCoder(words)
+    except ValueError as err:  # a trailing zero word: never written by the encoder
+        raise CorruptError(f"malformed ANS stream: {err}") from None
+
+
+def _to_bytes(coder) -> bytes:
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def _to_int32(s: np.ndarray) -> np.ndarray:
+    """Decoded int64 symbols as int32; values outside int32 only come from a corrupt stream."""
+    if s.size and (s.min() < _INT32_MIN or s.max() > _INT32_MAX):
+        raise CorruptError("the stream decodes to a symbol outside int32")
+    return s.astype(np.int32)
+
+
+# ------------------------------------------------------------------------------ latent y
+
+class GaussianEncoder:
+    """Collects the latent y step by step, then entropy-codes it in one pass.
+
+    Call ``push`` once per decode step, in decode order, then ``finish`` once. Symbol
+    ``symbols[i]`` is coded with a zero-mean quantized Gaussian of std ``table[indexes[i]]``;
+    symbols with ``|s| >= bound`` are escaped (see the module docstring).
+
+    Args:
+        table: The scale table (1-D, positive, strictly increasing).
+        bound: Half-width of the Gaussian alphabet; ``±bound`` are the escape markers.
+
+    Raises:
+        ConfigError: On a bad table or bound.
+
+    Example:
+        >>> table = pinned_scale_table(0.11, 256.0, 64)
+        >>> enc = GaussianEncoder(table)
+        >>> enc.push(np.array([0, -2, 5], np.int32), np.array([10, 20, 30], np.uint8))
+        >>> enc.push(np.array([10**6], np.int32), np.array([0], np.uint8))
+        >>> data = enc.finish()
+        >>> dec = GaussianDecoder(data, table)
+        >>> dec.pop(np.array([10, 20, 30], np.uint8))
+        array([ 0, -2,  5], dtype=int32)
+        >>> dec.pop(np.array([0], np.uint8))
+        array([1000000], dtype=int32)
+        >>> dec.finish()
+    """
+
+    def __init__(self, table: np.ndarray, bound: int = 4096):
+        self.table = _check_table(table)
+        self.bound = _check_bound(bound)
+        self._model = _model.QuantizedGaussian(-self.bound, self.bound)
+        # Decode-order segments: ("main", symbols, stds) or ("escape", payloads).
+        self._segments: list[tuple] = []
+        self._finished = False
+
+    def push(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
+        """Records one decode step's symbols (1-D int32) and their table indexes (1-D).
+
+        Raises:
+            ConfigError: On bad arrays (shapes, dtypes, indexes out of the table, values
+                beyond int32) or after ``finish``.
+        """
+        if self._finished:
+            raise ConfigError("push() after finish()")
+        s = _check_int_array(symbols, "symbols", 1)
+        idx = _check_indexes(indexes, self.table.size)
+        if s.shape != idx.shape:
+            raise ConfigError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
+        if s.size == 0:
+            return
+        # Compare rather than take abs(): abs() of int32's minimum overflows.
+        escaped = (s >= self.bound) | (s <= -self.bound)
+        main = s.copy()  # the caller may reuse its array before finish()
+        if escaped.any():
+            main[escaped] = np.where(s[escaped] > 0, self.bound, -self.bound)
+        self._segments.append(("main", main, self.table[idx]))
+        if escaped.any():
+            self._segments.append(("escape", np.abs(s[escaped].astype(np.int64)) - self.bound))
+
+    def finish(self) -> bytes:
+        """Encodes everything pushed and returns the stream (little-endian uint32 words).
+
+        Raises:
+            ConfigError: If called twice.
+        """
+        if self._finished:
+            raise ConfigError("finish() called twice")
+        self._finished = True
+        # Consecutive main segments are one batched call: encoding a concatenation in reverse
+        # is the same stream as encoding its parts one after the other.
+        merged: list[tuple] = []
+        for seg in self._segments:
+            if seg[0] == "main" and merged and merged[-1][0] == "main":
+                merged[-1][1].append(seg[1])
+                merged[-1][2].append(seg[2])
+            elif seg[0] == "main":
+                merged.append(("main", [seg[1]], [seg[2]]))
+            else:
+                merged.append(seg)
+        self._segments = []
+        coder = _AnsCoder()
+        for seg in reversed(merged):
+            if seg[0] == "main":
+                symbols, stds = np.concatenate(seg[1]), np.concatenate(seg[2])
+                coder.encode_reverse(symbols, self._model, np.zeros(symbols.size), stds)
+            else:
+                _push_payloads(coder, seg[1])
+        return _to_bytes(coder)
+
+
+class GaussianDecoder:
+    """Decodes a ``GaussianEncoder`` stream step by step.
+
+    Call ``pop`` with each step's indexes, in the same steps as the encoder's pushes, then
+    ``finish`` to check that the stream was consumed exactly. See ``GaussianEncoder`` for an
+    example.
+
+    Args:
+        data: The stream bytes.
+        table: The scale table the encoder used.
+        bound: The encoder's bound.
+
+    Raises:
+        CorruptError: If ``data`` is not whole 32-bit words or ends in a zero word.
+        ConfigError: On a bad table, bound or data type.
+    """
+
+    def __init__(self, data: bytes, table: np.ndarray, bound: int = 4096):
+        self.table = _check_table(table)
+        self.bound = _check_bound(bound)
+        self._model = _model.QuantizedGaussian(-self.bound, self.bound)
+        self._coder = _decoder(data)
+        self._zeros = np.zeros(0)
+        self._finished = False
+
+    def pop(self, indexes: np.ndarray) -> np.ndarray:
+        """Decodes the next step's symbols: int32, one per index.
+
+        Raises:
+            CorruptError: If an escaped symbol decodes beyond int32.
+            ConfigError: On bad indexes or after ``finish``.
+        """
+        if self._finished:
+            raise ConfigError("pop() after finish()")
+        idx = _check_indexes(indexes, self.table.size)
+        n = idx.size
+        if n == 0:
+            return np.zeros(0, np.int32)
+        if self._zeros.size < n:
+            self._zeros = np.zeros(max(n, 2 * self._zeros.size))
+        main = self._coder.decode(self._model, self._zeros[:n], self.table[idx])
+        escaped = np.abs(main) == self.bound
+        if not escaped.any():
+            return main.astype(np.int32, copy=False)
+        s = main.astype(np.int64)
+        s[escaped] = np.sign(s[escaped]) * (self.bound + _pop_payloads(self._coder,
+                                                                      int(escaped.sum())))
+        return _to_int32(s)
+
+    def finish(self) -> None:
+        """Checks that the stream held exactly the popped symbols.
+
+        Raises:
+            CorruptError: If words are left or the coder is not back in its initial state.
+        """
+        self._finished = True
+        if not self._coder.is_empty():
+            raise CorruptError("the y stream does not end where its symbols do")
+
+
+def gaussian_bits(symbols: np.ndarray, indexes: np.ndarray, table: np.ndarray,
+                  bound: int = 4096) -> float:
+    """The ideal information content of y symbols under the coder's model, in bits.
+
+    Each symbol costs ``-log2 p`` with ``p`` the mass of its unit bin under the zero-mean
+    Gaussian of std ``table[index]`` truncated to ``[-bound - 0.5, bound + 0.5]``, floored at
+    the coder's smallest probability 2**-24. An escaped symbol costs its marker plus its
+    payload (``log2(33)`` bits for the length and one bit per bit below the leading one).
+    Compare with ``8 * len(stream)`` to measure the coder's overhead.
+
+    Args:
+        symbols: 1-D integer symbols.
+        indexes: 1-D table indexes, same length.
+        table: The scale table.
+        bound: The coder's bound.
+
+    Returns:
+        The total in bits.
+
+    Raises:
+        ConfigError: On bad arguments.
+
+    Example:
+        >>> table = np.array([1.0])
+        >>> round(gaussian_bits(np.array([0], np.int32), np.array([0]), table), 3)
+        1.385
+    """
+    table = _check_table(table)
+    bound = _check_bound(bound)
+    s = _check_int_array(symbols, "symbols", 1)
+    idx = _check_indexes(indexes, table.size)
+    if s.shape != idx.shape:
+        raise ConfigError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
+    if s.size == 0:
+        return 0.0
+    s = s.astype(np.int64)
+    v = np.minimum(np.abs(s), bound)
+    escapes = np.abs(s[np.abs(s) >= bound]) - bound
+    # Few distinct (index, |s|) pairs: evaluate erfc once per pair, in float64.
+    keys, counts = np.unique(idx.astype(np.int64) * (bound + 1) + v, return_counts=True)
+    total = 0.0
+    for key, count in zip(keys.tolist(), counts.tolist()):
+        sigma = float(table[key // (bound + 1)]) * math.sqrt(2.0)
+        a = key % (bound + 1)
+        if a == 0:
+            mass = math.erf(0.5 / sigma)
+        else:
+            mass = 0.5 * (math.erfc((a - 0.5) / sigma) - math.erfc((a + 0.5) / sigma))
+        norm = math.erf((bound + 0.5) / sigma)  # the model is truncated to the alphabet
+        total -= count * math.log2(max(mass / norm, _MIN_PROBABILITY))
+    return total + _payload_bits(escapes)
+
+
+# ------------------------------------------------------------------------------ latent z
+
+class FactorizedCoder:
+    """Codes the hyper latent z with one fixed probability table per channel.
+
+    Row c of ``pmfs`` holds the probabilities of symbols ``offsets[c] .. offsets[c] +
+    lengths[c] - 1`` (entries beyond ``lengths[c]`` are ignored). The mass a row leaves below
+    1 is the tail; each of the row's two escape entries (below and above the real symbols)
+    gets half of it, but never less than 2**-24, so escapes are always representable.
+
+    Args:
+        pmfs: (C, L) non-negative finite probabilities, each row summing to at most 1.
+        lengths: (C,) integers in 1..L.
+        offsets: (C,) integers; every ``offsets[c] - 1 .. offsets[c] + lengths[c]`` must fit
+            in int32.
+
+    Raises:
+        ConfigError: On bad shapes or values.
+
+    Example:
+        >>> pmfs = np.array([[0.25, 0.5, 0.25], [0.5, 0.5, 0.0]])
+        >>> coder = FactorizedCoder(pmfs, np.array([3, 2]), np.array([-1, 0]))
+        >>> z = np.array([[-1, 0, 1, 7], [0, 1, -9, 1]], np.int32)
+        >>> coder.decode(coder.encode(z), 4)
+        array([[-1,  0,  1,  7],
+               [ 0,  1, -9,  1]], dtype=int32)
+    """
+
+    def __init__(self, pmfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray):
+        if not isinstance(pmfs, np.ndarray) or pmfs.ndim != 2 or 0 in pmfs.shape:
+            raise ConfigError("pmfs must be a non-empty 2-D NumPy array")
+        if not np.issubdtype(pmfs.dtype, np.floating):
+            raise ConfigError(f"pmfs must be floating point, got {pmfs.dtype}")
+        pmfs = pmfs.astype(np.float64)
+        if not np.all(np.isfinite(pmfs)) or np.any(pmfs < 0):
+            raise ConfigError("pmfs must be finite and non-negative")
+        channels, width = pmfs.shape
+        lengths = _check_int_array(lengths, "lengths", 1).astype(np.int64)
+        offsets = _check_int_array(offsets, "offsets", 1).astype(np.int64)
+        if lengths.shape != (channels,) or offsets.shape != (channels,):
+            raise ConfigError(f"lengths and offsets must have shape ({channels},)")
+        if np.any(lengths < 1) or np.any(lengths > width):
+            raise ConfigError(f"lengths must lie in 1..{width}")
+        if np.any(offsets - 1 < _INT32_MIN) or np.any(offsets + lengths > _INT32_MAX):
+            raise ConfigError("offsets - 1 .. offsets + lengths must fit in int32")
+        self.lengths, self.offsets = lengths, offsets
+        self.probabilities: list[np.ndarray] = []  # normalized, escape entries included
+        self._models = []
+        for c in range(channels):
+            row = pmfs[c, :lengths[c]]
+            total = float(row.sum())
+            if total > 1.0 + 1e-6:
+                raise ConfigError(f"row {c} of pmfs sums to {total} > 1")
+            escape = max((1.0 - total) / 2.0, _MIN_PROBABILITY)
+            p = np.concatenate([[escape], row, [escape]])
+            self.probabilities.append(p / p.sum())
+            self._models.append(_model.Categorical(p, perfect=False))
+
+    @property
+    def channels(self) -> int:
+        return len(self._models)
+
+    def _split(self, symbols: np.ndarray):
+        """Categorical entries (C, n) and per-channel escape payloads of checked symbols."""
+        lo = self.offsets[:, None]
+        hi = (self.offsets + self.lengths)[:, None]  # first symbol above the table
+        symbols = symbols.astype(np.int64)
+        entries = np.clip(symbols - lo + 1, 0, self.lengths[:, None] + 1)
+        payloads = np.where(symbols < lo, lo - 1 - symbols, symbols - hi)
+        return entries.astype(np.int32), payloads
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        """Encodes (C, n) integer symbols; returns the stream (little-endian uint32 words).
+
+        Raises:
+            ConfigError: On a bad shape, dtype or values beyond int32.
+        """
+        s = _check_int_array(symbols, "symbols", 2)
+        if s.shape[0] != self.channels:
+            raise ConfigError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
+        entries, payloads = self._split(s)
+        coder = _AnsCoder()
+        for c in reversed(range(self.channels)):
+            escaped = (entries[c] == 0) | (entries[c] == self.lengths[c] + 1)
+            _push_payloads(coder, payloads[c][escaped])
+            if s.shape[1]:
+                coder.encode_reverse(entries[c], self._models[c])
+        return _to_bytes(coder)
+
+    def decode(self, data: bytes, n: int) -> np.ndarray:
+        """Decodes ``n`` symbols per channel: (C, n) int32.
+
+        Raises:
+            CorruptError: If ``data`` is not whole 32-bit words, is not consumed exactly, or
+                decodes to a symbol beyond int32.
+            ConfigError: On a bad ``n`` or data type.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+        n = int(n)
+        coder = _decoder(data)
+        out = np.empty((self.channels, n), np.int64)
+        for c in range(self.channels):
+            entries = coder.decode(self._models[c], n).astype(np.int64) if n else np.zeros(0, np.int64)
+            low, high = entries == 0, entries == self.lengths[c] + 1
+            row = self.offsets[c] - 1 + entries
+            escaped = low | high
+            if escaped.any():
+                v = _pop_payloads(coder, int(escaped.sum()))
+                row[escaped] = np.where(low[escaped], self.offsets[c] - 1 - v,
+                                        self.offsets[c] + self.lengths[c] + v)
+            out[c] = row
+        if not coder.is_empty():
+            raise CorruptError("the z stream does not end where its symbols do")
+        return _to_int32(out)
+
+    def ideal_bits(self, symbols: np.ndarray) -> float:
+        """The ideal information content of (C, n) symbols under the normalized tables, bits.
+
+        Escaped symbols cost their escape entry plus the payload, as in ``gaussian_bits``.
+
+        Raises:
+            ConfigError: On bad symbols.
+        """
+        s = _check_int_array(symbols, "symbols", 2)
+        if s.shape[0] != self.channels:
+            raise ConfigError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
+        entries, payloads = self._split(s)
+        total = 0.0
+        for c in range(self.channels):
+            p = np.maximum(self.probabilities[c][entries[c]], _MIN_PROBABILITY)
+            total -= float(np.log2(p).sum())
+            escaped = (entries[c] == 0) | (entries[c] == self.lengths[c] + 1)
+            total += _payload_bits(payloads[c][escaped])
+        return total

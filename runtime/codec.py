@@ -1,0 +1,331 @@
+"""``stcm.Codec``: compress arrays and files to stcm containers and back.
+
+    codec = stcm.Codec()                      # the built-in default model
+    data = codec.compress(image, quality=0.75)  # image: (bands, H, W), any dtype and band count
+    image_back = codec.decompress(data)
+
+Pipeline per group of 3 bands (``stcm.models.bands``): normalise, pad to a multiple of 64,
+g_a and the quality gain, z through the factorized prior, h_s, then the scheduler codes y
+tile by tile and step by step; decoding mirrors it and ends with g_s. A time series codes its
+first image alone and every later one with the first image's latent as temporal reference.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stcm.errors import ConfigError, DataError
+from stcm.models.bands import (BandNormalization, denormalize, from_band_groups, normalize,
+                               to_band_groups)
+from stcm.models.checkpoint import load_checkpoint, model_fingerprint
+from stcm.models.codec import STCM, pad_amount, pad_image
+from stcm.models.gain import check_quality
+from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
+from stcm.runtime.container import (DTYPES, Georeference, Header, check_model, check_reference,
+                                    read_container, write_container)
+from stcm.runtime.scheduler import Scheduler, code_z, decode_z
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "stcm" / "weights" / "default.safetensors"
+DEFAULT_QUALITY = 0.75
+Z, Y = 0, 1  # stream kinds in the container
+
+
+def default_model_path() -> Path:
+    """The bundled default model (installed with the package)."""
+    import stcm
+
+    return Path(stcm.__file__).resolve().parent / "weights" / "default.safetensors"
+
+
+@dataclass
+class _Coded:
+    """One coded band group: its streams and the decoded latent (the temporal reference)."""
+
+    streams: dict[tuple[int, int, int], bytes]
+    latent: torch.Tensor
+
+
+class Codec:
+    """A loaded model, ready to compress and decompress.
+
+    Args:
+        model: None for the built-in default model, a checkpoint path, or an ``STCM``.
+        tile_size: latent tile size (x16 pixels); each tile is one ANS stream.
+        tile_batch: tiles per step-network call; 1 keeps every tile's computation independent
+            of the others, which makes streams decode exactly however the decoder batches.
+        naive: use the naive decoder (whole masked stack recomputed at every step); for tests
+            and benchmarks.
+        progress: show a progress bar on large images (None: only on a terminal).
+    """
+
+    def __init__(self, model: STCM | str | os.PathLike | None = None, *, tile_size: int = 64,
+                 tile_batch: int = 1, naive: bool = False, progress: bool | None = False):
+        if model is None:
+            path = default_model_path()
+            if not path.is_file():
+                raise ConfigError(f"no built-in default model at {path}; pass a checkpoint "
+                                  "(stcm train writes one) with --model / Codec(model=...)")
+            model = path
+        if not isinstance(model, STCM):
+            model, _ = load_checkpoint(model)
+        if tile_batch != 1:
+            # Float step networks give batch-dependent results (see scheduler.py): a stream
+            # coded with several tiles per call would not decode exactly elsewhere.
+            raise ConfigError("tile_batch > 1 needs exact (integer) step networks, which this "
+                              "model does not have; use tile_batch=1")
+        if not 1 <= tile_size <= 4096:
+            raise ConfigError(f"tile_size must be in 1..4096 latent positions, got {tile_size}")
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.model.freeze()
+        self.model_id = model_fingerprint(model)
+        self.table = pinned_scale_table(self.cfg.scale_min, self.cfg.scale_max,
+                                        self.cfg.scale_levels)
+        tables = self.model.z_tables
+        self.z_coder = FactorizedCoder(tables.pmfs, tables.lengths, tables.offsets)
+        self.medians = torch.from_numpy(tables.medians)
+        self.tile_size = tile_size
+        self.scheduler = Scheduler(model.entropy_parameters, self.table, tile_size, tile_batch,
+                                   naive)
+        self.progress = progress
+
+    # -- arrays --------------------------------------------------------------------------------
+    def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
+                 georef: Georeference | None = None, extra: dict | None = None) -> bytes:
+        """Compresses an image (bands, H, W) or (H, W) of any integer or float dtype.
+
+        ``georef`` is stored in the container; ``extra`` (JSON-able) travels in its header.
+        """
+        data, _ = self._compress(image, quality, georef, None, None, extra)
+        return data
+
+    def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
+        """Decompresses a container to the original shape, band count and dtype.
+
+        ``reference`` is the container of the series' first image, needed when ``data`` was
+        coded with a temporal reference (``compress_series``).
+        """
+        references = None
+        if reference is not None:
+            _, references = self._decompress(reference, None)
+        image, _ = self._decompress(data, references, reference)
+        return image.pixels
+
+    def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
+                        georefs: list[Georeference | None] | None = None) -> list[bytes]:
+        """Compresses co-registered images of one place (same shape and bands), the first as
+        the temporal reference of all others (paper section 3.4)."""
+        if not images:
+            raise DataError("compress_series needs at least one image")
+        georefs = georefs or [None] * len(images)
+        first, latents = self._compress(images[0], quality, georefs[0], None, None)
+        out = [first]
+        ref_id = hashlib.sha256(first).digest()
+        for image, georef in zip(images[1:], georefs[1:]):
+            if np.shape(image) != np.shape(images[0]):
+                raise DataError(f"series images must share one shape: {np.shape(image)} vs "
+                                f"{np.shape(images[0])}")
+            out.append(self._compress(image, quality, georef, latents, ref_id)[0])
+        return out
+
+    def decompress_series(self, blobs: list[bytes]) -> list[np.ndarray]:
+        """Inverse of ``compress_series``: the first container is the reference of the rest."""
+        if not blobs:
+            return []
+        first, latents = self._decompress(blobs[0], None)
+        return [first.pixels] + [self._decompress(b, latents, blobs[0])[0].pixels
+                                 for b in blobs[1:]]
+
+    # -- internals -----------------------------------------------------------------------------
+    def _coding_config(self) -> dict:
+        # What a reader needs to know about the coding; the model id pins everything else.
+        cfg = self.cfg
+        return {"name": cfg.name, "context": cfg.context, "N": cfg.N, "M": cfg.M,
+                "groups": list(cfg.groups), "temporal": cfg.temporal,
+                "scale_table": [cfg.scale_min, cfg.scale_max, cfg.scale_levels]}
+
+    def _bar(self, total: int, pixels: int, desc: str):
+        disable = (not self.progress if self.progress is not None else None)
+        if pixels < 2 ** 20:
+            disable = True
+        return tqdm(total=total, desc=desc, unit="group", disable=disable, leave=False)
+
+    @staticmethod
+    def _as_bands(image) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[None]
+        if image.ndim != 3 or 0 in image.shape:
+            raise DataError(f"expected an image of shape (bands, H, W) or (H, W), got "
+                            f"{image.shape}")
+        if image.dtype.name not in DTYPES:
+            raise DataError(f"pixels of type {image.dtype.name} are not supported; use one of "
+                            f"{', '.join(DTYPES)}")
+        if image.shape[0] > 4096:
+            raise DataError(f"{image.shape[0]} bands: stcm expects (bands, H, W) layout; "
+                            "transpose channels-last arrays with np.moveaxis(a, -1, 0)")
+        return image
+
+    @torch.no_grad()
+    def _compress(self, image, quality, georef, references, reference_id, extra=None):
+        check_quality(quality)
+        image = self._as_bands(image)
+        x, norm = normalize(image)
+        groups = torch.from_numpy(to_band_groups(x))
+        h, w = image.shape[1:]
+        q = torch.tensor([float(quality)])
+        gain_enc, gain_dec = self.model.gain.gains(q)
+        streams: dict[tuple[int, int, int], bytes] = {}
+        latents = []
+        bar = self._bar(len(groups) * len(self.cfg.groups), h * w, "compress")
+        for g, x_g in enumerate(groups):
+            y = self.model.g_a(pad_image(x_g[None])) * gain_enc
+            z_hat, streams[(g, Z, 0)] = code_z(self.z_coder, self.model.h_a(y), self.medians)
+            hyper = self.model.h_s(z_hat)
+            ref = references[g] if references is not None else None
+            y_hat, tiles = self.scheduler.encode(y, hyper, ref)
+            bar.update(len(self.cfg.groups))
+            for t, data in enumerate(tiles):
+                streams[(g, Y, t)] = data
+            latents.append(y_hat * gain_dec)
+            z_shape = tuple(z_hat.shape[-2:])
+        bar.close()
+        header = Header(
+            model_id=self.model_id, config=self._coding_config(), height=h, width=w,
+            bands=image.shape[0], dtype=image.dtype.name, normalization=norm.to_dict(),
+            quality=float(quality), pad=pad_amount(h, w),
+            latent_shape=tuple(latents[0].shape[-2:]), tile_size=self.tile_size,
+            band_groups=len(groups), z_shape=z_shape, georef=georef,
+            reference_id=reference_id, extra=extra or {})
+        return write_container(header, streams), latents
+
+    @torch.no_grad()
+    def _decompress(self, data: bytes, references, reference_data: bytes | None = None):
+        container = read_container(data)
+        header = container.header
+        check_model(container, self.model_id)
+        check_reference(container, reference_data)
+        if header.reference_id is None:
+            references = None
+        if header.tile_size != self.tile_size:
+            self.scheduler.tile_size = header.tile_size  # the stream decides, not the caller
+        q = torch.tensor([header.quality])
+        _, gain_dec = self.model.gain.gains(q)
+        norm = BandNormalization.from_dict(header.normalization)
+        groups, latents = [], []
+        bar = self._bar(header.band_groups * len(self.cfg.groups), header.height * header.width,
+                        "decompress")
+        try:
+            for g in range(header.band_groups):
+                z_hat = decode_z(self.z_coder, container.stream(g, Z, 0),
+                                 (self.cfg.N, *header.z_shape), self.medians)
+                hyper = self.model.h_s(z_hat)
+                tiles = [container.stream(g, Y, t) for t in range(header.tiles)]
+                ref = references[g] if references is not None else None
+                y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
+                bar.update(len(self.cfg.groups))
+                latent = y_hat * gain_dec
+                latents.append(latent)
+                x_hat = self.model.g_s(latent)[0, :, : header.height, : header.width]
+                groups.append(x_hat.clamp(0, 1).numpy())
+        finally:
+            self.scheduler.tile_size = self.tile_size
+            bar.close()
+        pixels = denormalize(from_band_groups(np.stack(groups), header.bands), norm)
+        return DecodedImage(pixels, header.georef, header), latents
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray
+    georef: Georeference | None
+    header: Header
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What a file operation did, for the CLI and for logs."""
+
+    source: Path
+    target: Path
+    pixels: int
+    bands: int
+    compressed_bytes: int
+    seconds: float
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return 8 * self.compressed_bytes / self.pixels
+
+    @property
+    def seconds_per_megapixel(self) -> float:
+        return self.seconds / (self.pixels / 1e6)
+
+
+def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY, *,
+                  force: bool = False) -> FileReport:
+    """Compresses an image file (PNG, JPEG, TIFF, GeoTIFF, JPEG 2000) to an stcm container,
+    keeping its georeferencing and band descriptions; writes atomically, never over the input."""
+    import time
+
+    from stcm.atomic import atomic_write_bytes
+    from stcm.runtime.imageio import read_raster, same_file
+
+    source, target = Path(source), Path(target)
+    _check_target(source, target, force, same_file)
+    raster = read_raster(source)
+    start = time.perf_counter()
+    data = codec.compress(raster.pixels, quality, georef=raster.georef,
+                          extra=_descriptions(raster))
+    seconds = time.perf_counter() - start
+    atomic_write_bytes(target, data)
+    return FileReport(source, target, raster.height * raster.width, raster.bands, len(data),
+                      seconds)
+
+
+def decompress_file(codec: Codec, source, target, *, reference=None,
+                    force: bool = False) -> FileReport:
+    """Decompresses a container to an image file (the format follows ``target``'s suffix;
+    GeoTIFF keeps CRS, transform, nodata, dtype and band count)."""
+    import time
+
+    from stcm.runtime.imageio import Raster, same_file, write_raster
+
+    source, target = Path(source), Path(target)
+    _check_target(source, target, force, same_file)
+    try:
+        data = source.read_bytes()
+        ref = Path(reference).read_bytes() if reference is not None else None
+    except OSError as exc:
+        raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    start = time.perf_counter()
+    references = codec._decompress(ref, None)[1] if ref is not None else None
+    image, _ = codec._decompress(data, references, ref)
+    seconds = time.perf_counter() - start
+    names = image.header.extra.get("band_descriptions")
+    raster = Raster(image.pixels, image.georef, tuple(names) if names else None)
+    write_raster(target, raster, force=force, source=source)
+    return FileReport(source, target, image.pixels.shape[1] * image.pixels.shape[2],
+                      image.pixels.shape[0], len(data), seconds)
+
+
+def _descriptions(raster) -> dict:
+    names = raster.band_descriptions
+    return {"band_descriptions": list(names)} if names and any(names) else {}
+
+
+def _check_target(source: Path, target: Path, force: bool, same_file) -> None:
+    from stcm.errors import OutputExistsError
+
+    if not source.is_file():
+        raise DataError(f"input {source} does not exist or is not a file")
+    if same_file(source, target):
+        raise OutputExistsError(f"refusing to write the output over the input {source}")
+    if target.exists() and not force:
+        raise OutputExistsError(f"{target} exists; pass --force (force=True) to overwrite it")

@@ -1,0 +1,352 @@
+"""Reading and writing the images users compress, with their georeferencing preserved.
+
+Every format goes through rasterio (GDAL). ``read_raster`` returns the pixels as (bands, H, W)
+in their native dtype plus the CRS, affine transform, nodata value and band descriptions;
+``write_raster`` writes them back so that a decoded image is a drop-in replacement for its
+original. Output formats, chosen by the output suffix:
+
+- ``.tif``/``.tiff``: GeoTIFF, lossless deflate, everything kept. The format for anything
+  beyond 8/16-bit images of 1-4 bands.
+- ``.png``: uint8/uint16, 1-4 bands (gray, gray+alpha, RGB, RGBA). CRS, transform and band
+  descriptions cannot be stored (a warning says so); nodata only for 1 or 3 bands.
+- ``.jp2``: lossless JPEG 2000 (reversible 5/3 wavelet), uint8/uint16/int16 only. CRS and
+  transform are kept; nodata and band descriptions are not (a warning says so).
+
+JPEG is read but never written: re-encoding decoded pixels lossily is not what users expect.
+
+Pixel types: uint8, uint16, int16, uint32, int32, float32 and float64 are accepted (float64
+is read and written as is, never narrowed); anything else (int8, 64-bit integers, complex)
+is a ``DataError``. Ground control points and RPCs are not kept: only an affine transform.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
+
+from stcm.atomic import atomic_path
+from stcm.errors import DataError, OutputExistsError
+
+from stcm.runtime.container import Georeference
+
+
+#: Pixel dtypes read and written; GeoTIFF holds them all.
+SUPPORTED_DTYPES = tuple(np.dtype(t) for t in
+                         ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"))
+#: Suffixes read_raster accepts (rasterio may read more; these are the ones promised).
+READ_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
+#: Suffixes write_raster accepts, mapped to the GDAL driver.
+WRITE_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".png": "PNG", ".jp2": "JP2OpenJPEG"}
+PNG_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
+# int32/uint32 JP2 files are written by GDAL but OpenJPEG cannot read them back.
+JP2_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("int16"))
+TILE = 256
+
+
+@dataclass
+class Raster:
+    """An image as stored in a file: pixels, georeferencing and band names.
+
+    Attributes:
+        pixels: (bands, H, W) array in the file's native dtype.
+        georef: CRS, transform and nodata, or None when the file has none of them.
+        band_descriptions: One name (or None) per band, or None when no band is named.
+    """
+
+    pixels: np.ndarray
+    georef: Georeference | None = None
+    band_descriptions: tuple[str | None, ...] | None = None
+
+    def __post_init__(self):
+        _check_shape(self)
+
+    @property
+    def bands(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[2]
+
+
+def _check_shape(raster: Raster) -> None:
+    pixels = raster.pixels
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or 0 in pixels.shape:
+        shape = getattr(pixels, "shape", type(pixels).__name__)
+        raise DataError(f"raster pixels must be a non-empty (bands, H, W) array, got {shape}")
+    names = raster.band_descriptions
+    if names is not None and len(names) != pixels.shape[0]:
+        raise DataError(f"{len(names)} band descriptions for {pixels.shape[0]} bands")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Tells whether two paths name the same file (through links, ``..`` and hard links).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> same_file(folder / "a.tif", folder / "sub" / ".." / "a.tif")
+        True
+        >>> same_file(folder / "a.tif", folder / "b.tif")
+        False
+    """
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    """Opens ``path`` for reading; any rasterio/GDAL failure becomes a DataError."""
+    try:
+        with warnings.catch_warnings():
+            # A plain PNG or JPEG has no georeference; that is normal, not worth a warning.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                yield ds
+    except DataError:
+        raise
+    except Exception as exc:  # rasterio and GDAL raise a zoo of types for bad files
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def _expand_palette(ds) -> np.ndarray:
+    """Returns a palette image as RGB, or RGBA when some palette entry is transparent."""
+    colormap = ds.colormap(1)
+    lut = np.zeros((max(colormap) + 1, 4), np.uint8)
+    for value, rgba in colormap.items():
+        lut[value] = rgba
+    # Index values beyond the table get its last entry rather than failing on a sloppy file.
+    rgba = np.moveaxis(np.take(lut, ds.read(1), axis=0, mode="clip"), -1, 0)
+    return rgba if (lut[:, 3] < 255).any() else rgba[:3]
+
+
+def _read_georef(ds, palette: bool) -> Georeference | None:
+    transform = None if ds.transform.is_identity else tuple(float(v) for v in ds.transform[:6])
+    crs_wkt = ds.crs.to_wkt() if ds.crs else None
+    # A palette nodata is an index, meaningless once expanded (transparency is in alpha).
+    nodata = None if palette or ds.nodata is None else float(ds.nodata)
+    if transform is None and (ds.gcps[0] or ds.rpcs):
+        warnings.warn(f"{ds.name} is georeferenced by ground control points or RPCs, which "
+                      "stcm does not keep; the output will not be georeferenced", stacklevel=3)
+    if crs_wkt is None and transform is None and nodata is None:
+        return None
+    return Georeference(crs_wkt=crs_wkt, transform=transform, nodata=nodata)
+
+
+def read_raster(path: str | os.PathLike) -> Raster:
+    """Reads an image file with its georeferencing.
+
+    PNG/JPEG keep every band, alpha included, so that a PNG round trip is exact; palette
+    images are expanded to RGB (RGBA if the palette has transparent entries). TIFF/GeoTIFF
+    and JPEG 2000 keep every band. ``georef`` is None unless the file has a CRS, a
+    non-identity transform or a nodata value.
+
+    Args:
+        path: A .tif/.tiff, .png, .jpg/.jpeg or .jp2 file.
+
+    Returns:
+        The pixels as (bands, H, W) in the file's dtype, its georef and band descriptions.
+
+    Raises:
+        DataError: The file is missing or unreadable, or its pixel type is unsupported.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gray.png"
+        >>> _ = write_raster(path, Raster(np.arange(12, dtype=np.uint8).reshape(1, 3, 4)))
+        >>> raster = read_raster(path)
+        >>> raster.pixels.shape, raster.pixels.dtype, raster.georef
+        ((1, 3, 4), dtype('uint8'), None)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"cannot read image {path}: "
+                        + ("it is a folder" if path.is_dir() else "no such file"))
+    with _open(path) as ds:
+        if ds.count == 0:
+            raise DataError(f"cannot read image {path}: it has no raster bands "
+                            "(a container of sub-datasets?); extract one band set to GeoTIFF")
+        palette = ds.count == 1 and ds.colorinterp[0] == ColorInterp.palette
+        if palette:
+            pixels = _expand_palette(ds)
+        else:
+            dtypes = {np.dtype(t) for t in ds.dtypes}
+            bad = sorted(str(t) for t in dtypes - set(SUPPORTED_DTYPES))
+            if bad:
+                raise DataError(f"image {path} has {', '.join(bad)} pixels; supported: "
+                                f"{', '.join(str(t) for t in SUPPORTED_DTYPES)}")
+            # Bands of different types (possible in a VRT) share the widest one.
+            pixels = ds.read(out_dtype=np.result_type(*dtypes))
+        names = tuple(d or None for d in ds.descriptions)
+        return Raster(pixels=pixels, georef=_read_georef(ds, palette),
+                      band_descriptions=names if any(names) else None)
+
+
+def _check_nodata(nodata: float, dtype: np.dtype) -> None:
+    if dtype.kind == "f":
+        return  # NaN, inf and any finite value are representable (float32 rounds)
+    if not math.isfinite(nodata) or nodata != int(nodata):
+        raise DataError(f"nodata {nodata} is not an integer, so it cannot mark {dtype} pixels")
+    info = np.iinfo(dtype)
+    if not info.min <= nodata <= info.max:
+        raise DataError(f"nodata {nodata} is outside the {dtype} range [{info.min}, {info.max}]")
+
+
+def _check_format(path: Path, raster: Raster) -> str:
+    """Returns the GDAL driver for ``path``, or raises if the format cannot hold ``raster``."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        raise DataError(f"{path}: JPEG output would re-encode the image lossily; write "
+                        ".tif (any image), .png (8/16-bit, 1-4 bands) or .jp2 instead")
+    if suffix not in WRITE_DRIVERS:
+        raise DataError(f"{path}: unknown output suffix {suffix or '(none)'!r}; use "
+                        + ", ".join(WRITE_DRIVERS))
+    dtype, bands = raster.pixels.dtype, raster.bands
+    if dtype not in SUPPORTED_DTYPES:
+        raise DataError(f"cannot write {dtype} pixels; supported: "
+                        f"{', '.join(str(t) for t in SUPPORTED_DTYPES)}")
+    if suffix == ".png" and (dtype not in PNG_DTYPES or bands > 4):
+        raise DataError(f"{path}: PNG holds only uint8/uint16 images of 1-4 bands, not "
+                        f"{bands} band(s) of {dtype}; write a .tif (GeoTIFF) instead")
+    if suffix == ".jp2" and dtype not in JP2_DTYPES:
+        raise DataError(f"{path}: lossless JPEG 2000 holds only uint8/uint16/int16 pixels, "
+                        f"not {dtype}; write a .tif (GeoTIFF) instead")
+    georef = raster.georef
+    if georef is not None:
+        if georef.transform is not None and len(georef.transform) != 6:
+            raise DataError(f"georef transform needs 6 coefficients, got {georef.transform}")
+        if georef.nodata is not None:
+            _check_nodata(float(georef.nodata), dtype)
+    return WRITE_DRIVERS[suffix]
+
+
+def _lost(driver: str, raster: Raster) -> list[str]:
+    """Names what the output format cannot store of ``raster``."""
+    georef, lost = raster.georef, []
+    if driver == "PNG" and georef is not None:
+        if georef.crs_wkt is not None or georef.transform is not None:
+            lost.append("CRS/transform")
+        # PNG marks nodata with a tRNS chunk, which exists for gray and RGB but not with alpha.
+        if georef.nodata is not None and raster.bands not in (1, 3):
+            lost.append("nodata")
+    if driver == "JP2OpenJPEG" and georef is not None and georef.nodata is not None:
+        lost.append("nodata")  # GDAL keeps JP2 nodata only in a .aux.xml sidecar
+    if driver != "GTiff" and raster.band_descriptions is not None:
+        lost.append("band descriptions")
+    return lost
+
+
+def _profile(driver: str, raster: Raster) -> dict:
+    dtype, georef = raster.pixels.dtype, raster.georef
+    profile = dict(driver=driver, count=raster.bands, height=raster.height, width=raster.width,
+                   dtype=dtype.name)
+    if georef is not None:
+        if georef.crs_wkt is not None and driver != "PNG":
+            profile["crs"] = CRS.from_wkt(georef.crs_wkt)
+        if georef.transform is not None and driver != "PNG":
+            profile["transform"] = Affine(*georef.transform)
+        if georef.nodata is not None and "nodata" not in _lost(driver, raster):
+            profile["nodata"] = georef.nodata
+    if driver == "GTiff":
+        # Horizontal differencing makes smooth imagery deflate far better, losslessly.
+        profile.update(compress="deflate", predictor=3 if dtype.kind == "f" else 2,
+                       bigtiff="if_safer")
+        if raster.height >= TILE and raster.width >= TILE:
+            profile.update(tiled=True, blockxsize=TILE, blockysize=TILE)
+    elif driver == "JP2OpenJPEG":
+        # QUALITY=100 with the reversible wavelet is bit-exact; CODEC is explicit because the
+        # temporary file's suffix is not .jp2 and GDAL would otherwise write a bare J2K stream.
+        profile.update(reversible="YES", quality="100", codec="JP2", ycc="NO")
+    return profile
+
+
+def _write(tmp: Path, driver: str, raster: Raster) -> None:
+    """Writes ``raster`` to ``tmp`` with ``driver`` (chosen explicitly, not by suffix)."""
+    # No .aux.xml sidecar: it would be named after the temporary file and left behind.
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **_profile(driver, raster)) as ds:
+            ds.write(raster.pixels)
+            if driver == "GTiff" and raster.band_descriptions is not None:
+                for band, name in enumerate(raster.band_descriptions, start=1):
+                    if name:
+                        ds.set_band_description(band, name)
+
+
+def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False,
+                 source: str | os.PathLike | None = None) -> Path:
+    """Writes ``raster`` to ``path`` atomically, in the format its suffix names.
+
+    Nothing is written unless the whole file is: the image goes to a temporary file beside
+    ``path`` that replaces it at the end. A .png/.jp2 output that cannot store part of the
+    georeferencing or band descriptions is still written, with a ``UserWarning``.
+
+    Args:
+        path: Output file, ending in .tif/.tiff, .png or .jp2 (see the module docstring).
+        raster: The image to write.
+        force: Replace ``path`` if it exists.
+        source: The input file the raster came from; writing over it is refused even with
+            ``force``, so that a typo cannot destroy the only copy of an image.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        DataError: The suffix is unknown or JPEG, or the format cannot hold the raster's
+            dtype/band count (the message suggests .tif), or GDAL fails to write.
+        OutputExistsError: ``path`` exists and ``force`` is False, or ``path`` is ``source``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ms.tif"
+        >>> pixels = np.arange(5 * 4 * 6, dtype=np.uint16).reshape(5, 4, 6)
+        >>> georef = Georeference(crs_wkt=CRS.from_epsg(32633).to_wkt(),
+        ...                       transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0),
+        ...                       nodata=0.0)
+        >>> _ = write_raster(path, Raster(pixels, georef, ("B2", "B3", "B4", "B8", None)))
+        >>> back = read_raster(path)
+        >>> bool((back.pixels == pixels).all()), back.band_descriptions
+        (True, ('B2', 'B3', 'B4', 'B8', None))
+        >>> CRS.from_wkt(back.georef.crs_wkt).to_epsg(), back.georef.nodata
+        (32633, 0.0)
+        >>> write_raster(path, Raster(pixels))
+        Traceback (most recent call last):
+        ...
+        stcm.errors.OutputExistsError: ...ms.tif exists; pass --force (force=True) to overwrite it
+    """
+    path = Path(path)
+    _check_shape(raster)
+    driver = _check_format(path, raster)
+    if source is not None and same_file(path, source):
+        raise OutputExistsError(f"{path} is the input image; refusing to write over it (even "
+                                "with --force): choose another output file")
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; give an output file name")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; pass --force (force=True) to overwrite it")
+    lost = _lost(driver, raster)
+    if lost:
+        warnings.warn(f"{path.suffix} cannot store the {', '.join(lost)} of this image, which "
+                      f"will be missing from {path}; write a .tif to keep them", stacklevel=2)
+    with atomic_path(path) as tmp:
+        try:
+            _write(tmp, driver, raster)
+        except Exception as exc:  # GDAL: disk full, permission, driver limits...
+            raise DataError(f"cannot write {path}: {exc}") from exc
+    return path

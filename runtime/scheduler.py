@@ -1,0 +1,150 @@
+"""The scheduler: codes one latent group by group, step by step, over all tiles.
+
+Encoding and decoding run the very same code; only the visit of each step differs:
+
+    for group k:                                   # ELIC's channel groups, in order
+        side = side_proj(hyper, channel ctx(y_hat[< k]), temporal ctx(reference))   # whole latent
+        for step t of the group's spatial order:   # H+W-1 anti-diagonals for diag
+            for each chunk of tiles:
+                mean, scale = program.params(t)    # only the new positions
+                encode: s = round(y - mean) -> ANS;  decode: s <- ANS
+                y_hat = s + mean; program.update(t, y_hat)
+
+Determinism: float results of the step networks can change with the number of tiles in one
+call (measured: 1x1 convolutions at batch 8 vs 1 on 2 threads differ in the last bits). By
+default each tile is therefore computed alone (``tile_batch=1``), so its parameters depend on
+nothing but the tile, whatever the caller batches; ``tile_batch > 1`` runs tiles in one call
+and is only exact where the step networks are (the integer path of issue 5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from stcm.models.entropy_parameters import EntropyParameters
+from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer)
+from stcm.runtime.steps import GroupProgram, RecomputeProgram
+from stcm.runtime.tiling import TileGrid
+from stcm.runtime.wavefront import WavefrontProgram
+
+# visit(k, t, tiles, program, mean, scale) -> y_hat of the step's positions, (b, C, n)
+Visit = Callable[[int, int, range, GroupProgram, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """Counts of one coding run, for profiling and tests."""
+
+    steps: int
+    program_calls: int
+
+
+class Scheduler:
+    """Runs the decode schedule of an entropy-parameter network over a tiled latent."""
+
+    def __init__(self, entropy_parameters: EntropyParameters, table: np.ndarray,
+                 tile_size: int = 64, tile_batch: int = 1, naive: bool = False):
+        self.ep = entropy_parameters
+        self.context = entropy_parameters.cfg.context
+        self.table = table
+        self.quantizer = ScaleQuantizer(table)
+        self.tile_size = tile_size
+        self.tile_batch = max(1, tile_batch)
+        self.naive = naive
+        self.trace = StepTrace(0, 0)
+
+    def _program(self, k: int, side: torch.Tensor, valid: torch.Tensor) -> GroupProgram:
+        spatial = self.ep.spatial[k] if self.context != "none" else None
+        if self.context == "diag" and not self.naive:
+            return WavefrontProgram(spatial, self.ep.aggregate[k], side, valid)
+        return RecomputeProgram(self.context, spatial, self.ep.aggregate[k], side, valid)
+
+    @torch.no_grad()
+    def _run(self, grid: TileGrid, hyper: torch.Tensor, reference: torch.Tensor | None,
+             visit: Visit) -> torch.Tensor:
+        cfg = self.ep.cfg
+        valid = grid.valid()
+        y_hat = hyper.new_zeros(1, cfg.M, grid.height, grid.width)
+        chunks = [range(i, min(i + self.tile_batch, grid.count))
+                  for i in range(0, grid.count, self.tile_batch)]
+        steps = calls = 0
+        for k, sl in enumerate(self.ep.group_slices()):
+            side = grid.split(self.ep.side(k, hyper, y_hat[:, : sl.start] if k else None,
+                                           reference))
+            programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
+                        for c in chunks]
+            for t in range(programs[0].num_steps):
+                for tiles, program in zip(chunks, programs):
+                    mean, scale = program.params(t)
+                    program.update(t, visit(k, t, tiles, program, mean, scale))
+                    calls += 1
+                steps += 1
+            y_hat[:, sl] = grid.merge(torch.cat([p.latent() for p in programs]))
+        self.trace = StepTrace(steps, calls)
+        return y_hat
+
+    def _symbol_layout(self, program: GroupProgram, t: int, scale: torch.Tensor):
+        """Per tile of the chunk: the mask of coded positions and their scale indexes, in
+        coding order (channel-major, then the step's positions)."""
+        present = program.valid_at(t)
+        for b in range(scale.shape[0]):
+            sel = present[b]
+            yield b, sel, self.quantizer.index(scale[b][:, sel].reshape(-1).numpy())
+
+    def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None
+               ) -> tuple[torch.Tensor, list[bytes]]:
+        """Quantizes and codes y (1, M, h, w); returns (y_hat, one stream per tile)."""
+        grid = TileGrid(y.shape[2], y.shape[3], self.tile_size)
+        encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]
+        y_tiles = grid.split(y)
+        slices = self.ep.group_slices()
+
+        def visit(k, t, tiles, program, mean, scale):
+            rows, cols = program.positions[t]
+            values = y_tiles[tiles.start: tiles.stop, slices[k]][:, :, rows, cols]
+            symbols = torch.round(values - mean)
+            for b, sel, indexes in self._symbol_layout(program, t, scale):
+                encoders[tiles.start + b].push(
+                    symbols[b][:, sel].reshape(-1).numpy().astype(np.int32), indexes)
+            return symbols + mean
+
+        y_hat = self._run(grid, hyper, reference, visit)
+        return y_hat, [e.finish() for e in encoders]
+
+    def decode(self, streams: list[bytes], shape: tuple[int, int], hyper: torch.Tensor,
+               reference: torch.Tensor | None) -> torch.Tensor:
+        """Decodes the latent (1, M, h, w) from one stream per tile."""
+        grid = TileGrid(shape[0], shape[1], self.tile_size)
+        decoders = [GaussianDecoder(s, self.table) for s in streams]
+
+        def visit(k, t, tiles, program, mean, scale):
+            symbols = torch.zeros_like(mean)
+            for b, sel, indexes in self._symbol_layout(program, t, scale):
+                decoded = decoders[tiles.start + b].pop(indexes)
+                symbols[b][:, sel] = torch.from_numpy(decoded.astype(np.float32)).view(
+                    mean.shape[1], -1)
+            return symbols + mean
+
+        y_hat = self._run(grid, hyper, reference, visit)
+        for d in decoders:
+            d.finish()
+        return y_hat
+
+
+def code_z(coder: FactorizedCoder, z: torch.Tensor, medians: torch.Tensor
+           ) -> tuple[torch.Tensor, bytes]:
+    """Quantizes z around its medians and codes it; returns (z_hat, stream)."""
+    symbols = torch.round(z - medians.view(1, -1, 1, 1))
+    data = coder.encode(symbols[0].reshape(z.shape[1], -1).numpy().astype(np.int32))
+    return symbols + medians.view(1, -1, 1, 1), data
+
+
+def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int],
+             medians: torch.Tensor) -> torch.Tensor:
+    """Decodes z_hat (1, N, hz, wz)."""
+    n, hz, wz = shape
+    symbols = torch.from_numpy(coder.decode(data, hz * wz).astype(np.float32)).view(1, n, hz, wz)
+    return symbols + medians.view(1, -1, 1, 1)

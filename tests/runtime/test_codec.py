@@ -1,0 +1,175 @@
+"""stcm.Codec end to end: exact latent round trips, determinism, series, and bad input."""
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_smooth_image
+from stcm.errors import (ConfigError, CorruptError, DataError, ModelMismatchError,
+                         NotStcmFileError, TruncatedError)
+from stcm.models.bands import denormalize, from_band_groups
+from stcm.models.checkpoint import save_checkpoint
+from stcm.models.codec import STCM
+from stcm.models.config import CONTEXTS, get_config
+from stcm.models.revisit import synthetic_revisit
+from stcm.runtime.codec import Codec
+
+
+def _model(seed=0, **overrides) -> STCM:
+    torch.manual_seed(seed)
+    return STCM(get_config("tiny", **overrides)).eval()
+
+
+def _image(bands, h, w, dtype=np.uint8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = make_smooth_image(rng, bands, h, w)
+    if dtype == np.uint8:
+        return np.rint(x * 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.rint(300 + x * 9000).astype(np.uint16)
+    return (x * 3 - 1).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec(_model(), tile_size=3)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_decoder_reproduces_the_encoders_latent_exactly(context):
+    codec = Codec(_model(context=context), tile_size=3)
+    image = _image(3, 70, 90)
+    data, enc_latents = codec._compress(image, 0.6, None, None, None)
+    decoded, dec_latents = codec._decompress(data, None)
+    for a, b in zip(enc_latents, dec_latents):
+        assert torch.equal(a, b)
+    # and the pixels are exactly g_s of that latent, denormalised
+    x_hat = codec.model.g_s(enc_latents[0])[0, :, :70, :90].clamp(0, 1).detach().numpy()
+    expected = denormalize(from_band_groups(x_hat[None], 3),
+                           _norm(decoded.header.normalization))
+    assert np.array_equal(decoded.pixels, expected)
+
+
+def _norm(d):
+    from stcm.models.bands import BandNormalization
+
+    return BandNormalization.from_dict(d)
+
+
+@pytest.mark.parametrize("bands,h,w,dtype", [(1, 17, 23, np.uint8), (4, 33, 70, np.uint16),
+                                              (5, 64, 64, np.uint16), (2, 40, 20, np.float32)])
+def test_any_shape_band_count_and_dtype_round_trip(codec, bands, h, w, dtype):
+    image = _image(bands, h, w, dtype)
+    back = codec.decompress(codec.compress(image, 0.9))
+    assert back.shape == image.shape and back.dtype == image.dtype
+    if dtype != np.float32:
+        lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+        assert back.min() >= lo and back.max() <= hi
+
+
+def test_more_quality_costs_more_bytes(codec):
+    image = _image(3, 64, 64)
+    sizes = [len(codec.compress(image, q)) for q in (0.0, 0.5, 1.0)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_stream_decodes_identically_in_a_one_thread_process(tmp_path):
+    model = _model(seed=3)
+    ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
+    codec = Codec(model, tile_size=2)
+    image = _image(3, 64, 96, seed=5)
+    data = codec.compress(image, 0.8)
+    (tmp_path / "img.stcm").write_bytes(data)
+    here = codec.decompress(data)
+    np.save(tmp_path / "here.npy", here)
+    script = (
+        "import sys, numpy as np, torch; torch.set_num_threads(1);"
+        "from stcm.runtime.codec import Codec;"
+        f"c = Codec(r'{ckpt}', tile_size=2);"
+        f"back = c.decompress(open(r'{tmp_path / 'img.stcm'}', 'rb').read());"
+        f"sys.exit(0 if np.array_equal(back, np.load(r'{tmp_path / 'here.npy'}')) else 3)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_batched_float_step_calls_are_refused():
+    with pytest.raises(ConfigError, match="tile_batch"):
+        Codec(_model(), tile_batch=4)
+
+
+def test_series_round_trip_uses_the_first_image_as_reference():
+    codec = Codec(_model(seed=1), tile_size=4)
+    rng = np.random.default_rng(0)
+    first = _image(3, 64, 64, seed=2)
+    later = [np.rint(synthetic_revisit(first / 255.0, rng) * 255).astype(np.uint8)
+             for _ in range(2)]
+    blobs = codec.compress_series([first, *later], 0.7)
+    decoded = codec.decompress_series(blobs)
+    assert all(d.shape == first.shape for d in decoded)
+    # each later image equals decoding it alone with the reference given
+    assert np.array_equal(codec.decompress(blobs[1], reference=blobs[0]), decoded[1])
+    with pytest.raises(ModelMismatchError, match="reference"):
+        codec.decompress(blobs[2])
+    with pytest.raises(ModelMismatchError):
+        codec.decompress(blobs[2], reference=blobs[1])
+    # the reference really conditions the entropy model: alone, the same image codes differently
+    assert codec.compress(later[0], 0.7) != blobs[1]
+
+
+def test_corrupted_truncated_and_foreign_inputs_fail_clearly(codec):
+    data = bytearray(codec.compress(_image(3, 48, 48), 0.7))
+    with pytest.raises(TruncatedError):
+        codec.decompress(bytes(data[:-5]))
+    flipped = bytearray(data)
+    flipped[-3] ^= 0x40  # inside the last y stream
+    with pytest.raises(CorruptError, match="crc|CRC|checksum"):
+        codec.decompress(bytes(flipped))
+    with pytest.raises(NotStcmFileError):
+        codec.decompress(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    other = Codec(_model(seed=9), tile_size=3)
+    with pytest.raises(ModelMismatchError):
+        other.decompress(bytes(data))
+
+
+def test_bad_arrays_are_refused(codec):
+    with pytest.raises(DataError):
+        codec.compress(np.zeros((0, 5, 5), np.uint8))
+    with pytest.raises(DataError, match="int8"):
+        codec.compress(np.zeros((3, 8, 8), np.int8))
+    with pytest.raises(ConfigError, match="quality"):
+        codec.compress(np.zeros((3, 8, 8), np.uint8), quality=2)
+    with pytest.raises(DataError, match="NaN|nan"):
+        codec.compress(np.full((1, 8, 8), np.nan, np.float32))
+
+
+def test_stream_sizes_match_the_estimated_rate_of_the_coded_latent(trained_tiny):
+    """ANS overhead: bytes written vs the sum of -log2 likelihoods of the very symbols coded
+    (continuous Gaussians with the step programs' means and scales, and z's density)."""
+    from stcm.models.codec import pad_image
+    from stcm.models.gaussian import gaussian_likelihood
+    from stcm.runtime.scheduler import code_z
+
+    codec = Codec(trained_tiny, tile_size=64)
+    model = codec.model
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(make_smooth_image(rng, 3, 256, 256)[None].astype(np.float32))
+    x = (x + 0.2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))) / 1.2
+    with torch.no_grad():
+        gain_enc, _ = model.gain.gains(torch.tensor([1.0]))
+        y = model.g_a(pad_image(x)) * gain_enc
+        z = model.h_a(y)
+        z_hat, z_stream = code_z(codec.z_coder, z, codec.medians)
+        hyper = model.h_s(z_hat)
+        y_hat, y_streams = codec.scheduler.encode(y, hyper, None)
+        means, scales = model.entropy_parameters(y_hat, hyper, None)
+        y_bits = -torch.log2(gaussian_likelihood(y_hat, means, scales, model.cfg.scale_min)).sum()
+        z_bits = -torch.log2(model.entropy_bottleneck.likelihood(z_hat)).sum()
+    estimate = float(y_bits + z_bits)
+    written = 8 * (len(z_stream) + sum(len(s) for s in y_streams))
+    assert estimate > 20_000, "the check needs a rate well above the per-stream word overhead"
+    print(f"ANS overhead: {written} bits written, {estimate:.0f} estimated "
+          f"({100 * (written / estimate - 1):+.2f}%)")
+    assert abs(written / estimate - 1) < 0.02, f"{written} bits written vs {estimate:.0f} estimated"
