@@ -16,9 +16,7 @@ $(VENV)/.installed: setup.py
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/stcm train --config tiny --data stcm/samples --steps 50 --crop 128 \
-		--batch-size 4 --lr 1e-3 --val-every 25 --out runs/demo
-	$(VENV)/bin/stcm info runs/demo
+	$(VENV)/bin/stcm demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -19,7 +19,8 @@ setup(
         "stcm.runtime": "runtime",
         "stcm.kernels": "kernels",
     },
-    package_data={"stcm": ["samples/*.tif", "samples/*.md"]},
+    package_data={"stcm": ["samples/*.tif", "samples/*.md", "weights/*.safetensors",
+                            "weights/*.md"]},
     install_requires=[
         # 2.13.0 is the CPU build available offline here; a looser pin pulls a multi-GB CUDA build.
         "torch>=2.4,<=2.14.1",

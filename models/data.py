@@ -9,7 +9,6 @@ rarely spans the full range), and one of the 8 flips/rotations. NumPy only, no t
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import warnings
@@ -18,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.enums import ColorInterp
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from stcm.rasters import open_raster
 from stcm.errors import DataError
 from stcm.models.revisit import synthetic_revisit
 
@@ -57,19 +55,7 @@ def list_images(folder: str | Path) -> list[Path]:
     return paths
 
 
-@contextlib.contextmanager
-def _open(path: Path):
-    """Opens ``path`` with rasterio; any failure becomes a DataError naming the file."""
-    try:
-        with warnings.catch_warnings():
-            # Plain PNG/JPEG files have no georeference; that is normal for training data.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                yield ds
-    except DataError:
-        raise
-    except Exception as exc:  # rasterio and GDAL raise a zoo of types for bad files
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+_open = open_raster
 
 
 def _layout(ds) -> tuple[list[int], bool]:

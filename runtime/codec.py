@@ -26,10 +26,11 @@ from stcm.models.bands import (BandNormalization, denormalize, from_band_groups,
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM, pad_amount, pad_image
 from stcm.models.gain import check_quality
+from stcm.models.transforms import DOWNSAMPLE
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.container import (DTYPES, Georeference, Header, check_model, check_reference,
                                     read_container, write_container)
-from stcm.runtime.scheduler import Scheduler, code_z, decode_z
+from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "stcm" / "weights" / "default.safetensors"
 DEFAULT_QUALITY = 0.75
@@ -150,11 +151,16 @@ class Codec:
                 "groups": list(cfg.groups), "temporal": cfg.temporal,
                 "scale_table": [cfg.scale_min, cfg.scale_max, cfg.scale_levels]}
 
-    def _bar(self, total: int, pixels: int, desc: str):
+    def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str):
+        """A progress bar over all sequential steps, hooked into the scheduler; shown for
+        images of a megapixel or more (and, with progress=None, only on a terminal)."""
         disable = (not self.progress if self.progress is not None else None)
         if pixels < 2 ** 20:
             disable = True
-        return tqdm(total=total, desc=desc, unit="group", disable=disable, leave=False)
+        total = band_groups * self.scheduler.steps_for(latent_shape)
+        bar = tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
+        self.scheduler.on_step = lambda: bar.update(1)
+        return bar
 
     @staticmethod
     def _as_bands(image) -> np.ndarray:
@@ -183,19 +189,22 @@ class Codec:
         gain_enc, gain_dec = self.model.gain.gains(q)
         streams: dict[tuple[int, int, int], bytes] = {}
         latents = []
-        bar = self._bar(len(groups) * len(self.cfg.groups), h * w, "compress")
+        ph, pw = pad_amount(h, w)
+        latent_shape = ((h + ph) // DOWNSAMPLE, (w + pw) // DOWNSAMPLE)
+        bar = self._bar(len(groups), latent_shape, h * w, "compress")
         for g, x_g in enumerate(groups):
             y = self.model.g_a(pad_image(x_g[None])) * gain_enc
             z_hat, streams[(g, Z, 0)] = code_z(self.z_coder, self.model.h_a(y), self.medians)
-            hyper = self.model.h_s(z_hat)
             ref = references[g] if references is not None else None
-            y_hat, tiles = self.scheduler.encode(y, hyper, ref)
-            bar.update(len(self.cfg.groups))
+            with entropy_threads():
+                hyper = self.model.h_s(z_hat)
+                y_hat, tiles = self.scheduler.encode(y, hyper, ref)
             for t, data in enumerate(tiles):
                 streams[(g, Y, t)] = data
             latents.append(y_hat * gain_dec)
             z_shape = tuple(z_hat.shape[-2:])
         bar.close()
+        self.scheduler.on_step = None
         header = Header(
             model_id=self.model_id, config=self._coding_config(), height=h, width=w,
             bands=image.shape[0], dtype=image.dtype.name, normalization=norm.to_dict(),
@@ -219,23 +228,24 @@ class Codec:
         _, gain_dec = self.model.gain.gains(q)
         norm = BandNormalization.from_dict(header.normalization)
         groups, latents = [], []
-        bar = self._bar(header.band_groups * len(self.cfg.groups), header.height * header.width,
-                        "decompress")
+        bar = self._bar(header.band_groups, header.latent_shape,
+                        header.height * header.width, "decompress")
         try:
             for g in range(header.band_groups):
                 z_hat = decode_z(self.z_coder, container.stream(g, Z, 0),
                                  (self.cfg.N, *header.z_shape), self.medians)
-                hyper = self.model.h_s(z_hat)
                 tiles = [container.stream(g, Y, t) for t in range(header.tiles)]
                 ref = references[g] if references is not None else None
-                y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
-                bar.update(len(self.cfg.groups))
+                with entropy_threads():
+                    hyper = self.model.h_s(z_hat)
+                    y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
                 latent = y_hat * gain_dec
                 latents.append(latent)
                 x_hat = self.model.g_s(latent)[0, :, : header.height, : header.width]
                 groups.append(x_hat.clamp(0, 1).numpy())
         finally:
             self.scheduler.tile_size = self.tile_size
+            self.scheduler.on_step = None
             bar.close()
         pixels = denormalize(from_band_groups(np.stack(groups), header.bands), norm)
         return DecodedImage(pixels, header.georef, header), latents

@@ -20,7 +20,6 @@ is a ``DataError``. Ground control points and RPCs are not kept: only an affine 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -35,6 +34,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 from stcm.atomic import atomic_path
+from stcm.rasters import open_raster
 from stcm.errors import DataError, OutputExistsError
 
 from stcm.runtime.container import Georeference
@@ -110,19 +110,7 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return a.resolve() == b.resolve()
 
 
-@contextlib.contextmanager
-def _open(path: Path):
-    """Opens ``path`` for reading; any rasterio/GDAL failure becomes a DataError."""
-    try:
-        with warnings.catch_warnings():
-            # A plain PNG or JPEG has no georeference; that is normal, not worth a warning.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                yield ds
-    except DataError:
-        raise
-    except Exception as exc:  # rasterio and GDAL raise a zoo of types for bad files
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+_open = open_raster
 
 
 def _expand_palette(ds) -> np.ndarray:

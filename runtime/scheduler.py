@@ -10,14 +10,16 @@ Encoding and decoding run the very same code; only the visit of each step differ
                 encode: s = round(y - mean) -> ANS;  decode: s <- ANS
                 y_hat = s + mean; program.update(t, y_hat)
 
-Determinism: float results of the step networks can change with the number of tiles in one
-call (measured: 1x1 convolutions at batch 8 vs 1 on 2 threads differ in the last bits). By
-default each tile is therefore computed alone (``tile_batch=1``), so its parameters depend on
-nothing but the tile, whatever the caller batches; ``tile_batch > 1`` runs tiles in one call
-and is only exact where the step networks are (the integer path of issue 5).
+Determinism: float results of the networks that decide the coded distributions change with
+the number of tiles in one call and with the thread count (measured: 1x1 convolutions at
+batch 8 vs 1 on 2 threads, and the small model's hyper synthesis on 1 vs 2 threads, differ in
+the last bits). So each tile is computed alone (``tile_batch=1``), and this whole entropy
+path runs on one thread (``entropy_threads``): a tile's parameters then depend on nothing but
+the tile. ``tile_batch > 1`` is only exact where the step networks are (issue 5).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from stcm.models.entropy_parameters import EntropyParameters
+from stcm.models.masks import num_decode_steps
 from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer)
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
@@ -32,6 +35,18 @@ from stcm.runtime.wavefront import WavefrontProgram
 
 # visit(k, t, tiles, program, mean, scale) -> y_hat of the step's positions, (b, C, n)
 Visit = Callable[[int, int, range, GroupProgram, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def entropy_threads():
+    """Runs the block on one intra-op thread: float reductions then take the same path
+    whatever the machine's or the caller's thread setting (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,12 @@ class Scheduler:
         self.tile_batch = max(1, tile_batch)
         self.naive = naive
         self.trace = StepTrace(0, 0)
+        self.on_step: Callable[[], None] | None = None  # progress hook, called after each step
+
+    def steps_for(self, shape: tuple[int, int]) -> int:
+        """Sequential steps to code a latent of this shape (all groups)."""
+        grid = TileGrid(shape[0], shape[1], self.tile_size)
+        return len(self.ep.groups) * num_decode_steps(self.context, *grid.frame)
 
     def _program(self, k: int, side: torch.Tensor, valid: torch.Tensor) -> GroupProgram:
         spatial = self.ep.spatial[k] if self.context != "none" else None
@@ -82,6 +103,8 @@ class Scheduler:
                     program.update(t, visit(k, t, tiles, program, mean, scale))
                     calls += 1
                 steps += 1
+                if self.on_step is not None:
+                    self.on_step()
             y_hat[:, sl] = grid.merge(torch.cat([p.latent() for p in programs]))
         self.trace = StepTrace(steps, calls)
         return y_hat

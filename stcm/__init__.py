@@ -27,6 +27,7 @@ __all__ = [
     "StcmError",
     "TruncatedError",
     "UnsupportedVersionError",
+    "Codec",
     "ModelConfig",
     "SAMPLES_DIR",
     "__version__",
@@ -34,6 +35,10 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name == "Codec":
+        from stcm.runtime.codec import Codec
+
+        return Codec
     if name == "ModelConfig":
         from stcm.models.config import ModelConfig
 

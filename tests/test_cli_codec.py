@@ -62,3 +62,11 @@ def test_decompressing_garbage_reports_the_problem(trained_tiny, tmp_path, capsy
                  str(trained_tiny)]) == 2
     assert "TIFF" in capsys.readouterr().err
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_demo_runs_the_builtin_model_on_the_samples(capsys):
+    assert main(["demo", "--quality", "0.5"]) == 0
+    out = capsys.readouterr().out
+    for name in ("neon_osbs_rgb8.tif", "sentinel2_b234_8_uint16.tif"):
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert "bpp" in line and "PSNR" in line and "decode" in line

@@ -1,5 +1,4 @@
 """stcm.Codec end to end: exact latent round trips, determinism, series, and bad input."""
-import hashlib
 import subprocess
 import sys
 
@@ -77,7 +76,10 @@ def test_more_quality_costs_more_bytes(codec):
 
 
 def test_stream_decodes_identically_in_a_one_thread_process(tmp_path):
-    model = _model(seed=3)
+    # The small config: its hyper synthesis differs in the last bits on 1 vs 2 threads unless
+    # the entropy path is pinned to one thread (tiny's convolutions happen not to).
+    torch.manual_seed(3)
+    model = STCM(get_config("small")).eval()
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
     codec = Codec(model, tile_size=2)
     image = _image(3, 64, 96, seed=5)
