@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stcm.errors import ConfigError, DataError
+from stcm.errors import ConfigError, DataError, ModelMismatchError
 from stcm.models.bands import (BandNormalization, denormalize, from_band_groups, normalize,
                                to_band_groups)
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
@@ -28,13 +28,25 @@ from stcm.models.codec import STCM, pad_amount, pad_image
 from stcm.models.gain import check_quality
 from stcm.models.transforms import DOWNSAMPLE
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
+from stcm.runtime.backends.base import ALIASES, get_backend
+from stcm.runtime.tables import CodingTables
 from stcm.runtime.container import (DTYPES, Georeference, Header, check_model, check_reference,
                                     read_container, write_container)
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "stcm" / "weights" / "default.safetensors"
 DEFAULT_QUALITY = 0.75
 Z, Y = 0, 1  # stream kinds in the container
+
+
+def _load_model(model) -> STCM:
+    if model is None:
+        model = default_model_path()
+        if not model.is_file():
+            raise ConfigError(f"no built-in default model at {model}; pass a checkpoint "
+                              "(stcm train writes one) with --model / Codec(model=...)")
+    if not isinstance(model, STCM):
+        model, _ = load_checkpoint(model)
+    return model.eval()
 
 
 def default_model_path() -> Path:
@@ -53,48 +65,69 @@ class _Coded:
 
 
 class Codec:
-    """A loaded model, ready to compress and decompress.
+    """A loaded model or engine, ready to compress and decompress.
 
     Args:
         model: None for the built-in default model, a checkpoint path, or an ``STCM``.
+        engine: an engine directory written by ``stcm export`` (instead of ``model``); it is
+            all the runtime needs, no checkpoint.
+        backend: ``torch`` (default for models), ``onnxruntime``/``ort`` (default for
+            engines) or ``tensorrt``.
         tile_size: latent tile size (x16 pixels); each tile is one ANS stream.
-        tile_batch: tiles per step-network call; 1 keeps every tile's computation independent
-            of the others, which makes streams decode exactly however the decoder batches.
+        tile_batch: tiles per step call; must be 1 for float models (see scheduler.py).
         naive: use the naive decoder (whole masked stack recomputed at every step); for tests
             and benchmarks.
         progress: show a progress bar on large images (None: only on a terminal).
+        strict_numerics: refuse streams encoded with other float numerics (another backend
+            or device), which would decode to wrong pixels; False only to measure that.
     """
 
-    def __init__(self, model: STCM | str | os.PathLike | None = None, *, tile_size: int = 64,
-                 tile_batch: int = 1, naive: bool = False, progress: bool | None = False):
-        if model is None:
-            path = default_model_path()
-            if not path.is_file():
-                raise ConfigError(f"no built-in default model at {path}; pass a checkpoint "
-                                  "(stcm train writes one) with --model / Codec(model=...)")
-            model = path
-        if not isinstance(model, STCM):
-            model, _ = load_checkpoint(model)
-        if tile_batch != 1:
+    def __init__(self, model: STCM | str | os.PathLike | None = None, *,
+                 engine: str | os.PathLike | None = None, backend: str | None = None,
+                 tile_size: int = 64, tile_batch: int = 1, naive: bool = False,
+                 progress: bool | None = False, strict_numerics: bool = True):
+        if engine is not None:
+            if model is not None:
+                raise ConfigError("give a model or an engine, not both")
+            from stcm.runtime.engine import load_engine
+
+            self.tables, self.backend = load_engine(engine, backend or "onnxruntime")
+            self.model = None
+        else:
+            model = self.model = _load_model(model)
+            self.tables = CodingTables.from_model(model.freeze(), model_fingerprint(model))
+            name = ALIASES.get(backend or "torch", backend or "torch")
+            if name != "torch":
+                raise ConfigError(f"the {name} backend runs exported engines: run `stcm export "
+                                  "CHECKPOINT DIR`, then use --engine DIR")
+            self.backend = get_backend("torch", model)
+        if tile_batch != 1 and not self.backend.batch_invariant:
             # Float step networks give batch-dependent results (see scheduler.py): a stream
             # coded with several tiles per call would not decode exactly elsewhere.
             raise ConfigError("tile_batch > 1 needs exact (integer) step networks, which this "
                               "model does not have; use tile_batch=1")
         if not 1 <= tile_size <= 4096:
             raise ConfigError(f"tile_size must be in 1..4096 latent positions, got {tile_size}")
-        self.model = model.eval()
-        self.cfg = model.cfg
-        self.model.freeze()
-        self.model_id = model_fingerprint(model)
+        self.cfg = self.tables.config
+        self.model_id = self.tables.model_id
         self.table = pinned_scale_table(self.cfg.scale_min, self.cfg.scale_max,
                                         self.cfg.scale_levels)
-        tables = self.model.z_tables
-        self.z_coder = FactorizedCoder(tables.pmfs, tables.lengths, tables.offsets)
-        self.medians = torch.from_numpy(tables.medians)
+        t = self.tables
+        self.z_coder = FactorizedCoder(t.z_pmfs, t.z_lengths, t.z_offsets)
+        self.medians = t.medians
         self.tile_size = tile_size
-        self.scheduler = Scheduler(model.entropy_parameters, self.table, tile_size, tile_batch,
+        self.scheduler = Scheduler(self.backend, self.cfg, self.table, tile_size, tile_batch,
                                    naive)
         self.progress = progress
+        self.strict_numerics = strict_numerics
+
+    @property
+    def numerics(self) -> str:
+        """The float arithmetic of this codec's entropy path (recorded in every stream)."""
+        return self.backend.numerics + ("-naive" if self.scheduler.naive else "")
+
+    def _stage(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.backend.run(name, *inputs)[0]
 
     # -- arrays --------------------------------------------------------------------------------
     def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
@@ -185,19 +218,19 @@ class Codec:
         x, norm = normalize(image)
         groups = torch.from_numpy(to_band_groups(x))
         h, w = image.shape[1:]
-        q = torch.tensor([float(quality)])
-        gain_enc, gain_dec = self.model.gain.gains(q)
+        gain_enc, gain_dec = self.tables.gains(quality)
         streams: dict[tuple[int, int, int], bytes] = {}
         latents = []
         ph, pw = pad_amount(h, w)
         latent_shape = ((h + ph) // DOWNSAMPLE, (w + pw) // DOWNSAMPLE)
         bar = self._bar(len(groups), latent_shape, h * w, "compress")
         for g, x_g in enumerate(groups):
-            y = self.model.g_a(pad_image(x_g[None])) * gain_enc
-            z_hat, streams[(g, Z, 0)] = code_z(self.z_coder, self.model.h_a(y), self.medians)
+            y = self._stage("analysis", pad_image(x_g[None])) * gain_enc
+            z_hat, streams[(g, Z, 0)] = code_z(self.z_coder, self._stage("hyper_analysis", y),
+                                               self.medians)
             ref = references[g] if references is not None else None
             with entropy_threads():
-                hyper = self.model.h_s(z_hat)
+                hyper = self._stage("hyper_synthesis", z_hat)
                 y_hat, tiles = self.scheduler.encode(y, hyper, ref)
             for t, data in enumerate(tiles):
                 streams[(g, Y, t)] = data
@@ -211,7 +244,7 @@ class Codec:
             quality=float(quality), pad=pad_amount(h, w),
             latent_shape=tuple(latents[0].shape[-2:]), tile_size=self.tile_size,
             band_groups=len(groups), z_shape=z_shape, georef=georef,
-            reference_id=reference_id, extra=extra or {})
+            reference_id=reference_id, extra={**(extra or {}), "numerics": self.numerics})
         return write_container(header, streams), latents
 
     @torch.no_grad()
@@ -219,13 +252,18 @@ class Codec:
         container = read_container(data)
         header = container.header
         check_model(container, self.model_id)
+        written = header.extra.get("numerics")
+        if self.strict_numerics and written is not None and written != self.numerics:
+            raise ModelMismatchError(
+                f"this stream was encoded with {written} arithmetic and this codec uses "
+                f"{self.numerics}; float entropy models are only bit-exact on the same "
+                "numerics, so decode it with the backend that encoded it")
         check_reference(container, reference_data)
         if header.reference_id is None:
             references = None
         if header.tile_size != self.tile_size:
             self.scheduler.tile_size = header.tile_size  # the stream decides, not the caller
-        q = torch.tensor([header.quality])
-        _, gain_dec = self.model.gain.gains(q)
+        _, gain_dec = self.tables.gains(header.quality)
         norm = BandNormalization.from_dict(header.normalization)
         groups, latents = [], []
         bar = self._bar(header.band_groups, header.latent_shape,
@@ -237,11 +275,11 @@ class Codec:
                 tiles = [container.stream(g, Y, t) for t in range(header.tiles)]
                 ref = references[g] if references is not None else None
                 with entropy_threads():
-                    hyper = self.model.h_s(z_hat)
+                    hyper = self._stage("hyper_synthesis", z_hat)
                     y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
                 latent = y_hat * gain_dec
                 latents.append(latent)
-                x_hat = self.model.g_s(latent)[0, :, : header.height, : header.width]
+                x_hat = self._stage("synthesis", latent)[0, :, : header.height, : header.width]
                 groups.append(x_hat.clamp(0, 1).numpy())
         finally:
             self.scheduler.tile_size = self.tile_size

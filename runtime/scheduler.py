@@ -26,9 +26,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from stcm.models.entropy_parameters import EntropyParameters
+from stcm.models.config import ModelConfig
 from stcm.models.masks import num_decode_steps
 from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer)
+from stcm.runtime.backends.base import Backend
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
 from stcm.runtime.wavefront import WavefrontProgram
@@ -58,12 +59,13 @@ class StepTrace:
 
 
 class Scheduler:
-    """Runs the decode schedule of an entropy-parameter network over a tiled latent."""
+    """Runs the decode schedule over a tiled latent, with stages run by ``backend``."""
 
-    def __init__(self, entropy_parameters: EntropyParameters, table: np.ndarray,
+    def __init__(self, backend: Backend, cfg: ModelConfig, table: np.ndarray,
                  tile_size: int = 64, tile_batch: int = 1, naive: bool = False):
-        self.ep = entropy_parameters
-        self.context = entropy_parameters.cfg.context
+        self.backend = backend
+        self.cfg = cfg
+        self.context = cfg.context
         self.table = table
         self.quantizer = ScaleQuantizer(table)
         self.tile_size = tile_size
@@ -71,30 +73,39 @@ class Scheduler:
         self.naive = naive
         self.trace = StepTrace(0, 0)
         self.on_step: Callable[[], None] | None = None  # progress hook, called after each step
+        starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
+        self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
 
     def steps_for(self, shape: tuple[int, int]) -> int:
         """Sequential steps to code a latent of this shape (all groups)."""
         grid = TileGrid(shape[0], shape[1], self.tile_size)
-        return len(self.ep.groups) * num_decode_steps(self.context, *grid.frame)
+        return len(self.cfg.groups) * num_decode_steps(self.context, *grid.frame)
 
     def _program(self, k: int, side: torch.Tensor, valid: torch.Tensor) -> GroupProgram:
-        spatial = self.ep.spatial[k] if self.context != "none" else None
+        channels = self.cfg.groups[k]
         if self.context == "diag" and not self.naive:
-            return WavefrontProgram(spatial, self.ep.aggregate[k], side, valid)
-        return RecomputeProgram(self.context, spatial, self.ep.aggregate[k], side, valid)
+            extra = self.backend.signatures[f"step_{k}"].extra
+            return WavefrontProgram(self.backend, k, channels, side, valid, extra["radius"],
+                                    [tuple(c) for c in extra["caches"]])
+        return RecomputeProgram(self.backend, k, self.context, channels, side, valid)
 
-    @torch.no_grad()
+    def _side(self, k: int, hyper, y_hat, reference) -> torch.Tensor:
+        inputs = [hyper]
+        if k > 0:
+            inputs.append(y_hat[:, : self.slices[k].start])
+        if self.cfg.temporal:
+            inputs.append(reference if reference is not None else torch.zeros_like(y_hat))
+        return self.backend.run(f"side_{k}", *inputs)[0]
+
     def _run(self, grid: TileGrid, hyper: torch.Tensor, reference: torch.Tensor | None,
              visit: Visit) -> torch.Tensor:
-        cfg = self.ep.cfg
         valid = grid.valid()
-        y_hat = hyper.new_zeros(1, cfg.M, grid.height, grid.width)
+        y_hat = hyper.new_zeros(1, self.cfg.M, grid.height, grid.width)
         chunks = [range(i, min(i + self.tile_batch, grid.count))
                   for i in range(0, grid.count, self.tile_batch)]
         steps = calls = 0
-        for k, sl in enumerate(self.ep.group_slices()):
-            side = grid.split(self.ep.side(k, hyper, y_hat[:, : sl.start] if k else None,
-                                           reference))
+        for k, sl in enumerate(self.slices):
+            side = grid.split(self._side(k, hyper, y_hat, reference))
             programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
                         for c in chunks]
             for t in range(programs[0].num_steps):
@@ -123,7 +134,7 @@ class Scheduler:
         grid = TileGrid(y.shape[2], y.shape[3], self.tile_size)
         encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]
         y_tiles = grid.split(y)
-        slices = self.ep.group_slices()
+        slices = self.slices
 
         def visit(k, t, tiles, program, mean, scale):
             rows, cols = program.positions[t]

@@ -6,6 +6,7 @@ The public API lives here; heavy sub-packages are imported on first use so that
 from pathlib import Path
 
 from stcm.errors import (CheckpointError, ConfigError, ContainerError, CorruptError, DataError,
+                         EngineError,
                          ModelMismatchError, NotFrozenError, NotStcmFileError, OutputExistsError,
                          StcmError, TruncatedError, UnsupportedVersionError)
 
@@ -20,6 +21,7 @@ __all__ = [
     "ContainerError",
     "CorruptError",
     "DataError",
+    "EngineError",
     "ModelMismatchError",
     "NotFrozenError",
     "NotStcmFileError",

@@ -4,6 +4,7 @@
     stcm compress IN OUT [--quality Q] [--model CKPT]
     stcm decompress IN OUT [--reference REF.stcm]
     stcm info FILE                              a container or a checkpoint
+    stcm export CHECKPOINT OUTDIR               an engine directory (ONNX per stage)
     stcm train --config tiny --data DIR --steps 50 --out DIR
 """
 from __future__ import annotations
@@ -81,12 +82,47 @@ def _train(args) -> int:
 def _codec(args):
     from stcm.runtime.codec import Codec
 
-    return Codec(args.model, tile_size=getattr(args, "tile_size", 64), progress=None)
+    return Codec(args.model, engine=getattr(args, "engine", None),
+                 backend=getattr(args, "backend", None),
+                 tile_size=getattr(args, "tile_size", 64), progress=None)
 
 
 def _add_codec_args(p) -> None:
     p.add_argument("--model", help="checkpoint to use (default: the built-in model)")
+    p.add_argument("--engine", help="engine directory from `stcm export` (instead of --model)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "ort", "tensorrt", "trt"],
+                   help="stage backend (default: torch for models, onnxruntime for engines)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to an engine directory (ONNX)",
+                       description="Write one ONNX graph per stage, the coding tables and a "
+                       "manifest pinning every file by sha256.")
+    p.add_argument("checkpoint", help="checkpoint file or training folder ('default' for the "
+                   "built-in model)")
+    p.add_argument("outdir")
+    p.add_argument("--tensorrt", action="store_true",
+                   help="also build TensorRT engines (needs tensorrt and a GPU)")
+    p.add_argument("--fp16", action="store_true",
+                   help="FP16 TensorRT precision for the transforms (entropy stages stay FP32)")
+    p.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
+    p.set_defaults(func=_export)
+
+
+def _export(args) -> int:
+    import time
+
+    from stcm.export.onnx import export_engine
+    from stcm.runtime.codec import default_model_path
+
+    source = default_model_path() if args.checkpoint == "default" else args.checkpoint
+    start = time.perf_counter()
+    manifest = export_engine(source, args.outdir, tensorrt=args.tensorrt, fp16=args.fp16,
+                             force=args.force, progress=None)
+    print(f"engine: {manifest.parent} ({len(list(manifest.parent.glob('*.onnx')))} ONNX stages, "
+          f"{time.perf_counter() - start:.1f} s)")
+    return 0
 
 
 def _add_compress(sub) -> None:
@@ -264,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress(sub)
     _add_decompress(sub)
     _add_info(sub)
+    _add_export(sub)
     _add_train(sub)
     return parser
 

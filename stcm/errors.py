@@ -47,3 +47,7 @@ class ModelMismatchError(ContainerError):
 
 class OutputExistsError(StcmError, FileExistsError):
     """The output file exists; refused unless overwriting is asked for (``--force``)."""
+
+
+class EngineError(StcmError):
+    """An engine directory is missing files, tampered with, or was built for something else."""

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from stcm.models.codec import STCM
 from stcm.models.config import CONTEXTS, get_config
-from stcm.models.entropy_parameters import EntropyParameters
+from stcm.runtime.backends.torch_backend import TorchBackend
 from stcm.runtime.steps import RecomputeProgram
 from stcm.runtime.tiling import TileGrid
 from stcm.runtime.wavefront import WavefrontProgram, skew, unskew
@@ -11,8 +12,8 @@ from stcm.runtime.wavefront import WavefrontProgram, skew, unskew
 
 def _network(context: str, **overrides):
     torch.manual_seed(0)
-    cfg = get_config("tiny", context=context, **overrides)
-    return EntropyParameters(cfg).eval(), cfg
+    model = STCM(get_config("tiny", context=context, **overrides)).eval()
+    return model, TorchBackend(model)
 
 
 def _inputs(cfg, h, w, seed=1):
@@ -23,10 +24,22 @@ def _inputs(cfg, h, w, seed=1):
     return y_hat, hyper, ref
 
 
-def _run_program(make, ep, k, y_hat, hyper, ref, grid):
+def _make(backend, cfg, naive):
+    def make(k, side, valid):
+        if cfg.context == "diag" and not naive:
+            extra = backend.signatures[f"step_{k}"].extra
+            return WavefrontProgram(backend, k, cfg.groups[k], side, valid, extra["radius"],
+                                    [tuple(c) for c in extra["caches"]])
+        return RecomputeProgram(backend, k, cfg.context, cfg.groups[k], side, valid)
+    return make
+
+
+def _run_program(make, model, k, y_hat, hyper, ref, grid):
     """Feeds the true y_hat step by step; returns the (mean, scale) maps the program produced."""
+    ep = model.entropy_parameters
     sl = ep.group_slices()[k]
-    side = grid.split(ep.side(k, hyper, y_hat[:, : sl.start] if k else None, ref))
+    with torch.no_grad():
+        side = grid.split(ep.side(k, hyper, y_hat[:, : sl.start] if k else None, ref))
     valid = grid.valid()
     program = make(k, side, valid)
     truth = grid.split(y_hat[:, sl])
@@ -41,69 +54,62 @@ def _run_program(make, ep, k, y_hat, hyper, ref, grid):
     return grid.merge(mean_map), grid.merge(scale_map), program.num_steps
 
 
-def _factories(ep, context):
-    spatial = lambda k: ep.spatial[k] if context != "none" else None  # noqa: E731
-    makers = {"recompute": lambda k, side, valid: RecomputeProgram(
-        context, spatial(k), ep.aggregate[k], side, valid)}
-    if context == "diag":
-        makers["wavefront"] = lambda k, side, valid: WavefrontProgram(
-            ep.spatial[k], ep.aggregate[k], side, valid)
-    return makers
-
-
 @pytest.mark.parametrize("context", CONTEXTS)
-def test_step_programs_equal_the_full_tensor_forward(context):
-    ep, cfg = _network(context)
+@pytest.mark.parametrize("naive", [False, True])
+def test_step_programs_equal_the_full_tensor_forward(context, naive):
+    model, backend = _network(context)
+    cfg = model.cfg
     h, w = 7, 10
     y_hat, hyper, ref = _inputs(cfg, h, w)
     with torch.no_grad():
-        means, scales = ep(y_hat, hyper, ref)
-        grid = TileGrid(h, w, 64)  # one tile covering the latent
-        for name, make in _factories(ep, context).items():
-            for k, sl in enumerate(ep.group_slices()):
-                mean, scale, steps = _run_program(make, ep, k, y_hat, hyper, ref, grid)
-                torch.testing.assert_close(mean, means[:, sl], rtol=1e-5, atol=1e-5)
-                torch.testing.assert_close(scale, scales[:, sl], rtol=1e-5, atol=1e-5)
-                expected = {"diag": h + w - 1, "checkerboard": 2, "serial": h * w, "none": 1}
-                assert steps == expected[context], name
+        means, scales = model.entropy_parameters(y_hat, hyper, ref)
+    grid = TileGrid(h, w, 64)  # one tile covering the latent
+    for k, sl in enumerate(model.entropy_parameters.group_slices()):
+        mean, scale, steps = _run_program(_make(backend, cfg, naive), model, k, y_hat, hyper,
+                                          ref, grid)
+        torch.testing.assert_close(mean, means[:, sl], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(scale, scales[:, sl], rtol=1e-5, atol=1e-5)
+        expected = {"diag": h + w - 1, "checkerboard": 2, "serial": h * w, "none": 1}
+        assert steps == expected[context]
 
 
 @pytest.mark.parametrize("layers,residual", [(1, True), (2, False), (3, True)])
 def test_wavefront_matches_the_naive_decoder_on_padded_edge_tiles(layers, residual):
-    ep, cfg = _network("diag", context_layers=layers, context_residual=residual)
+    model, backend = _network("diag", context_layers=layers, context_residual=residual)
+    cfg = model.cfg
     h, w = 11, 9
     y_hat, hyper, ref = _inputs(cfg, h, w, seed=2)
     grid = TileGrid(h, w, 4)  # 3 x 3 tiles of 4 x 4, edge tiles padded
-    makers = _factories(ep, "diag")
-    with torch.no_grad():
-        for k in range(len(cfg.groups)):
-            naive = _run_program(makers["recompute"], ep, k, y_hat, hyper, ref, grid)
-            fast = _run_program(makers["wavefront"], ep, k, y_hat, hyper, ref, grid)
-            torch.testing.assert_close(fast[0], naive[0], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(fast[1], naive[1], rtol=1e-5, atol=1e-5)
+    for k in range(len(cfg.groups)):
+        naive = _run_program(_make(backend, cfg, True), model, k, y_hat, hyper, ref, grid)
+        fast = _run_program(_make(backend, cfg, False), model, k, y_hat, hyper, ref, grid)
+        torch.testing.assert_close(fast[0], naive[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast[1], naive[1], rtol=1e-5, atol=1e-5)
 
 
 def test_a_padded_edge_tile_equals_the_smaller_tile_computed_alone():
-    ep, cfg = _network("diag")
+    model, backend = _network("diag")
+    cfg = model.cfg
     y_hat, hyper, ref = _inputs(cfg, 10, 5, seed=3)
+    ep = model.entropy_parameters
     k, sl = 1, ep.group_slices()[1]
     with torch.no_grad():
         side = ep.side(k, hyper, y_hat[:, : sl.start], ref)
-        results = []
-        for frame_rows in (4, 6):  # the last 4 rows alone, or padded to a 6-row frame
-            side_t = torch.zeros(1, side.shape[1], frame_rows, 5)
-            side_t[:, :, :4] = side[:, :, 6:]
-            valid = torch.zeros(1, 1, frame_rows, 5)
-            valid[:, :, :4] = 1
-            truth = torch.zeros(1, cfg.groups[k], frame_rows, 5)
-            truth[:, :, :4] = y_hat[:, sl, 6:]
-            program = WavefrontProgram(ep.spatial[k], ep.aggregate[k], side_t, valid)
-            means = torch.zeros_like(truth)
-            for t in range(program.num_steps):
-                rows, cols = program.positions[t]
-                means[:, :, rows, cols] = program.params(t)[0]
-                program.update(t, truth[:, :, rows, cols])
-            results.append(means[:, :, :4])
+    results = []
+    for frame_rows in (4, 6):  # the last 4 rows alone, or padded to a 6-row frame
+        side_t = torch.zeros(1, side.shape[1], frame_rows, 5)
+        side_t[:, :, :4] = side[:, :, 6:]
+        valid = torch.zeros(1, 1, frame_rows, 5)
+        valid[:, :, :4] = 1
+        truth = torch.zeros(1, cfg.groups[k], frame_rows, 5)
+        truth[:, :, :4] = y_hat[:, sl, 6:]
+        program = _make(backend, cfg, False)(k, side_t, valid)
+        means = torch.zeros_like(truth)
+        for t in range(program.num_steps):
+            rows, cols = program.positions[t]
+            means[:, :, rows, cols] = program.params(t)[0]
+            program.update(t, truth[:, :, rows, cols])
+        results.append(means[:, :, :4])
     assert torch.equal(results[0], results[1])
 
 

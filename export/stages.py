@@ -1,0 +1,297 @@
+"""The coding stages of a trained model as self-contained modules with typed signatures.
+
+Every stage is what one engine file holds and what a backend runs (torch runs these modules,
+onnxruntime/TensorRT run their exported graphs):
+
+    analysis          x (B, 3, H, W)                      -> y (B, M, H/16, W/16)
+    hyper_analysis    y                                   -> z (B, N, H/64, W/64)
+    hyper_synthesis   z_hat                               -> hyper (B, 2M, H/16, W/16)
+    synthesis         latent (B, M, h, w)                 -> x_hat (B, 3, 16h, 16w)
+    side_k            hyper [, y_prev] [, reference]      -> side (B, A_k, h, w)      once per group
+    step_k            side, valid, windows...             -> mean, scale, new columns  one anti-diagonal
+    recompute_k       [y_hat,] side, valid                -> mean, scale (whole tile)  naive/checkerboard/...
+
+``step_k`` is the wavefront step in the column-major skewed layout (runtime/wavefront.py):
+masks are baked into skewed Conv1d weights, so the graph is a short static-shaped chain of
+Conv1d, ReLU, Mul, Add and Concat. Gains, the scale table and the factorized prior's tables
+are data, not stages (``tables.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stcm.models.codec import STCM
+from stcm.models.context import SpatialContext
+from stcm.models.entropy_parameters import ParamAggregation
+from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a stage: name, dtype and shape (ints, or names of dynamic axes)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class StageSignature:
+    """The contract of one stage: its inputs and outputs, in call order."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs], **self.extra}
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "StageSignature":
+        extra = {k: v for k, v in d.items() if k not in ("inputs", "outputs")}
+        return cls(name, tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+                   tuple(TensorSpec.from_dict(t) for t in d["outputs"]), extra)
+
+
+def skew_kernel(conv: MaskedConv2d) -> torch.Tensor:
+    """(Cout, Cin, k, k) masked kernel -> (Cout, Cin, k, 2r+1) kernel over skewed columns:
+    tap (di, dj) moves to (di, e = di + dj); diagonal masks keep only e <= 0."""
+    weight = conv.masked_weight().detach()
+    cout, cin, k, _ = weight.shape
+    r = k // 2
+    out = weight.new_zeros(cout, cin, k, 2 * r + 1)
+    for a in range(k):
+        di = a - r
+        for e in range(-2 * r, 1):
+            dj = e - di
+            if -r <= dj <= r:
+                out[:, :, a, e + 2 * r] = weight[:, :, a, dj + r]
+    return out
+
+
+def _column_weight(conv: MaskedConv2d) -> torch.Tensor:
+    """Skewed kernel as Conv1d weights over a flattened (2r+1, C) column window."""
+    skewed = skew_kernel(conv)
+    cout, cin, k, width = skewed.shape
+    return skewed.permute(0, 3, 1, 2).reshape(cout, width * cin, k).contiguous()
+
+
+class _Pointwise(nn.Module):
+    """A 1x1 Conv2d as a Conv1d over a column (B, C, rows)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach()[:, :, :, 0].clone())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight, self.bias)
+
+
+class _ColumnConv(nn.Module):
+    """A masked conv in skewed form: reads a (B, 2r+1, C, rows) window of its input cache."""
+
+    def __init__(self, conv: MaskedConv2d):
+        super().__init__()
+        self.register_buffer("weight", _column_weight(conv))
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.r = conv.kernel_size[0] // 2
+        self.channels = conv.in_channels
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(window.flatten(1, 2), self.weight, self.bias, padding=self.r)
+
+
+class WavefrontStep(nn.Module):
+    """One anti-diagonal of group k's diagonal context and its parameter aggregation.
+
+    Inputs (column-major skewed layout, rows = th):
+        side    (B, A, th)          the group's side projection at this anti-diagonal
+        valid   (B, 1, th)          1 where (row, t - row) lies inside the tile
+        y_win   (B, 2r+1, C, th)    the decoded latent's last 2r+1 columns (the current one 0)
+        win_l   (B, 2r_l, C_l, th)  for each later cached layer: its input's previous columns
+    Outputs:
+        mean, scale (B, C, th), and for each cached layer its input at this column (B, C_l, th)
+    """
+
+    def __init__(self, spatial: SpatialContext, aggregate: ParamAggregation):
+        super().__init__()
+        layers = list(spatial.stack)
+        self.first = _ColumnConv(layers[0])
+        self.ops = nn.ModuleList()
+        self.kinds: list[str] = []
+        for layer in layers[1:]:
+            if isinstance(layer, MaskedResidualBlock):
+                self.ops.append(nn.ModuleList([_Pointwise(layer.reduce),
+                                               _ColumnConv(layer.masked),
+                                               _Pointwise(layer.expand)]))
+                self.kinds.append("res")
+            elif isinstance(layer, MaskedConv2d):
+                self.ops.append(_ColumnConv(layer))
+                self.kinds.append("conv")
+            else:
+                self.ops.append(nn.ReLU())
+                self.kinds.append("act")
+        self.spatial_proj = _Pointwise(aggregate.spatial_proj)
+        self.tail = nn.ModuleList(_Pointwise(m) for m in aggregate.tail
+                                  if isinstance(m, nn.Conv2d))
+        self.channels = aggregate.channels
+
+    def caches(self) -> list[tuple[int, int]]:
+        """(channels, radius) of each cached layer input after the first, in input order."""
+        out = []
+        for kind, op in zip(self.kinds, self.ops):
+            if kind == "conv":
+                out.append((op.channels, op.r))
+            elif kind == "res":
+                out.append((op[1].channels, op[1].r))
+        return out
+
+    @property
+    def radius(self) -> int:
+        return self.first.r
+
+    def forward(self, side, valid, y_win, *windows):
+        x = self.first(y_win) * valid
+        new_columns = []
+        it = iter(windows)
+        for kind, op in zip(self.kinds, self.ops):
+            if kind == "conv":
+                new_columns.append(x)
+                x = op(torch.cat([next(it), x.unsqueeze(1)], dim=1)) * valid
+            elif kind == "res":
+                reduce, masked, expand = op
+                h = torch.relu(reduce(x)) * valid
+                new_columns.append(h)
+                m = torch.relu(masked(torch.cat([next(it), h.unsqueeze(1)], dim=1)))
+                x = (x + expand(m)) * valid
+            else:
+                x = op(x) * valid
+        h = side + self.spatial_proj(x)
+        for conv in self.tail:
+            h = conv(torch.relu(h))
+        return (h[:, : self.channels], h[:, self.channels:], *new_columns)
+
+
+def _anchors(x: torch.Tensor) -> torch.Tensor:
+    """(h, w) checkerboard anchors ((i + j) even) built from x's runtime shape, so an exported
+    graph computes them for any tile size (parity by floor, ops every runtime supports)."""
+    i = torch.arange(x.shape[-2], dtype=x.dtype, device=x.device).view(-1, 1)
+    j = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).view(1, -1)
+    total = i + j
+    return 1 - (total - 2 * torch.floor(total / 2))
+
+
+def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The spatial context stack on whole tiles, re-zeroing padding positions after every
+    layer so a padded edge tile equals the smaller zero-padded one."""
+    anchors = None
+    x = y_hat * valid
+    if spatial.kind == "checkerboard":
+        anchors = _anchors(y_hat)
+        x = x * anchors
+    for layer in spatial.stack:
+        if isinstance(layer, MaskedResidualBlock):
+            h = torch.relu(layer.reduce(x)) * valid
+            x = x + layer.expand(torch.relu(layer.masked(h)))
+        else:
+            x = layer(x)
+        x = x * valid
+    if anchors is not None:
+        x = x * (1 - anchors)
+    return x
+
+
+class RecomputeStage(nn.Module):
+    """(mean, scale) of a whole tile batch from its current y_hat: the spatial stack on the
+    whole tile, then aggregation. The naive decoder runs it at every step."""
+
+    def __init__(self, spatial: SpatialContext | None, aggregate: ParamAggregation):
+        super().__init__()
+        self.spatial = spatial
+        self.aggregate = aggregate
+
+    def forward(self, side, valid, y_hat=None):
+        feats = None if self.spatial is None else apply_stack(self.spatial, y_hat, valid)
+        # Padding positions are never coded; zeroing their side input keeps ``valid`` a real
+        # input of the graph in every variant (an unused input would be dropped by export).
+        return self.aggregate(side * valid, feats)
+
+
+class SideStage(nn.Module):
+    """Group k's side projection: hyper prior, channel context, temporal context."""
+
+    def __init__(self, model: STCM, k: int):
+        super().__init__()
+        self.ep = model.entropy_parameters
+        self.k = k
+
+    def forward(self, hyper, *rest):
+        rest = list(rest)
+        y_prev = rest.pop(0) if self.k > 0 else None
+        ref = rest.pop(0) if self.ep.cfg.temporal else None
+        return self.ep.side(self.k, hyper, y_prev, ref)
+
+
+def build_stages(model: STCM) -> dict[str, tuple[nn.Module, StageSignature]]:
+    """All stages of ``model`` with their signatures (the engine's table of contents)."""
+    cfg = model.cfg
+    ep = model.entropy_parameters
+    img = ("batch", cfg.in_channels, "height", "width")
+    lat = lambda c: ("batch", c, "lat_h", "lat_w")  # noqa: E731
+    stages = {
+        "analysis": (model.g_a, StageSignature("analysis", (TensorSpec("x", img),),
+                                               (TensorSpec("y", lat(cfg.M)),))),
+        "hyper_analysis": (model.h_a, StageSignature(
+            "hyper_analysis", (TensorSpec("y", lat(cfg.M)),),
+            (TensorSpec("z", ("batch", cfg.N, "z_h", "z_w")),))),
+        "hyper_synthesis": (model.h_s, StageSignature(
+            "hyper_synthesis", (TensorSpec("z_hat", ("batch", cfg.N, "z_h", "z_w")),),
+            (TensorSpec("hyper", lat(2 * cfg.M)),))),
+        "synthesis": (model.g_s, StageSignature("synthesis", (TensorSpec("latent", lat(cfg.M)),),
+                                                (TensorSpec("x_hat", img),))),
+    }
+    tile = lambda c: ("batch", c, "tile_h", "tile_w")  # noqa: E731
+    for k, sl in enumerate(ep.group_slices()):
+        ck = cfg.groups[k]
+        hidden = ep.aggregate[k].side_proj.out_channels
+        inputs = [TensorSpec("hyper", lat(2 * cfg.M))]
+        if k > 0:
+            inputs.append(TensorSpec("y_prev", lat(sl.start)))
+        if cfg.temporal:
+            inputs.append(TensorSpec("reference", lat(cfg.M)))
+        stages[f"side_{k}"] = (SideStage(model, k), StageSignature(
+            f"side_{k}", tuple(inputs), (TensorSpec("side", lat(hidden)),)))
+        spatial = ep.spatial[k] if cfg.context != "none" else None
+        rec_inputs = [TensorSpec("side", tile(hidden)), TensorSpec("valid", tile(1))]
+        if spatial is not None:
+            rec_inputs.append(TensorSpec("y_hat", tile(ck)))
+        stages[f"recompute_{k}"] = (RecomputeStage(spatial, ep.aggregate[k]), StageSignature(
+            f"recompute_{k}", tuple(rec_inputs),
+            (TensorSpec("mean", tile(ck)), TensorSpec("scale", tile(ck)))))
+        if cfg.context == "diag":
+            step = WavefrontStep(spatial, ep.aggregate[k])
+            col = lambda c: ("batch", c, "rows")  # noqa: E731
+            step_inputs = [TensorSpec("side", col(hidden)), TensorSpec("valid", col(1)),
+                           TensorSpec("y_window", ("batch", 2 * step.radius + 1, ck, "rows"))]
+            outputs = [TensorSpec("mean", col(ck)), TensorSpec("scale", col(ck))]
+            for i, (channels, r) in enumerate(step.caches()):
+                step_inputs.append(TensorSpec(f"window_{i}", ("batch", 2 * r, channels, "rows")))
+                outputs.append(TensorSpec(f"column_{i}", col(channels)))
+            stages[f"step_{k}"] = (step, StageSignature(
+                f"step_{k}", tuple(step_inputs), tuple(outputs),
+                {"radius": step.radius, "caches": [list(c) for c in step.caches()]}))
+    return stages

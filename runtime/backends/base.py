@@ -1,0 +1,71 @@
+"""The backend interface and its registry."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+
+from stcm.errors import ConfigError
+
+BACKENDS: dict[str, Callable[..., "Backend"]] = {}
+ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
+
+
+def register(name: str):
+    """Class decorator: makes a backend available to ``get_backend(name, ...)``."""
+    def wrap(cls):
+        BACKENDS[name] = cls
+        return cls
+    return wrap
+
+
+def get_backend(name: str, *args, **kwargs) -> "Backend":
+    """Instantiates a registered backend (``torch``, ``onnxruntime``/``ort``,
+    ``tensorrt``/``trt``)."""
+    name = ALIASES.get(name, name)
+    if name not in BACKENDS:
+        # Backends register on import; import the known ones lazily so optional
+        # dependencies (onnxruntime, tensorrt) are only needed when asked for.
+        import importlib
+
+        modules = {"torch": "torch_backend", "onnxruntime": "ort_backend",
+                   "tensorrt": "tensorrt_backend"}
+        if name in modules:
+            importlib.import_module(f"stcm.runtime.backends.{modules[name]}")
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of torch, onnxruntime (ort), "
+                          "tensorrt (trt)")
+    return BACKENDS[name](*args, **kwargs)
+
+
+class Backend(ABC):
+    """Runs named stages on torch CPU tensors in, torch CPU tensors out.
+
+    Public ``run`` owns the policy (stage lookup, error messages); subclasses fill ``_run``.
+    """
+
+    name = "abstract"
+    #: True when results do not depend on how many tiles one call holds (exact stages).
+    batch_invariant = False
+
+    @property
+    def numerics(self) -> str:
+        """Names the float arithmetic of the entropy stages (backend and device). Streams
+        record it: float stages are only bit-exact against the same numerics."""
+        return f"{self.name}-cpu-fp32"
+
+    def __init__(self, signatures: dict):
+        #: stage name -> ``stcm.export.stages.StageSignature``
+        self.signatures = signatures
+        self.stages = set(signatures)
+
+    def run(self, stage: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if stage not in self.stages:
+            raise ConfigError(f"the {self.name} backend has no stage {stage!r}; is the engine "
+                              "exported from a model with this context variant?")
+        return self._run(stage, inputs)
+
+    @abstractmethod
+    def _run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Runs one stage."""

@@ -1,0 +1,80 @@
+"""The onnxruntime backend: runs an engine's ONNX stages (CPU here; CUDA/TensorRT execution
+providers where onnxruntime-gpu is installed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from stcm.export.stages import StageSignature
+from stcm.runtime.backends.base import Backend, register
+
+# Stages whose outputs decide the coded distributions: one intra-op thread, so their float
+# reductions take the same path on every machine and thread setting (see scheduler.py).
+_ENTROPY_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
+
+
+def _providers(requested: list[str] | None) -> list[str]:
+    available = ort.get_available_providers()
+    if requested:
+        return [p for p in requested if p in available] or ["CPUExecutionProvider"]
+    preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in preferred if p in available]
+
+
+@register("onnxruntime")
+class OrtBackend(Backend):
+    """One InferenceSession per stage, created on first use."""
+
+    name = "onnxruntime"
+
+    def __init__(self, folder: Path, manifest: dict, providers: list[str] | None = None,
+                 threads: int | None = None):
+        self.folder = Path(folder)
+        self.entries = manifest["stages"]
+        super().__init__({n: StageSignature.from_dict(n, e) for n, e in self.entries.items()})
+        self.providers = _providers(providers)
+        self.threads = threads
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        self.output_names = {n: [o["name"] for o in e["outputs"]] for n, e in self.entries.items()}
+        self.input_names = {n: [i["name"] for i in e["inputs"]] for n, e in self.entries.items()}
+
+    @property
+    def numerics(self) -> str:
+        device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
+        return f"onnxruntime-{device}-fp32"
+
+    def _session(self, stage: str) -> ort.InferenceSession:
+        session = self.sessions.get(stage)
+        if session is None:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            if stage.startswith(_ENTROPY_PREFIXES):
+                options.intra_op_num_threads = 1
+            elif self.threads:
+                options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            path = self.folder / self.entries[stage]["file"]
+            session = ort.InferenceSession(str(path), options, providers=self.providers)
+            self.sessions[stage] = session
+        return session
+
+    def _run(self, stage, inputs):
+        session = self._session(stage)
+        feed = {name: np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
+                for name, t in zip(self.input_names[stage], inputs)}
+        if "CUDAExecutionProvider" in self.providers:
+            # IO binding: inputs are copied to the device once, outputs come back to the host
+            # without an extra session-side copy. Untested here (no GPU on this machine).
+            binding = session.io_binding()
+            for name, array in feed.items():
+                binding.bind_cpu_input(name, array)
+            for name in self.output_names[stage]:
+                binding.bind_output(name, "cpu")
+            session.run_with_iobinding(binding)
+            outputs = binding.copy_outputs_to_cpu()
+        else:
+            outputs = session.run(self.output_names[stage], feed)
+        return tuple(torch.from_numpy(o) for o in outputs)

@@ -1,0 +1,89 @@
+"""Coding tables: the data a codec needs beside its stages (no network in here).
+
+Gains per quality level, the factorized prior's probability tables and medians, the model
+config and the model id. They come from a loaded model (``from_model``) or from an engine
+directory (``load``), and every backend computes the same gains from them with the same code,
+so encoder and decoder agree whichever backend each uses.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from stcm.atomic import atomic_path
+from stcm.errors import CheckpointError
+from stcm.models.config import ModelConfig
+
+TABLES_NAME = "tables.safetensors"
+
+
+@dataclass(frozen=True)
+class CodingTables:
+    """Everything but the networks: config, id, gains and the z prior's tables."""
+
+    config: ModelConfig
+    model_id: bytes
+    log_gain_enc: np.ndarray  # (L, M) float32
+    log_gain_dec: np.ndarray  # (L, M) float32
+    z_pmfs: np.ndarray  # (N, width) float64
+    z_lengths: np.ndarray  # (N,) int32
+    z_offsets: np.ndarray  # (N,) int32
+    z_medians: np.ndarray  # (N,) float32
+
+    @classmethod
+    def from_model(cls, model, model_id: bytes) -> "CodingTables":
+        tables = model.z_tables
+        return cls(model.cfg, model_id,
+                   model.gain.log_enc.detach().float().numpy().copy(),
+                   model.gain.log_dec.detach().float().numpy().copy(),
+                   tables.pmfs, tables.lengths, tables.offsets, tables.medians)
+
+    def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder gain, decoder gain), each (1, M, 1, 1), for one quality in [0, 1]."""
+        levels = self.log_gain_enc.shape[0]
+        pos = min(max(float(quality), 0.0), 1.0) * (levels - 1)
+        lo = min(int(np.floor(pos)), max(levels - 2, 0))
+        hi = min(lo + 1, levels - 1)
+        frac = torch.tensor(pos - lo, dtype=torch.float32)
+
+        def interp(table: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(table)
+            return torch.exp(t[lo] * (1 - frac) + t[hi] * frac).view(1, -1, 1, 1)
+
+        return interp(self.log_gain_enc), interp(self.log_gain_dec)
+
+    @property
+    def medians(self) -> torch.Tensor:
+        return torch.from_numpy(self.z_medians)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        path = Path(folder) / TABLES_NAME
+        arrays = {"log_gain_enc": self.log_gain_enc, "log_gain_dec": self.log_gain_dec,
+                  "z_pmfs": self.z_pmfs, "z_lengths": self.z_lengths,
+                  "z_offsets": self.z_offsets, "z_medians": self.z_medians}
+        with atomic_path(path) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
+                      metadata={"config": self.config.to_json(), "model_id": self.model_id.hex()})
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "CodingTables":
+        path = Path(folder) / TABLES_NAME
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+            config = ModelConfig.from_json(meta["config"])
+            model_id = bytes.fromhex(meta["model_id"])
+            return cls(config, model_id, arrays["log_gain_enc"], arrays["log_gain_dec"],
+                       arrays["z_pmfs"], arrays["z_lengths"], arrays["z_offsets"],
+                       arrays["z_medians"])
+        except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read coding tables {path}: {exc}") from exc
