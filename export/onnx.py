@@ -24,7 +24,7 @@ from stcm.export.manifest import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, sha256_
 from stcm.export.stages import StageSignature, build_stages
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM
-from stcm.runtime.tables import TABLES_NAME, CodingTables
+from stcm.export.tables import TABLES_NAME, CodingTables
 
 OPSET = 17
 # Example sizes for tracing; every named axis is exported as dynamic.

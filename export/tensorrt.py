@@ -242,7 +242,7 @@ def build_engines(folder: Path, manifest: dict, *, fp16: bool = False,
                               + "; ".join(messages))
         inputs = [network.get_input(i).name for i in range(network.num_inputs)]
         expected = [spec.name for spec in signatures[name].inputs]
-        if sorted(inputs) != sorted(expected):
+        if not set(inputs) <= set(expected):
             raise EngineError(f"{path.name}: TensorRT sees inputs {inputs}, the manifest says "
                               f"{expected}; re-export the engine")
 
@@ -254,8 +254,8 @@ def build_engines(folder: Path, manifest: dict, *, fp16: bool = False,
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
-        for input_name, (lo, opt, hi) in profiles[name].items():
-            profile.set_shape(input_name, lo, opt, hi)
+        for input_name in inputs:
+            profile.set_shape(input_name, *profiles[name][input_name])
         if config.add_optimization_profile(profile) < 0:
             raise EngineError(f"TensorRT rejected the optimization profile of {name}: "
                               + "; ".join(logger.take()))

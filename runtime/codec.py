@@ -29,7 +29,7 @@ from stcm.models.gain import check_quality
 from stcm.models.transforms import DOWNSAMPLE
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import ALIASES, get_backend
-from stcm.runtime.tables import CodingTables
+from stcm.export.tables import CodingTables
 from stcm.runtime.container import (DTYPES, Georeference, Header, check_model, check_reference,
                                     read_container, write_container)
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
@@ -80,12 +80,15 @@ class Codec:
         progress: show a progress bar on large images (None: only on a terminal).
         strict_numerics: refuse streams encoded with other float numerics (another backend
             or device), which would decode to wrong pixels; False only to measure that.
+        device: ``cpu`` or ``cuda`` for the torch backend (the scheduler's caches then stay
+            on the GPU and only a step's parameters and symbols cross to the host).
     """
 
     def __init__(self, model: STCM | str | os.PathLike | None = None, *,
                  engine: str | os.PathLike | None = None, backend: str | None = None,
                  tile_size: int = 64, tile_batch: int = 1, naive: bool = False,
-                 progress: bool | None = False, strict_numerics: bool = True):
+                 progress: bool | None = False, strict_numerics: bool = True,
+                 device: str = "cpu"):
         if engine is not None:
             if model is not None:
                 raise ConfigError("give a model or an engine, not both")
@@ -100,7 +103,7 @@ class Codec:
             if name != "torch":
                 raise ConfigError(f"the {name} backend runs exported engines: run `stcm export "
                                   "CHECKPOINT DIR`, then use --engine DIR")
-            self.backend = get_backend("torch", model)
+            self.backend = get_backend("torch", model, device)
         if tile_batch != 1 and not self.backend.batch_invariant:
             # Float step networks give batch-dependent results (see scheduler.py): a stream
             # coded with several tiles per call would not decode exactly elsewhere.
@@ -114,7 +117,8 @@ class Codec:
                                         self.cfg.scale_levels)
         t = self.tables
         self.z_coder = FactorizedCoder(t.z_pmfs, t.z_lengths, t.z_offsets)
-        self.medians = t.medians
+        self.device = self.backend.device
+        self.medians = t.medians.to(self.device)
         self.tile_size = tile_size
         self.scheduler = Scheduler(self.backend, self.cfg, self.table, tile_size, tile_batch,
                                    naive)
@@ -216,9 +220,9 @@ class Codec:
         check_quality(quality)
         image = self._as_bands(image)
         x, norm = normalize(image)
-        groups = torch.from_numpy(to_band_groups(x))
+        groups = torch.from_numpy(to_band_groups(x)).to(self.device)
         h, w = image.shape[1:]
-        gain_enc, gain_dec = self.tables.gains(quality)
+        gain_enc, gain_dec = (g.to(self.device) for g in self.tables.gains(quality))
         streams: dict[tuple[int, int, int], bytes] = {}
         latents = []
         ph, pw = pad_amount(h, w)
@@ -263,7 +267,7 @@ class Codec:
             references = None
         if header.tile_size != self.tile_size:
             self.scheduler.tile_size = header.tile_size  # the stream decides, not the caller
-        _, gain_dec = self.tables.gains(header.quality)
+        gain_dec = self.tables.gains(header.quality)[1].to(self.device)
         norm = BandNormalization.from_dict(header.normalization)
         groups, latents = [], []
         bar = self._bar(header.band_groups, header.latent_shape,
@@ -280,7 +284,7 @@ class Codec:
                 latent = y_hat * gain_dec
                 latents.append(latent)
                 x_hat = self._stage("synthesis", latent)[0, :, : header.height, : header.width]
-                groups.append(x_hat.clamp(0, 1).numpy())
+                groups.append(x_hat.clamp(0, 1).cpu().numpy())
         finally:
             self.scheduler.tile_size = self.tile_size
             self.scheduler.on_step = None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stcm.export.manifest import read_manifest
 from stcm.runtime.backends.base import Backend, get_backend
-from stcm.runtime.tables import CodingTables
+from stcm.export.tables import CodingTables
 
 
 def load_engine(folder: str | os.PathLike, backend: str = "onnxruntime"

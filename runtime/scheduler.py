@@ -99,7 +99,7 @@ class Scheduler:
 
     def _run(self, grid: TileGrid, hyper: torch.Tensor, reference: torch.Tensor | None,
              visit: Visit) -> torch.Tensor:
-        valid = grid.valid()
+        valid = grid.valid().to(hyper.device)
         y_hat = hyper.new_zeros(1, self.cfg.M, grid.height, grid.width)
         chunks = [range(i, min(i + self.tile_batch, grid.count))
                   for i in range(0, grid.count, self.tile_batch)]
@@ -126,7 +126,7 @@ class Scheduler:
         present = program.valid_at(t)
         for b in range(scale.shape[0]):
             sel = present[b]
-            yield b, sel, self.quantizer.index(scale[b][:, sel].reshape(-1).numpy())
+            yield b, sel, self.quantizer.index(scale[b][:, sel].reshape(-1).cpu().numpy())
 
     def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None
                ) -> tuple[torch.Tensor, list[bytes]]:
@@ -142,7 +142,7 @@ class Scheduler:
             symbols = torch.round(values - mean)
             for b, sel, indexes in self._symbol_layout(program, t, scale):
                 encoders[tiles.start + b].push(
-                    symbols[b][:, sel].reshape(-1).numpy().astype(np.int32), indexes)
+                    symbols[b][:, sel].reshape(-1).cpu().numpy().astype(np.int32), indexes)
             return symbols + mean
 
         y_hat = self._run(grid, hyper, reference, visit)
@@ -159,7 +159,7 @@ class Scheduler:
             for b, sel, indexes in self._symbol_layout(program, t, scale):
                 decoded = decoders[tiles.start + b].pop(indexes)
                 symbols[b][:, sel] = torch.from_numpy(decoded.astype(np.float32)).view(
-                    mean.shape[1], -1)
+                    mean.shape[1], -1).to(mean.device)
             return symbols + mean
 
         y_hat = self._run(grid, hyper, reference, visit)
@@ -172,7 +172,7 @@ def code_z(coder: FactorizedCoder, z: torch.Tensor, medians: torch.Tensor
            ) -> tuple[torch.Tensor, bytes]:
     """Quantizes z around its medians and codes it; returns (z_hat, stream)."""
     symbols = torch.round(z - medians.view(1, -1, 1, 1))
-    data = coder.encode(symbols[0].reshape(z.shape[1], -1).numpy().astype(np.int32))
+    data = coder.encode(symbols[0].reshape(z.shape[1], -1).cpu().numpy().astype(np.int32))
     return symbols + medians.view(1, -1, 1, 1), data
 
 
@@ -181,4 +181,4 @@ def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int],
     """Decodes z_hat (1, N, hz, wz)."""
     n, hz, wz = shape
     symbols = torch.from_numpy(coder.decode(data, hz * wz).astype(np.float32)).view(1, n, hz, wz)
-    return symbols + medians.view(1, -1, 1, 1)
+    return symbols.to(medians.device) + medians.view(1, -1, 1, 1)

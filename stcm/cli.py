@@ -84,7 +84,8 @@ def _codec(args):
 
     return Codec(args.model, engine=getattr(args, "engine", None),
                  backend=getattr(args, "backend", None),
-                 tile_size=getattr(args, "tile_size", 64), progress=None)
+                 tile_size=getattr(args, "tile_size", 64), progress=None,
+                 device=getattr(args, "device", "cpu"))
 
 
 def _add_codec_args(p) -> None:
@@ -92,6 +93,8 @@ def _add_codec_args(p) -> None:
     p.add_argument("--engine", help="engine directory from `stcm export` (instead of --model)")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "ort", "tensorrt", "trt"],
                    help="stage backend (default: torch for models, onnxruntime for engines)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="device of the torch backend (default cpu)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
 
 

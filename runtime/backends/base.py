@@ -46,6 +46,8 @@ class Backend(ABC):
     """
 
     name = "abstract"
+    #: where the stages' outputs live; the scheduler keeps its caches there
+    device = torch.device("cpu")
     #: True when results do not depend on how many tiles one call holds (exact stages).
     batch_invariant = False
 

@@ -5,6 +5,7 @@ import torch
 
 from stcm.export.stages import build_stages
 from stcm.models.codec import STCM
+from stcm.errors import ConfigError
 from stcm.runtime.backends.base import Backend, register
 
 
@@ -14,12 +15,27 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: STCM):
+    def __init__(self, model: STCM, device: str = "cpu"):
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError("device cuda asked for, but torch sees no CUDA GPU")
+            # The entropy stages must compute the same floats every time: no TF32, and
+            # deterministic cuDNN algorithms (benchmark mode may pick another per run).
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         stages = build_stages(model)
-        self.modules = {name: module.eval() for name, (module, _) in stages.items()}
+        self.modules = {name: module.eval().to(self.device)
+                        for name, (module, _) in stages.items()}
         super().__init__({name: signature for name, (_, signature) in stages.items()})
+
+    @property
+    def numerics(self) -> str:
+        return f"torch-{self.device.type}-fp32"
 
     @torch.no_grad()
     def _run(self, stage, inputs):
-        out = self.modules[stage](*inputs)
+        out = self.modules[stage](*(t.to(self.device) for t in inputs))
         return out if isinstance(out, tuple) else (out,)
