@@ -32,6 +32,7 @@ from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder,
 from stcm.runtime.backends.base import Backend
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
+from stcm.runtime.transfer import HostStaging
 from stcm.runtime.wavefront import WavefrontProgram
 
 # visit(k, t, tiles, program, mean, scale) -> y_hat of the step's positions, (b, C, n)
@@ -73,6 +74,7 @@ class Scheduler:
         self.naive = naive
         self.trace = StepTrace(0, 0)
         self.on_step: Callable[[], None] | None = None  # progress hook, called after each step
+        self.staging = HostStaging()
         starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
         self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
 
@@ -126,7 +128,7 @@ class Scheduler:
         present = program.valid_at(t)
         for b in range(scale.shape[0]):
             sel = present[b]
-            yield b, sel, self.quantizer.index(scale[b][:, sel].reshape(-1).cpu().numpy())
+            yield b, sel, self.quantizer.index(self.staging.download(scale[b][:, sel]))
 
     def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None
                ) -> tuple[torch.Tensor, list[bytes]]:
@@ -142,7 +144,7 @@ class Scheduler:
             symbols = torch.round(values - mean)
             for b, sel, indexes in self._symbol_layout(program, t, scale):
                 encoders[tiles.start + b].push(
-                    symbols[b][:, sel].reshape(-1).cpu().numpy().astype(np.int32), indexes)
+                    self.staging.download(symbols[b][:, sel]).astype(np.int32), indexes)
             return symbols + mean
 
         y_hat = self._run(grid, hyper, reference, visit)
@@ -158,8 +160,8 @@ class Scheduler:
             symbols = torch.zeros_like(mean)
             for b, sel, indexes in self._symbol_layout(program, t, scale):
                 decoded = decoders[tiles.start + b].pop(indexes)
-                symbols[b][:, sel] = torch.from_numpy(decoded.astype(np.float32)).view(
-                    mean.shape[1], -1).to(mean.device)
+                symbols[b][:, sel] = self.staging.upload(
+                    decoded.astype(np.float32), mean.device).view(mean.shape[1], -1)
             return symbols + mean
 
         y_hat = self._run(grid, hyper, reference, visit)

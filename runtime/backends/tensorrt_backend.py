@@ -37,7 +37,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, folder: str | Path, manifest: dict, device: int | None = None):
+    def __init__(self, folder: str | Path, manifest: dict, gpu: int | None = None):
         self.folder = Path(folder)
         plans = manifest.get("tensorrt")
         if not isinstance(plans, dict) or not plans.get("stages"):
@@ -56,8 +56,10 @@ class TensorRTBackend(Backend):
         if not torch.cuda.is_available():
             raise ConfigError("the tensorrt backend needs a CUDA GPU, and torch sees none; "
                               "use the onnxruntime backend on this machine")
-        self.device = torch.device("cuda", torch.cuda.current_device() if device is None
-                                   else device)
+        # ``self.device`` (where outputs live, see Backend) stays the CPU: outputs come back
+        # to pinned host tensors. ``self.gpu`` is where the plans run.
+        self.gpu = torch.device("cuda", torch.cuda.current_device() if gpu is None
+                                else gpu)
         self.logger = tensorrt_logger(self.trt)
         self.runtime = self.trt.Runtime(self.logger)
         # stage -> (engine, context, names of the plan's inputs); created on first use
@@ -79,7 +81,7 @@ class TensorRTBackend(Backend):
         entry = self.plans["stages"][stage]
         path = self.folder / entry["file"]
         self.logger.take()
-        with torch.cuda.device(self.device):
+        with torch.cuda.device(self.gpu):
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
                 raise EngineError(
@@ -128,13 +130,13 @@ class TensorRTBackend(Backend):
         self._check_profile(stage, inputs)
         _, context, plan_inputs = self._load(stage)
         sig = self.signatures[stage]
-        with torch.cuda.device(self.device):
-            stream = torch.cuda.current_stream(self.device)
+        with torch.cuda.device(self.gpu):
+            stream = torch.cuda.current_stream(self.gpu)
             device_inputs = []  # kept alive until the stream is synchronized
             for spec, tensor in zip(sig.inputs, inputs):
                 if spec.name not in plan_inputs:
                     continue
-                x = tensor.detach().to(self.device, torch.float32).contiguous()
+                x = tensor.detach().to(self.gpu, torch.float32).contiguous()
                 device_inputs.append(x)
                 if not context.set_input_shape(spec.name, tuple(x.shape)):
                     raise EngineError(f"TensorRT refused shape {tuple(x.shape)} for {stage} "
@@ -146,7 +148,7 @@ class TensorRTBackend(Backend):
                 if any(d < 0 for d in shape):
                     raise EngineError(f"TensorRT could not infer the shape of {stage} output "
                                       f"{spec.name} (got {shape})")
-                y = torch.empty(shape, dtype=torch.float32, device=self.device)
+                y = torch.empty(shape, dtype=torch.float32, device=self.gpu)
                 device_outputs.append(y)
                 context.set_tensor_address(spec.name, y.data_ptr())
             if not context.execute_async_v3(stream.cuda_stream):

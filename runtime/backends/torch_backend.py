@@ -15,7 +15,7 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: STCM, device: str = "cpu"):
+    def __init__(self, model: STCM, device: str = "cpu", cuda_graphs: bool = True):
         self.device = torch.device(device)
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
@@ -29,6 +29,12 @@ class TorchBackend(Backend):
         stages = build_stages(model)
         self.modules = {name: module.eval().to(self.device)
                         for name, (module, _) in stages.items()}
+        if self.device.type == "cuda" and cuda_graphs:
+            from stcm.runtime.backends.cuda_graphs import GraphedStage
+
+            for name in self.modules:
+                if name.startswith("step_"):
+                    self.modules[name] = GraphedStage(self.modules[name])
         super().__init__({name: signature for name, (_, signature) in stages.items()})
 
     @property

@@ -19,7 +19,8 @@ def _ops(model: onnx.ModelProto) -> set[str]:
     return {node.op_type for node in model.graph.node}
 
 
-@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("overrides", VARIANTS,
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_exported_graphs_use_only_tensorrt_operators_at_the_fixed_opset(overrides, tmp_path):
     torch.manual_seed(0)
     export_engine(STCM(get_config("tiny", **overrides)), tmp_path / "engine", progress=False)

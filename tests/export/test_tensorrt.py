@@ -108,8 +108,8 @@ def test_profiles_are_ordered_and_follow_the_axis_names(context, tmp_path):
                 if isinstance(axis, str):
                     r = tuple(shapes[spec.name][k][i] for k in range(3))
                     assert ranges.setdefault(axis, r) == r
-        expected = "fp32" if name.startswith(ENTROPY_PREFIXES) or name == "hyper_analysis" else "fp16"
-        assert stage_precision(name, True) == expected
+        half = not name.startswith(ENTROPY_PREFIXES) and name != "hyper_analysis"
+        assert stage_precision(name, True) == ("fp16" if half else "fp32")
         assert stage_precision(name, False) == "fp32"
 
 
