@@ -14,27 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from stcm import SAMPLES_DIR
+from common import sample_crops
 from stcm.models.codec import STCM
 from stcm.models.config import get_config
 from stcm.runtime.codec import Codec
-from stcm.runtime.imageio import read_raster
-
-
-def _crops(n: int, size: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    images = [read_raster(p).pixels for p in sorted(SAMPLES_DIR.glob("*.tif"))]
-    out = []
-    for i in range(n):
-        img = images[i % len(images)]
-        r = rng.integers(0, img.shape[1] - size + 1)
-        c = rng.integers(0, img.shape[2] - size + 1)
-        bands = rng.choice(img.shape[0], 3, replace=False)
-        out.append(img[bands, r: r + size, c: c + size])
-    return out
 
 
 def _latents_equal(a, b) -> bool:
@@ -58,7 +43,7 @@ def main() -> None:
     batched.scheduler.tile_batch = 1 << 20  # all tiles in one call: bypasses Codec's guard
     threads = torch.get_num_threads()
     exact = {"same settings": 0, "1 thread": 0, "all tiles batched": 0}
-    crops = _crops(args.crops, args.size, args.seed)
+    crops = sample_crops(args.crops, args.size, args.seed)
     for image in crops:
         torch.set_num_threads(threads)
         data, latents = codec._compress(image, args.quality, None, None, None)

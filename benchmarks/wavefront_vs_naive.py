@@ -15,34 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import numpy as np
 import torch
 
-from stcm import SAMPLES_DIR
+from common import median_time, sample_image
 from stcm.models.codec import STCM
 from stcm.models.config import get_config
 from stcm.runtime.codec import Codec
-from stcm.runtime.imageio import read_raster
-
-
-def _image(size: int) -> np.ndarray:
-    """The bundled aerial RGB sample, mirrored out to size x size."""
-    pixels = read_raster(SAMPLES_DIR / "neon_osbs_rgb8.tif").pixels
-    reps = -(-size // pixels.shape[1])
-    tiled = np.tile(np.concatenate([pixels, pixels[:, ::-1]], axis=1), (1, reps, reps))
-    return np.ascontiguousarray(tiled[:, :size, :size])
-
-
-def _median(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def main() -> None:
@@ -59,12 +39,12 @@ def main() -> None:
     model = args.checkpoint or STCM(get_config(args.config, context="diag"))
     fast = Codec(model, tile_size=args.tile_size)
     naive = Codec(fast.model, tile_size=args.tile_size, naive=True)
-    image = _image(args.size)
+    image = sample_image(args.size)
     mp = args.size * args.size / 1e6
-    encode, data = _median(lambda: fast.compress(image, args.quality), args.repeat)
-    t_fast, out_fast = _median(lambda: fast.decompress(data), args.repeat)
+    encode, data = median_time(lambda: fast.compress(image, args.quality), args.repeat)
+    t_fast, out_fast = median_time(lambda: fast.decompress(data), args.repeat)
     naive_data = naive.compress(image, args.quality)
-    t_naive, out_naive = _median(lambda: naive.decompress(naive_data), max(1, args.repeat // 2))
+    t_naive, out_naive = median_time(lambda: naive.decompress(naive_data), max(1, args.repeat // 2))
     diff = int(np.abs(out_fast.astype(int) - out_naive.astype(int)).max())
     steps = fast.scheduler.trace.steps
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
