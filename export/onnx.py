@@ -32,11 +32,11 @@ _EXAMPLE = {"batch": 1, "height": 64, "width": 64, "lat_h": 4, "lat_w": 4, "z_h"
             "tile_h": 4, "tile_w": 5, "rows": 4}
 
 
-def _example_inputs(signature: StageSignature) -> tuple[torch.Tensor, ...]:
+def _example_inputs(signature: StageSignature, sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(0)
     tensors = []
     for spec in signature.inputs:
-        shape = [_EXAMPLE[d] if isinstance(d, str) else d for d in spec.shape]
+        shape = [sizes[d] if isinstance(d, str) else d for d in spec.shape]
         tensors.append(torch.rand(shape, generator=gen))
     return tuple(tensors)
 
@@ -50,15 +50,18 @@ def _dynamic_axes(signature: StageSignature) -> dict[str, dict[int, str]]:
     return axes
 
 
-def export_stage(module: torch.nn.Module, signature: StageSignature, path: Path) -> None:
-    """Traces one stage to ONNX and checks the graph."""
+def export_stage(module: torch.nn.Module, signature: StageSignature, path: Path,
+                 sizes: dict[str, int] | None = None) -> None:
+    """Traces one stage to ONNX and checks the graph; ``sizes`` gives example sizes of the
+    dynamic axes (defaults for the stage axes of ``build_stages``)."""
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the torch.export one,
         # which needs onnxscript; this one covers our convolution graphs fully.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python.*")
         torch.onnx.export(
-            module.eval(), _example_inputs(signature), str(path), dynamo=False,
+            module.eval(), _example_inputs(signature, {**_EXAMPLE, **(sizes or {})}), str(path),
+            dynamo=False,
             input_names=[s.name for s in signature.inputs],
             output_names=[s.name for s in signature.outputs],
             dynamic_axes=_dynamic_axes(signature), opset_version=OPSET,
