@@ -29,12 +29,17 @@ from stcm.models.gain import check_quality
 from stcm.models.transforms import DOWNSAMPLE
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import ALIASES, get_backend
+from stcm.runtime.blocks import run_blocked
 from stcm.export.tables import CodingTables
 from stcm.runtime.container import (DTYPES, Georeference, Header, check_model, check_reference,
                                     read_container, write_container)
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
 DEFAULT_QUALITY = 0.75
+# Transforms run in overlapping blocks on large images (runtime/blocks.py): pixels for g_a,
+# latent positions for g_s; the halos cover the receptive field that matters.
+ANALYSIS_BLOCK, ANALYSIS_HALO = 2048, 256
+SYNTHESIS_BLOCK, SYNTHESIS_HALO = 128, 16
 Z, Y = 0, 1  # stream kinds in the container
 
 
@@ -229,7 +234,8 @@ class Codec:
         latent_shape = ((h + ph) // DOWNSAMPLE, (w + pw) // DOWNSAMPLE)
         bar = self._bar(len(groups), latent_shape, h * w, "compress")
         for g, x_g in enumerate(groups):
-            y = self._stage("analysis", pad_image(x_g[None])) * gain_enc
+            y = run_blocked(lambda t: self._stage("analysis", t), pad_image(x_g[None]),
+                            ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
             z_hat, streams[(g, Z, 0)] = code_z(self.z_coder, self._stage("hyper_analysis", y),
                                                self.medians)
             ref = references[g] if references is not None else None
@@ -283,7 +289,9 @@ class Codec:
                     y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
                 latent = y_hat * gain_dec
                 latents.append(latent)
-                x_hat = self._stage("synthesis", latent)[0, :, : header.height, : header.width]
+                x_hat = run_blocked(lambda t: self._stage("synthesis", t), latent,
+                                    SYNTHESIS_BLOCK, SYNTHESIS_HALO, up=DOWNSAMPLE)
+                x_hat = x_hat[0, :, : header.height, : header.width]
                 groups.append(x_hat.clamp(0, 1).cpu().numpy())
         finally:
             self.scheduler.tile_size = self.tile_size
