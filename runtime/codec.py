@@ -27,12 +27,12 @@ from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM, pad_amount, pad_image
 from stcm.models.gain import check_quality
 from stcm.models.transforms import DOWNSAMPLE
+from stcm.export.tables import CodingTables
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import ALIASES, get_backend
 from stcm.runtime.blocks import run_blocked
-from stcm.export.tables import CodingTables
-from stcm.runtime.container import (DTYPES, Georeference, Header, check_model, check_reference,
-                                    read_container, write_container)
+from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header, check_model,
+                                    check_reference, read_container, write_container)
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
 DEFAULT_QUALITY = 0.75
@@ -40,7 +40,6 @@ DEFAULT_QUALITY = 0.75
 # latent positions for g_s; the halos cover the receptive field that matters.
 ANALYSIS_BLOCK, ANALYSIS_HALO = 2048, 256
 SYNTHESIS_BLOCK, SYNTHESIS_HALO = 128, 16
-Z, Y = 0, 1  # stream kinds in the container
 
 
 def _load_model(model) -> STCM:
@@ -59,14 +58,6 @@ def default_model_path() -> Path:
     import stcm
 
     return Path(stcm.__file__).resolve().parent / "weights" / "default.safetensors"
-
-
-@dataclass
-class _Coded:
-    """One coded band group: its streams and the decoded latent (the temporal reference)."""
-
-    streams: dict[tuple[int, int, int], bytes]
-    latent: torch.Tensor
 
 
 class Codec:
@@ -154,11 +145,14 @@ class Codec:
         ``reference`` is the container of the series' first image, needed when ``data`` was
         coded with a temporal reference (``compress_series``).
         """
+        return self.decompress_image(data, reference).pixels
+
+    def decompress_image(self, data: bytes, reference: bytes | None = None) -> "DecodedImage":
+        """Like ``decompress``, but also returns the georeferencing and the header."""
         references = None
         if reference is not None:
             _, references = self._decompress(reference, None)
-        image, _ = self._decompress(data, references, reference)
-        return image.pixels
+        return self._decompress(data, references, reference)[0]
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
                         georefs: list[Georeference | None] | None = None) -> list[bytes]:
@@ -236,14 +230,14 @@ class Codec:
         for g, x_g in enumerate(groups):
             y = run_blocked(lambda t: self._stage("analysis", t), pad_image(x_g[None]),
                             ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
-            z_hat, streams[(g, Z, 0)] = code_z(self.z_coder, self._stage("hyper_analysis", y),
+            z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, self._stage("hyper_analysis", y),
                                                self.medians)
             ref = references[g] if references is not None else None
             with entropy_threads():
                 hyper = self._stage("hyper_synthesis", z_hat)
                 y_hat, tiles = self.scheduler.encode(y, hyper, ref)
             for t, data in enumerate(tiles):
-                streams[(g, Y, t)] = data
+                streams[(g, KIND_Y, t)] = data
             latents.append(y_hat * gain_dec)
             z_shape = tuple(z_hat.shape[-2:])
         bar.close()
@@ -280,9 +274,9 @@ class Codec:
                         header.height * header.width, "decompress")
         try:
             for g in range(header.band_groups):
-                z_hat = decode_z(self.z_coder, container.stream(g, Z, 0),
+                z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
                                  (self.cfg.N, *header.z_shape), self.medians)
-                tiles = [container.stream(g, Y, t) for t in range(header.tiles)]
+                tiles = [container.stream(g, KIND_Y, t) for t in range(header.tiles)]
                 ref = references[g] if references is not None else None
                 with entropy_threads():
                     hyper = self._stage("hyper_synthesis", z_hat)
@@ -306,86 +300,3 @@ class DecodedImage:
     pixels: np.ndarray
     georef: Georeference | None
     header: Header
-
-
-@dataclass(frozen=True)
-class FileReport:
-    """What a file operation did, for the CLI and for logs."""
-
-    source: Path
-    target: Path
-    pixels: int
-    bands: int
-    compressed_bytes: int
-    seconds: float
-
-    @property
-    def bits_per_pixel(self) -> float:
-        return 8 * self.compressed_bytes / self.pixels
-
-    @property
-    def seconds_per_megapixel(self) -> float:
-        return self.seconds / (self.pixels / 1e6)
-
-
-def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY, *,
-                  force: bool = False) -> FileReport:
-    """Compresses an image file (PNG, JPEG, TIFF, GeoTIFF, JPEG 2000) to an stcm container,
-    keeping its georeferencing and band descriptions; writes atomically, never over the input."""
-    import time
-
-    from stcm.atomic import atomic_write_bytes
-    from stcm.runtime.imageio import read_raster, same_file
-
-    source, target = Path(source), Path(target)
-    _check_target(source, target, force, same_file)
-    raster = read_raster(source)
-    start = time.perf_counter()
-    data = codec.compress(raster.pixels, quality, georef=raster.georef,
-                          extra=_descriptions(raster))
-    seconds = time.perf_counter() - start
-    atomic_write_bytes(target, data)
-    return FileReport(source, target, raster.height * raster.width, raster.bands, len(data),
-                      seconds)
-
-
-def decompress_file(codec: Codec, source, target, *, reference=None,
-                    force: bool = False) -> FileReport:
-    """Decompresses a container to an image file (the format follows ``target``'s suffix;
-    GeoTIFF keeps CRS, transform, nodata, dtype and band count)."""
-    import time
-
-    from stcm.runtime.imageio import Raster, same_file, write_raster
-
-    source, target = Path(source), Path(target)
-    _check_target(source, target, force, same_file)
-    try:
-        data = source.read_bytes()
-        ref = Path(reference).read_bytes() if reference is not None else None
-    except OSError as exc:
-        raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    start = time.perf_counter()
-    references = codec._decompress(ref, None)[1] if ref is not None else None
-    image, _ = codec._decompress(data, references, ref)
-    seconds = time.perf_counter() - start
-    names = image.header.extra.get("band_descriptions")
-    raster = Raster(image.pixels, image.georef, tuple(names) if names else None)
-    write_raster(target, raster, force=force, source=source)
-    return FileReport(source, target, image.pixels.shape[1] * image.pixels.shape[2],
-                      image.pixels.shape[0], len(data), seconds)
-
-
-def _descriptions(raster) -> dict:
-    names = raster.band_descriptions
-    return {"band_descriptions": list(names)} if names and any(names) else {}
-
-
-def _check_target(source: Path, target: Path, force: bool, same_file) -> None:
-    from stcm.errors import OutputExistsError
-
-    if not source.is_file():
-        raise DataError(f"input {source} does not exist or is not a file")
-    if same_file(source, target):
-        raise OutputExistsError(f"refusing to write the output over the input {source}")
-    if target.exists() and not force:
-        raise OutputExistsError(f"{target} exists; pass --force (force=True) to overwrite it")

@@ -145,7 +145,7 @@ def _add_compress(sub) -> None:
 
 
 def _compress(args) -> int:
-    from stcm.runtime.codec import compress_file
+    from stcm.runtime.files import compress_file
 
     report = compress_file(_codec(args), args.input, args.output, args.quality,
                            force=args.force)
@@ -168,7 +168,7 @@ def _add_decompress(sub) -> None:
 
 
 def _decompress(args) -> int:
-    from stcm.runtime.codec import decompress_file
+    from stcm.runtime.files import decompress_file
 
     report = decompress_file(_codec(args), args.input, args.output, reference=args.reference,
                              force=args.force)
