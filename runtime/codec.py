@@ -32,7 +32,8 @@ from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import ALIASES, get_backend
 from stcm.runtime.blocks import run_blocked
 from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header, check_model,
-                                    check_reference, read_container, write_container)
+                                    check_reference, peek_header, read_container,
+                                    write_container)
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
 DEFAULT_QUALITY = 0.75
@@ -131,12 +132,22 @@ class Codec:
 
     # -- arrays --------------------------------------------------------------------------------
     def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
-                 georef: Georeference | None = None, extra: dict | None = None) -> bytes:
+                 georef: Georeference | None = None, extra: dict | None = None,
+                 reference: bytes | None = None) -> bytes:
         """Compresses an image (bands, H, W) or (H, W) of any integer or float dtype.
 
         ``georef`` is stored in the container; ``extra`` (JSON-able) travels in its header.
+        ``reference`` is the container of an earlier image of the same place and size (the
+        first of its series): its decoded latent becomes the temporal context.
         """
-        data, _ = self._compress(image, quality, georef, None, None, extra)
+        latents = ref_id = None
+        if reference is not None:
+            if peek_header(reference).reference_id is not None:
+                raise DataError("the reference must be the first image of its series (a "
+                                "container coded without a reference of its own)")
+            _, latents = self._decompress(reference, None)
+            ref_id = hashlib.sha256(reference).digest()
+        data, _ = self._compress(image, quality, georef, latents, ref_id, extra)
         return data
 
     def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
@@ -220,6 +231,9 @@ class Codec:
         image = self._as_bands(image)
         x, norm = normalize(image)
         groups = torch.from_numpy(to_band_groups(x)).to(self.device)
+        if references is not None and len(references) != len(groups):
+            raise DataError(f"the reference image has {len(references)} band groups, this one "
+                            f"{len(groups)}: a series must share its bands")
         h, w = image.shape[1:]
         gain_enc, gain_dec = (g.to(self.device) for g in self.tables.gains(quality))
         streams: dict[tuple[int, int, int], bytes] = {}
@@ -233,6 +247,9 @@ class Codec:
             z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, self._stage("hyper_analysis", y),
                                                self.medians)
             ref = references[g] if references is not None else None
+            if ref is not None and ref.shape != y.shape:
+                raise DataError(f"the reference image has another size or band count than "
+                                f"this one (latent {tuple(ref.shape)} vs {tuple(y.shape)})")
             with entropy_threads():
                 hyper = self._stage("hyper_synthesis", z_hat)
                 y_hat, tiles = self.scheduler.encode(y, hyper, ref)

@@ -33,15 +33,16 @@ class FileReport:
 
 
 def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY, *,
-                  force: bool = False) -> FileReport:
+                  reference=None, force: bool = False) -> FileReport:
     """Compresses an image file (PNG, JPEG, TIFF, GeoTIFF, JPEG 2000) to an stcm container,
     keeping its georeferencing and band descriptions; writes atomically, never over the input."""
     source, target = Path(source), Path(target)
     _check_target(source, target, force)
     raster = read_raster(source)
+    ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     data = codec.compress(raster.pixels, quality, georef=raster.georef,
-                          extra=_descriptions(raster))
+                          extra=_descriptions(raster), reference=ref)
     seconds = time.perf_counter() - start
     atomic_write_bytes(target, data)
     return FileReport(source, target, raster.height * raster.width, raster.bands, len(data),
@@ -54,11 +55,8 @@ def decompress_file(codec: Codec, source, target, *, reference=None,
     GeoTIFF keeps CRS, transform, nodata, dtype and band count)."""
     source, target = Path(source), Path(target)
     _check_target(source, target, force)
-    try:
-        data = source.read_bytes()
-        ref = Path(reference).read_bytes() if reference is not None else None
-    except OSError as exc:
-        raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    data = _read_bytes(source)
+    ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     image = codec.decompress_image(data, ref)
     seconds = time.perf_counter() - start
@@ -67,6 +65,13 @@ def decompress_file(codec: Codec, source, target, *, reference=None,
     write_raster(target, raster, force=force, source=source)
     return FileReport(source, target, image.pixels.shape[1] * image.pixels.shape[2],
                       image.pixels.shape[0], len(data), seconds)
+
+
+def _read_bytes(path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _descriptions(raster) -> dict:

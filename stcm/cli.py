@@ -140,6 +140,8 @@ def _add_compress(sub) -> None:
                    help="0 = smallest file .. 1 = best fidelity, continuous (default 0.75)")
     p.add_argument("--tile-size", type=int, default=64,
                    help="latent tile size; one ANS stream per tile (default 64 = 1024 px)")
+    p.add_argument("--reference", help="the .stcm of the first image of this place's series: "
+                   "its latent becomes the temporal context (same size and bands)")
     _add_codec_args(p)
     p.set_defaults(func=_compress)
 
@@ -148,7 +150,7 @@ def _compress(args) -> int:
     from stcm.runtime.files import compress_file
 
     report = compress_file(_codec(args), args.input, args.output, args.quality,
-                           force=args.force)
+                           reference=args.reference, force=args.force)
     print(f"{report.source} -> {report.target}: {report.compressed_bytes:,} bytes, "
           f"{report.bits_per_pixel:.4f} bpp ({report.bands} bands), encode "
           f"{report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")

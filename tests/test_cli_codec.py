@@ -70,3 +70,27 @@ def test_demo_runs_the_builtin_model_on_the_samples(capsys):
     for name in ("neon_osbs_rgb8.tif", "sentinel2_b234_8_uint16.tif"):
         line = next(line for line in out.splitlines() if line.startswith(name))
         assert "bpp" in line and "PSNR" in line and "decode" in line
+
+
+def test_a_series_on_the_command_line(trained_tiny, tmp_path, capsys):
+    from stcm.models.revisit import synthetic_revisit
+    from stcm.runtime.imageio import Raster, read_raster, write_raster
+
+    first = read_raster(NEON)
+    later = np.rint(synthetic_revisit(first.pixels / 255.0, np.random.default_rng(0)) * 255)
+    write_raster(tmp_path / "later.tif", Raster(later.astype(np.uint8), first.georef))
+    model = ["--model", str(trained_tiny)]
+    a, b = tmp_path / "first.stcm", tmp_path / "later.stcm"
+    assert main(["compress", str(NEON), str(a), *model]) == 0
+    assert main(["compress", str(tmp_path / "later.tif"), str(b), "--reference", str(a),
+                 *model]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(b), str(tmp_path / "x.tif"), *model]) == 2
+    assert "reference" in capsys.readouterr().err
+    assert main(["decompress", str(b), str(tmp_path / "x.tif"), "--reference", str(a),
+                 *model]) == 0
+    assert main(["compress", str(NEON), str(tmp_path / "c.stcm"), "--reference", str(b),
+                 *model]) == 2
+    assert "first image" in capsys.readouterr().err
+    assert main(["compress", str(S2), str(tmp_path / "d.stcm"), "--reference", str(a),
+                 *model]) == 2
