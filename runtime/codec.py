@@ -79,6 +79,15 @@ class Codec:
             or device), which would decode to wrong pixels; False only to measure that.
         device: ``cpu`` or ``cuda`` for the torch backend (the scheduler's caches then stay
             on the GPU and only a step's parameters and symbols cross to the host).
+
+    Example:
+        >>> import numpy as np
+        >>> codec = Codec()  # the built-in default model
+        >>> image = np.random.default_rng(0).integers(0, 4096, (4, 48, 40)).astype(np.uint16)
+        >>> data = codec.compress(image, quality=0.5)
+        >>> back = codec.decompress(data)
+        >>> back.shape, back.dtype, data[:4]
+        ((4, 48, 40), dtype('uint16'), b'STCM')
     """
 
     def __init__(self, model: STCM | str | os.PathLike | None = None, *,
