@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 from stcm.atomic import atomic_path
 from stcm.errors import CheckpointError
 from stcm.models.config import ModelConfig
+from stcm.models.gain import interpolate_levels
 
 TABLES_NAME = "tables.safetensors"
 
@@ -47,17 +48,12 @@ class CodingTables:
 
     def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder gain, decoder gain), each (1, M, 1, 1), for one quality in [0, 1]."""
-        levels = self.log_gain_enc.shape[0]
-        pos = min(max(float(quality), 0.0), 1.0) * (levels - 1)
-        lo = min(int(np.floor(pos)), max(levels - 2, 0))
-        hi = min(lo + 1, levels - 1)
-        frac = torch.tensor(pos - lo, dtype=torch.float32)
+        q = torch.tensor([float(quality)])
 
-        def interp(table: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(table)
-            return torch.exp(t[lo] * (1 - frac) + t[hi] * frac).view(1, -1, 1, 1)
+        def gain(log_table: np.ndarray) -> torch.Tensor:
+            return torch.exp(interpolate_levels(torch.from_numpy(log_table), q)).view(1, -1, 1, 1)
 
-        return interp(self.log_gain_enc), interp(self.log_gain_dec)
+        return gain(self.log_gain_enc), gain(self.log_gain_dec)
 
     @property
     def medians(self) -> torch.Tensor:

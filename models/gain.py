@@ -17,7 +17,7 @@ from torch import nn
 from stcm.errors import ConfigError
 
 
-def _interp(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+def interpolate_levels(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear interpolation of table rows (L, ...) at quality in [0, 1], shape (B,)."""
     levels = table.shape[0]
     pos = quality.to(table.dtype).clamp(0, 1) * (levels - 1)
@@ -49,10 +49,10 @@ class GainUnits(nn.Module):
 
     def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder gain, decoder gain), each (B, M, 1, 1), for qualities of shape (B,)."""
-        enc = torch.exp(_interp(self.log_enc, quality))[:, :, None, None]
-        dec = torch.exp(_interp(self.log_dec, quality))[:, :, None, None]
+        enc = torch.exp(interpolate_levels(self.log_enc, quality))[:, :, None, None]
+        dec = torch.exp(interpolate_levels(self.log_dec, quality))[:, :, None, None]
         return enc, dec
 
     def lambdas(self, quality: torch.Tensor) -> torch.Tensor:
         """The rate-distortion trade-off that a quality stands for (log-linear between levels)."""
-        return torch.exp(_interp(self.log_lambdas, quality.double())).float()
+        return torch.exp(interpolate_levels(self.log_lambdas, quality.double())).float()
