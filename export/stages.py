@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stcm.models.codec import STCM
-from stcm.models.context import SpatialContext
+from stcm.models.context import SpatialContext, anchors_like
 from stcm.models.entropy_parameters import ParamAggregation
 from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
 
@@ -186,22 +186,13 @@ class WavefrontStep(nn.Module):
         return (h[:, : self.channels], h[:, self.channels:], *new_columns)
 
 
-def _anchors(x: torch.Tensor) -> torch.Tensor:
-    """(h, w) checkerboard anchors ((i + j) even) built from x's runtime shape, so an exported
-    graph computes them for any tile size (parity by floor, ops every runtime supports)."""
-    i = torch.arange(x.shape[-2], dtype=x.dtype, device=x.device).view(-1, 1)
-    j = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).view(1, -1)
-    total = i + j
-    return 1 - (total - 2 * torch.floor(total / 2))
-
-
 def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """The spatial context stack on whole tiles, re-zeroing padding positions after every
     layer so a padded edge tile equals the smaller zero-padded one."""
     anchors = None
     x = y_hat * valid
     if spatial.kind == "checkerboard":
-        anchors = _anchors(y_hat)
+        anchors = anchors_like(y_hat)
         x = x * anchors
     for layer in spatial.stack:
         if isinstance(layer, MaskedResidualBlock):

@@ -16,7 +16,16 @@ import torch
 from torch import nn
 
 from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
-from stcm.models.masks import anchor_mask, checkerboard_mask, diag_mask, serial_mask
+from stcm.models.masks import checkerboard_mask, diag_mask, serial_mask
+
+
+def anchors_like(x: torch.Tensor) -> torch.Tensor:
+    """(h, w) checkerboard anchors ((i + j) even) built from x's runtime shape, so an exported
+    graph computes them for any tile size (parity by floor, ops every runtime supports)."""
+    i = torch.arange(x.shape[-2], dtype=x.dtype, device=x.device).view(-1, 1)
+    j = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).view(1, -1)
+    total = i + j
+    return 1 - (total - 2 * torch.floor(total / 2))
 
 
 class SpatialContext(nn.Module):
@@ -47,5 +56,5 @@ class SpatialContext(nn.Module):
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
         if self.kind != "checkerboard":
             return self.stack(y_hat)
-        anchors = torch.from_numpy(anchor_mask(*y_hat.shape[-2:])).to(y_hat)
+        anchors = anchors_like(y_hat)
         return self.stack(y_hat * anchors) * (1 - anchors)
