@@ -49,12 +49,6 @@ def serial_mask(k: int) -> np.ndarray:
     return ((di < 0) | ((di == 0) & (dj < 0))).astype(np.float32)
 
 
-def anchor_mask(h: int, w: int) -> np.ndarray:
-    """(h, w) map of checkerboard anchors ((i + j) even), decoded first without spatial context."""
-    i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return ((i + j) % 2 == 0).astype(np.float32)
-
-
 def decode_step_index(context: str, h: int, w: int) -> np.ndarray:
     """(h, w) int map: the step of the group's decode at which each position is decoded.
 
