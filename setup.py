@@ -7,7 +7,7 @@ from setuptools import setup
 
 setup(
     name="stcm",
-    version="0.1.0",
+    version="0.2.0",
     description="Deployment-optimized inference engine for learned remote-sensing image compression "
     "(Spatial-Temporal Context Model)",
     python_requires=">=3.10",

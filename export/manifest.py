@@ -1,7 +1,7 @@
 """The engine manifest: what an engine directory holds, pinned file by file by sha256.
 
     manifest.json
-    {"format": "stcm-engine", "format_version": 1, "model_id": hex, "config": {...},
+    {"format": "stcm-engine", "format_version": 2, "model_id": hex, "config": {...},
      "precision": "fp32", "opset": 17,
      "tables": {"file": "tables.safetensors", "sha256": hex},
      "stages": {"analysis": {"file": "analysis.onnx", "sha256": hex, "inputs": [...],
@@ -22,7 +22,7 @@ from stcm.errors import ConfigError, EngineError
 from stcm.models.config import ModelConfig
 
 FORMAT = "stcm-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pinned level gains in the tables, exact entropy stages
 MANIFEST_NAME = "manifest.json"
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from stcm.errors import OutputExistsError
 from stcm.export.manifest import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, sha256_file,
                                   write_manifest)
-from stcm.export.stages import StageSignature, build_stages
+from stcm.export.stages import is_entropy_stage, StageSignature, build_stages
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM
 from stcm.export.tables import TABLES_NAME, CodingTables
@@ -84,7 +84,9 @@ def export_engine(model: STCM | str | os.PathLike, outdir: str | os.PathLike, *,
         raise OutputExistsError(f"{outdir} exists; pass --force to replace it")
     if not isinstance(model, STCM):
         model, _ = load_checkpoint(model)
-    model = model.eval().freeze()
+    model = model.eval()
+    if not model.frozen:
+        model.freeze()
     model_id = model_fingerprint(model)
     stages = build_stages(model)
     outdir.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,8 @@ def export_engine(model: STCM | str | os.PathLike, outdir: str | os.PathLike, *,
             with torch.no_grad():
                 export_stage(module, signature, path)
             entries[name] = {"file": path.name, "sha256": sha256_file(path),
-                             "exact": False, **signature.to_dict()}
+                             "exact": model.cfg.exact and is_entropy_stage(name),
+                             **signature.to_dict()}
         tables = CodingTables.from_model(model, model_id).save(tmp)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "model_id": model_id.hex(),

@@ -28,6 +28,7 @@ from stcm.models.codec import STCM
 from stcm.models.context import SpatialContext, anchors_like
 from stcm.models.entropy_parameters import ParamAggregation
 from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
+from stcm.models.quant import exact_layers, quantize_mean
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,24 @@ class StageSignature:
                    tuple(TensorSpec.from_dict(t) for t in d["outputs"]), extra)
 
 
+ENTROPY_STAGE_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
+
+
+def is_entropy_stage(name: str) -> bool:
+    """Stages whose outputs decide the coded distributions (exact in exact models)."""
+    return name.startswith(ENTROPY_STAGE_PREFIXES)
+
+
+def _quantizer(layer: nn.Module):
+    """The input quantizer of an exact layer (identity for float layers)."""
+    act = getattr(layer, "act", None)
+    return act if act is not None else nn.Identity()
+
+
 def skew_kernel(conv: MaskedConv2d) -> torch.Tensor:
     """(Cout, Cin, k, k) masked kernel -> (Cout, Cin, k, 2r+1) kernel over skewed columns:
-    tap (di, dj) moves to (di, e = di + dj); diagonal masks keep only e <= 0."""
+    tap (di, dj) moves to (di, e = di + dj); diagonal masks keep only e <= 0. Exact layers
+    give their quantized kernel: the same terms, so the same exact sums."""
     weight = conv.masked_weight().detach()
     cout, cin, k, _ = weight.shape
     r = k // 2
@@ -89,25 +105,36 @@ def _column_weight(conv: MaskedConv2d) -> torch.Tensor:
     return skewed.permute(0, 3, 1, 2).reshape(cout, width * cin, k).contiguous()
 
 
+def _coded(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight, bias = conv.coded_weights() if hasattr(conv, "coded_weights") else (conv.weight,
+                                                                                conv.bias)
+    return weight.detach().clone(), None if bias is None else bias.detach().clone()
+
+
 class _Pointwise(nn.Module):
-    """A 1x1 Conv2d as a Conv1d over a column (B, C, rows)."""
+    """A 1x1 Conv2d as a Conv1d over a column (B, C, rows), with its input quantizer."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
-        self.register_buffer("weight", conv.weight.detach()[:, :, :, 0].clone())
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        weight, bias = _coded(conv)
+        self.quantize = _quantizer(conv)
+        self.register_buffer("weight", weight[:, :, :, 0].contiguous())
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.weight, self.bias)
+        return F.conv1d(self.quantize(x), self.weight, self.bias)
 
 
 class _ColumnConv(nn.Module):
-    """A masked conv in skewed form: reads a (B, 2r+1, C, rows) window of its input cache."""
+    """A masked conv in skewed form: reads a (B, 2r+1, C, rows) window of its input cache.
+
+    The cache holds inputs already quantized (``quantize``), so the window is not."""
 
     def __init__(self, conv: MaskedConv2d):
         super().__init__()
         self.register_buffer("weight", _column_weight(conv))
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.register_buffer("bias", _coded(conv)[1])
+        self.quantize = _quantizer(conv)
         self.r = conv.kernel_size[0] // 2
         self.channels = conv.in_channels
 
@@ -137,7 +164,8 @@ class WavefrontStep(nn.Module):
             if isinstance(layer, MaskedResidualBlock):
                 self.ops.append(nn.ModuleList([_Pointwise(layer.reduce),
                                                _ColumnConv(layer.masked),
-                                               _Pointwise(layer.expand)]))
+                                               _Pointwise(layer.expand),
+                                               layer.sum_q or nn.Identity()]))
                 self.kinds.append("res")
             elif isinstance(layer, MaskedConv2d):
                 self.ops.append(_ColumnConv(layer))
@@ -146,8 +174,10 @@ class WavefrontStep(nn.Module):
                 self.ops.append(nn.ReLU())
                 self.kinds.append("act")
         self.spatial_proj = _Pointwise(aggregate.spatial_proj)
+        self.sum_q = aggregate.sum_q or nn.Identity()
         self.tail = nn.ModuleList(_Pointwise(m) for m in aggregate.tail
                                   if isinstance(m, nn.Conv2d))
+        self.mean_bits = aggregate.mean_bits
         self.channels = aggregate.channels
 
     def caches(self) -> list[tuple[int, int]]:
@@ -165,25 +195,32 @@ class WavefrontStep(nn.Module):
         return self.first.r
 
     def forward(self, side, valid, y_win, *windows):
-        x = self.first(y_win) * valid
+        # Mirrors apply_stack and ParamAggregation operation by operation, so an exact
+        # model's step returns the very bits of the whole-tensor computation.
+        x = self.first(self.first.quantize(y_win)) * valid
         new_columns = []
         it = iter(windows)
         for kind, op in zip(self.kinds, self.ops):
             if kind == "conv":
+                x = op.quantize(x)
                 new_columns.append(x)
                 x = op(torch.cat([next(it), x.unsqueeze(1)], dim=1)) * valid
             elif kind == "res":
-                reduce, masked, expand = op
-                h = torch.relu(reduce(x)) * valid
+                reduce, masked, expand, skip = op
+                x = skip(x)
+                h = masked.quantize(torch.relu(reduce(x)) * valid)
                 new_columns.append(h)
                 m = torch.relu(masked(torch.cat([next(it), h.unsqueeze(1)], dim=1)))
-                x = (x + expand(m)) * valid
+                x = (x + skip(expand(m))) * valid
             else:
                 x = op(x) * valid
-        h = side + self.spatial_proj(x)
+        h = side + self.sum_q(self.spatial_proj(x))
         for conv in self.tail:
             h = conv(torch.relu(h))
-        return (h[:, : self.channels], h[:, self.channels:], *new_columns)
+        mean = h[:, : self.channels]
+        if self.mean_bits is not None:
+            mean = quantize_mean(mean, self.mean_bits, ste=False)
+        return (mean, h[:, self.channels:], *new_columns)
 
 
 def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -196,8 +233,9 @@ def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tenso
         x = x * anchors
     for layer in spatial.stack:
         if isinstance(layer, MaskedResidualBlock):
+            x = layer.skip(x)
             h = torch.relu(layer.reduce(x)) * valid
-            x = x + layer.expand(torch.relu(layer.masked(h)))
+            x = x + layer.skip(layer.expand(torch.relu(layer.masked(h))))
         else:
             x = layer(x)
         x = x * valid
@@ -241,6 +279,11 @@ def build_stages(model: STCM) -> dict[str, tuple[nn.Module, StageSignature]]:
     """All stages of ``model`` with their signatures (the engine's table of contents)."""
     cfg = model.cfg
     ep = model.entropy_parameters
+    if not model.training:
+        # Quantize every exact layer's weights now: the cached grids are then constants to
+        # the tracer of the ONNX export instead of ops it would have to translate.
+        for _, layer in exact_layers(model):
+            layer.coded_weights()
     img = ("batch", cfg.in_channels, "height", "width")
     lat = lambda c: ("batch", c, "lat_h", "lat_w")  # noqa: E731
     stages = {

@@ -1,9 +1,10 @@
 """Coding tables: the data a codec needs beside its stages (no network in here).
 
-Gains per quality level, the factorized prior's probability tables and medians, the model
-config and the model id. They come from a loaded model (``from_model``) or from an engine
-directory (``load``), and every backend computes the same gains from them with the same code,
-so encoder and decoder agree whichever backend each uses.
+Pinned gains per quality level, the factorized prior's probability tables and medians, the
+model config and the model id. They come from a frozen model (``from_model``) or from an
+engine directory (``load``), and every backend computes the same gains from them with the
+same float64 code (``models.gain.coding_gains``), so encoder and decoder agree whichever
+backend or machine each uses.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from safetensors.numpy import save_file
 from stcm.atomic import atomic_path
 from stcm.errors import CheckpointError
 from stcm.models.config import ModelConfig
-from stcm.models.gain import interpolate_levels
+from stcm.models.gain import coding_gains
 
 TABLES_NAME = "tables.safetensors"
 
@@ -31,8 +32,8 @@ class CodingTables:
 
     config: ModelConfig
     model_id: bytes
-    log_gain_enc: np.ndarray  # (L, M) float32
-    log_gain_dec: np.ndarray  # (L, M) float32
+    gain_enc: np.ndarray  # (L, M) float32 gains of the trained levels
+    gain_dec: np.ndarray  # (L, M) float32
     z_pmfs: np.ndarray  # (N, width) float64
     z_lengths: np.ndarray  # (N,) int32
     z_offsets: np.ndarray  # (N,) int32
@@ -40,20 +41,15 @@ class CodingTables:
 
     @classmethod
     def from_model(cls, model, model_id: bytes) -> "CodingTables":
-        tables = model.z_tables
-        return cls(model.cfg, model_id,
-                   model.gain.log_enc.detach().float().numpy().copy(),
-                   model.gain.log_dec.detach().float().numpy().copy(),
+        coding = model.coding
+        tables = coding.z
+        return cls(model.cfg, model_id, coding.gain_enc, coding.gain_dec,
                    tables.pmfs, tables.lengths, tables.offsets, tables.medians)
 
     def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder gain, decoder gain), each (1, M, 1, 1), for one quality in [0, 1]."""
-        q = torch.tensor([float(quality)])
-
-        def gain(log_table: np.ndarray) -> torch.Tensor:
-            return torch.exp(interpolate_levels(torch.from_numpy(log_table), q)).view(1, -1, 1, 1)
-
-        return gain(self.log_gain_enc), gain(self.log_gain_dec)
+        return tuple(torch.from_numpy(coding_gains(t, quality)).view(1, -1, 1, 1)
+                     for t in (self.gain_enc, self.gain_dec))
 
     @property
     def medians(self) -> torch.Tensor:
@@ -61,7 +57,7 @@ class CodingTables:
 
     def save(self, folder: str | os.PathLike) -> Path:
         path = Path(folder) / TABLES_NAME
-        arrays = {"log_gain_enc": self.log_gain_enc, "log_gain_dec": self.log_gain_dec,
+        arrays = {"gain_enc": self.gain_enc, "gain_dec": self.gain_dec,
                   "z_pmfs": self.z_pmfs, "z_lengths": self.z_lengths,
                   "z_offsets": self.z_offsets, "z_medians": self.z_medians}
         with atomic_path(path) as tmp:
@@ -78,7 +74,7 @@ class CodingTables:
                 arrays = {k: f.get_tensor(k) for k in f.keys()}
             config = ModelConfig.from_json(meta["config"])
             model_id = bytes.fromhex(meta["model_id"])
-            return cls(config, model_id, arrays["log_gain_enc"], arrays["log_gain_dec"],
+            return cls(config, model_id, arrays["gain_enc"], arrays["gain_dec"],
                        arrays["z_pmfs"], arrays["z_lengths"], arrays["z_offsets"],
                        arrays["z_medians"])
         except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:

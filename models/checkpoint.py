@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from stcm.atomic import atomic_path
 from stcm.errors import CheckpointError, ConfigError
-from stcm.models.codec import STCM
+from stcm.models.codec import STCM, CodingState
 from stcm.models.config import ModelConfig
 
 FORMAT = "stcm-checkpoint"
@@ -37,9 +37,23 @@ def resolve(path: str | os.PathLike) -> Path:
 
 def save_checkpoint(model: STCM, path: str | os.PathLike, meta: dict | None = None,
                     half: bool = False) -> Path:
-    """Writes the model's weights and config to ``path`` atomically; ``half`` stores fp16."""
+    """Writes the model's weights, config and pinned coding tables to ``path`` atomically.
+
+    ``half`` stores the weights in fp16; the coding tables are then computed from the
+    fp16-rounded weights (and always stored at full precision). A frozen model keeps the
+    tables it has.
+    """
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    if model.frozen:
+        coding = model.coding
+    elif half:
+        rounded = STCM(model.cfg)
+        rounded.load_state_dict({k: v.float() for k, v in tensors.items()})
+        coding = rounded.coding_state()
+    else:
+        coding = model.coding_state()
+    tensors.update(coding.to_tensors())
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -82,6 +96,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
         tensors = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read weights from {path}: {exc}") from exc
+    coding = {k: tensors.pop(k) for k in list(tensors) if k.startswith(CodingState.PREFIX)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -94,6 +109,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
                                   f"config expects {tuple(expected[name].shape)}")
         tensors[name] = value.to(expected[name].dtype)
     model.load_state_dict(tensors)
+    if coding:  # pinned tables; older checkpoints have none and freeze on this machine
+        try:
+            model.freeze(CodingState.from_tensors(coding))
+        except KeyError as exc:
+            raise CheckpointError(f"{path} has incomplete coding tables (no {exc})") from None
     return model.eval(), meta
 
 
@@ -110,13 +130,39 @@ def parameter_counts(model: STCM) -> dict[str, int]:
 
 
 def model_fingerprint(model: STCM) -> bytes:
-    """sha256 over the config and every tensor (name, dtype, shape, bytes): the model id that
-    containers record, so a stream is never decoded with other weights."""
+    """sha256 over the config, every tensor (name, dtype, shape, bytes) and the coding tables
+    of a frozen model: the model id that containers record, so a stream is never decoded
+    with other weights or tables."""
     import hashlib
 
     digest = hashlib.sha256(model.cfg.to_json().encode())
-    for name, value in sorted(model.state_dict().items()):
+    tensors = dict(model.state_dict())
+    if model.frozen:
+        tensors.update(model.coding.to_tensors())
+    for name, value in sorted(tensors.items()):
         tensor = value.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.numpy().tobytes())
     return digest.digest()
+
+
+def init_weights(model: STCM, path: str | os.PathLike) -> None:
+    """Starts ``model`` from the weights of another checkpoint of the same architecture, e.g.
+    a float model fine-tuned into an exact one (quantization-aware training): every weight
+    must match; only the exact path's quantizer statistics may be missing (they calibrate
+    on the first training batches)."""
+    source, _ = load_checkpoint(path)
+    mine, theirs = source.cfg.to_dict(), model.cfg.to_dict()
+    ignore = {"name", "exact", "exact_act_bits", "exact_weight_bits", "exact_mean_bits"}
+    differ = sorted(k for k in mine if k not in ignore and mine[k] != theirs[k])
+    if differ:
+        raise ConfigError(f"cannot start from {path}: its architecture differs in {differ}")
+    state = {k: v for k, v in source.state_dict().items() if k in model.state_dict()}
+    missing, _ = model.load_state_dict(state, strict=False)
+    weights = [k for k in missing if not _is_quantizer_state(k)]
+    if weights:
+        raise CheckpointError(f"{path} lacks weights {weights[:5]}")
+
+
+def _is_quantizer_state(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in ("running_max", "exponent", "observed")

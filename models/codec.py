@@ -63,6 +63,33 @@ def pad_image(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+@dataclass(frozen=True)
+class CodingState:
+    """The frozen coding tables of a model."""
+
+    z: FactorizedTables
+    gain_enc: np.ndarray  # (L, M) float32 gains of the trained levels
+    gain_dec: np.ndarray
+
+    PREFIX = "coding."
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        arrays = {"gain_enc": self.gain_enc, "gain_dec": self.gain_dec, "z_pmfs": self.z.pmfs,
+                  "z_lengths": self.z.lengths, "z_offsets": self.z.offsets,
+                  "z_medians": self.z.medians}
+        return {self.PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "CodingState":
+        """Inverse of ``to_tensors`` (keys with or without the prefix); KeyError if one lacks."""
+        get = lambda k: tensors[cls.PREFIX + k].numpy()  # noqa: E731
+        z = FactorizedTables(pmfs=get("z_pmfs").astype(np.float64),
+                             offsets=get("z_offsets").astype(np.int32),
+                             lengths=get("z_lengths").astype(np.int32),
+                             medians=get("z_medians").astype(np.float32))
+        return cls(z, get("gain_enc").astype(np.float32), get("gain_dec").astype(np.float32))
+
+
 class STCM(nn.Module):
     """Spatial-Temporal Context Model codec (the paper's ELIC + Our-STM)."""
 
@@ -76,7 +103,7 @@ class STCM(nn.Module):
         self.entropy_bottleneck = EntropyBottleneck(cfg.N)
         self.gain = GainUnits(cfg.lambdas, cfg.M)
         self.entropy_parameters = EntropyParameters(cfg)
-        self._z_tables: FactorizedTables | None = None
+        self._coding: CodingState | None = None
 
     # -- training ---------------------------------------------------------------------------
     def _quality_tensor(self, quality, batch: int) -> torch.Tensor:
@@ -139,22 +166,33 @@ class STCM(nn.Module):
 
     # -- coding phase ------------------------------------------------------------------------
     @torch.no_grad()
-    def freeze(self) -> "STCM":
-        """Builds the frozen coding tables (z's factorized prior) from the current weights;
-        required before any entropy coding. Returns self."""
-        self._z_tables = self.entropy_bottleneck.coding_tables()
+    def coding_state(self) -> "CodingState":
+        """Coding tables computed from the current weights: z's factorized prior and the
+        per-level gains. Checkpoints store them (``pinned``), so every machine codes with
+        the same tables instead of recomputing exp/sigmoid with its own libraries."""
+        gain_enc, gain_dec = self.gain.level_gains()
+        return CodingState(self.entropy_bottleneck.coding_tables(), gain_enc, gain_dec)
+
+    def freeze(self, state: "CodingState | None" = None) -> "STCM":
+        """Fixes the coding tables (computed from the current weights, or the given pinned
+        ones); required before any entropy coding. Returns self."""
+        self._coding = state if state is not None else self.coding_state()
         return self
 
     @property
     def frozen(self) -> bool:
-        return self._z_tables is not None
+        return self._coding is not None
+
+    @property
+    def coding(self) -> "CodingState":
+        if self._coding is None:
+            raise NotFrozenError("the model has no coding tables yet; call model.freeze() after "
+                                 "training or loading weights")
+        return self._coding
 
     @property
     def z_tables(self) -> FactorizedTables:
-        if self._z_tables is None:
-            raise NotFrozenError("the model has no coding tables yet; call model.freeze() after "
-                                 "training or loading weights")
-        return self._z_tables
+        return self.coding.z
 
     @property
     def scale_table(self) -> np.ndarray:

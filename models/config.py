@@ -21,6 +21,15 @@ DEFAULT_LAMBDAS = (0.002, 0.0058, 0.0166, 0.048, 0.139, 0.4)
 
 
 @dataclass(frozen=True)
+class QuantSpec:
+    """Bit widths of an exact entropy path (``ModelConfig.quant_spec``; see models/quant.py)."""
+
+    act_bits: int = 10
+    weight_bits: int = 8
+    mean_bits: int = 6
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one STCM codec.
 
@@ -47,6 +56,11 @@ class ModelConfig:
         scale_min, scale_max, scale_levels: The fixed log-spaced table of Gaussian scales that
             the entropy coder sees.
         in_channels: Bands per coded image; multispectral data is coded in groups of this many.
+        exact: Integer-exact entropy path (docs/determinism.md): streams decode identically
+            on every backend, batch size, thread count and device. Checkpoints written
+            before this field existed are float models (False).
+        exact_act_bits, exact_weight_bits: Bit widths of its activations and weights.
+        exact_mean_bits: Means lie on the grid 2^-exact_mean_bits.
     """
 
     name: str = "custom"
@@ -70,6 +84,10 @@ class ModelConfig:
     scale_max: float = 256.0
     scale_levels: int = 64
     in_channels: int = 3
+    exact: bool = True
+    exact_act_bits: int = 10
+    exact_weight_bits: int = 8
+    exact_mean_bits: int = 6
     # Version of the architecture code that the weights belong to; bump on incompatible change.
     arch_version: int = field(default=1)
 
@@ -102,8 +120,21 @@ class ModelConfig:
             problems.append(f"lambdas must be strictly ascending, got {self.lambdas}")
         if not (0 < self.scale_min < self.scale_max) or not math.isfinite(self.scale_max):
             problems.append("need 0 < scale_min < scale_max < inf")
+        if not isinstance(self.exact, bool):
+            problems.append(f"exact must be true or false, got {self.exact!r}")
+        for attr, low, high in (("exact_act_bits", 2, 12), ("exact_weight_bits", 2, 12),
+                                ("exact_mean_bits", 0, 12)):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or not low <= value <= high:
+                problems.append(f"{attr} must be an integer in {low}..{high}, got {value!r}")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    def quant_spec(self) -> QuantSpec | None:
+        """Bit widths of the exact entropy path; None for a float model."""
+        if not self.exact:
+            return None
+        return QuantSpec(self.exact_act_bits, self.exact_weight_bits, self.exact_mean_bits)
 
     def context_features(self, k: int) -> int:
         """Width of group k's spatial-context features (0 without a spatial context)."""
@@ -126,6 +157,8 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> "ModelConfig":
         if not isinstance(data, dict):
             raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
+        if "exact" not in data:  # written before the exact path existed: a float model
+            data = {**data, "exact": False}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
+from stcm.models.layers import MaskedResidualBlock, masked_conv
 from stcm.models.masks import checkerboard_mask, diag_mask, serial_mask
+from stcm.models.config import QuantSpec
 
 
 def anchors_like(x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,7 @@ class SpatialContext(nn.Module):
     """The masked context stack of one channel group."""
 
     def __init__(self, kind: str, channels: int, features: int, layers: int, residual: bool,
-                 kernel: int):
+                 kernel: int, spec: QuantSpec | None = None):
         super().__init__()
         if kind == "diag":
             first, later, res3 = diag_mask(kernel, True), diag_mask(kernel, False), diag_mask(3, False)
@@ -45,12 +46,12 @@ class SpatialContext(nn.Module):
             raise ValueError(f"no spatial context stack for {kind!r}")
         self.kind = kind
         self.features = features
-        stack: list[nn.Module] = [MaskedConv2d(channels, features, first)]
+        stack: list[nn.Module] = [masked_conv(spec, channels, features, first, signed=True)]
         for _ in range(layers - 1):
             # Without residual blocks this is the "simple nonlinear stacking" that the paper
             # shows degrading (Table 4); kept for the ablation.
-            stack.append(MaskedResidualBlock(features, res3) if residual else nn.ReLU())
-            stack.append(MaskedConv2d(features, features, later))
+            stack.append(MaskedResidualBlock(features, res3, spec) if residual else nn.ReLU())
+            stack.append(masked_conv(spec, features, features, later, signed=residual))
         self.stack = nn.Sequential(*stack)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:

@@ -18,18 +18,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stcm.models.config import ModelConfig
+from stcm.models.config import ModelConfig, QuantSpec
 from stcm.models.context import SpatialContext
-from stcm.models.layers import conv, conv1x1
+from stcm.models.layers import qconv
+from stcm.models.quant import ActQuant, quantize_mean
 
 
 class ChannelContext(nn.Module):
     """Reads all decoded groups before k (ELIC's channel context): three 5x5 convolutions."""
 
-    def __init__(self, cin: int, width: int, cout: int):
+    def __init__(self, cin: int, width: int, cout: int, spec: QuantSpec | None = None):
         super().__init__()
-        self.net = nn.Sequential(conv(cin, width, 5), nn.ReLU(), conv(width, width, 5), nn.ReLU(),
-                                 conv(width, cout, 5))
+        self.net = nn.Sequential(qconv(spec, cin, width, 5, signed=True), nn.ReLU(),
+                                 qconv(spec, width, width, 5, signed=False), nn.ReLU(),
+                                 qconv(spec, width, cout, 5, signed=False))
 
     def forward(self, y_prev: torch.Tensor) -> torch.Tensor:
         return self.net(y_prev)
@@ -39,31 +41,50 @@ class TemporalContext(nn.Module):
     """Reads the fully decoded latent of the reference image (paper section 3.3); every
     position of it is known before decoding starts, so no mask is needed."""
 
-    def __init__(self, cin: int, width: int, cout: int):
+    def __init__(self, cin: int, width: int, cout: int, spec: QuantSpec | None = None):
         super().__init__()
-        self.net = nn.Sequential(conv(cin, width, 3), nn.ReLU(), conv(width, cout, 3))
+        self.net = nn.Sequential(qconv(spec, cin, width, 3, signed=True), nn.ReLU(),
+                                 qconv(spec, width, cout, 3, signed=False))
 
     def forward(self, y_ref: torch.Tensor) -> torch.Tensor:
         return self.net(y_ref)
 
 
 class ParamAggregation(nn.Module):
-    """Three 1x1 convolutions -> (mean, scale) of the group; the first one split in two."""
+    """Three 1x1 convolutions -> (mean, scale) of the group; the first one split in two.
 
-    def __init__(self, side_in: int, spatial_in: int, hidden: int, channels: int):
+    Exact models quantize both halves of the split layer onto one grid (``sum_q``) so their
+    sum is exact in any order, and round the means onto the grid 2^-mean_bits.
+    """
+
+    def __init__(self, side_parts: tuple[int, ...], spatial_in: int, hidden: int,
+                 channels: int, spec: QuantSpec | None = None):
         super().__init__()
-        self.side_proj = conv1x1(side_in, hidden)
-        self.spatial_proj = nn.Conv2d(spatial_in, hidden, 1, bias=False) if spatial_in else None
-        self.tail = nn.Sequential(nn.ReLU(), conv1x1(hidden, hidden), nn.ReLU(),
-                                  conv1x1(hidden, 2 * channels))
+        self.side_proj = qconv(spec, sum(side_parts), hidden, 1, signed=True, parts=side_parts)
+        self.spatial_proj = (qconv(spec, spatial_in, hidden, 1, signed=True, bias=False)
+                             if spatial_in else None)
+        self.tail = nn.Sequential(nn.ReLU(), qconv(spec, hidden, hidden, 1, signed=False),
+                                  nn.ReLU(), qconv(spec, hidden, 2 * channels, 1, signed=False))
+        self.sum_q = ActQuant.of(spec, signed=True) if spec is not None else None
+        self.mean_bits = spec.mean_bits if spec is not None else None
         self.channels = channels
+
+    def _grid(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.sum_q is None else self.sum_q(x)
+
+    def side(self, side_in: torch.Tensor) -> torch.Tensor:
+        """The side half of the first layer (computed once per group)."""
+        return self._grid(self.side_proj(side_in))
 
     def forward(self, side_pre: torch.Tensor, spatial: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``side_pre`` is ``side_proj(side)``; ``spatial`` the spatial context features."""
-        h = side_pre if spatial is None else side_pre + self.spatial_proj(spatial)
+        """``side_pre`` is ``side(side_in)``; ``spatial`` the spatial context features."""
+        h = side_pre if spatial is None else side_pre + self._grid(self.spatial_proj(spatial))
         out = self.tail(h)
-        return out[:, : self.channels], out[:, self.channels:]
+        mean, scale = out[:, : self.channels], out[:, self.channels:]
+        if self.mean_bits is not None:
+            mean = quantize_mean(mean, self.mean_bits, ste=self.training)
+        return mean, scale
 
 
 class EntropyParameters(nn.Module):
@@ -77,21 +98,22 @@ class EntropyParameters(nn.Module):
         self.temporal = nn.ModuleList()
         self.spatial = nn.ModuleList()
         self.aggregate = nn.ModuleList()
+        spec = cfg.quant_spec()
         for k, ck in enumerate(cfg.groups):
             prev = sum(cfg.groups[:k])
             chan_out = 2 * ck if k > 0 else 0
             temp_out = 2 * ck if cfg.temporal else 0
             feats = cfg.context_features(k)
-            self.channel.append(ChannelContext(prev, cfg.channel_context_width, chan_out)
+            self.channel.append(ChannelContext(prev, cfg.channel_context_width, chan_out, spec)
                                 if k > 0 else nn.Identity())
-            self.temporal.append(TemporalContext(cfg.M, cfg.temporal_width, temp_out)
+            self.temporal.append(TemporalContext(cfg.M, cfg.temporal_width, temp_out, spec)
                                  if cfg.temporal else nn.Identity())
             self.spatial.append(
                 SpatialContext(cfg.context, ck, feats, cfg.context_layers, cfg.context_residual,
-                               cfg.context_kernel) if feats else nn.Identity())
-            side_in = 2 * cfg.M + chan_out + temp_out
+                               cfg.context_kernel, spec) if feats else nn.Identity())
+            parts = tuple(p for p in (2 * cfg.M, chan_out, temp_out) if p)
             hidden = max(cfg.aggregation_mult * ck, 16)
-            self.aggregate.append(ParamAggregation(side_in, feats, hidden, ck))
+            self.aggregate.append(ParamAggregation(parts, feats, hidden, ck, spec))
 
     def group_slices(self) -> list[slice]:
         starts = [sum(self.groups[:k]) for k in range(len(self.groups))]
@@ -114,7 +136,7 @@ class EntropyParameters(nn.Module):
             if y_ref is None:
                 y_ref = hyper.new_zeros(hyper.shape[0], self.cfg.M, *hyper.shape[-2:])
             parts.append(self.temporal[k](y_ref))
-        return self.aggregate[k].side_proj(torch.cat(parts, dim=1))
+        return self.aggregate[k].side(torch.cat(parts, dim=1))
 
     def forward(self, y_hat: torch.Tensor, hyper: torch.Tensor, y_ref: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:

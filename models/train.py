@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from stcm.atomic import atomic_path
 from stcm.errors import CheckpointError, ConfigError
-from stcm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_metadata, save_checkpoint
+from stcm.models.checkpoint import (CHECKPOINT_NAME, init_weights, load_checkpoint, read_metadata,
+                                   save_checkpoint)
 from stcm.models.codec import STCM
 from stcm.models.config import ModelConfig
 from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
@@ -57,6 +58,7 @@ class TrainConfig:
     ckpt_every: int = 200
     grad_clip: float = 1.0
     threads: int | None = None
+    init: str | None = None  # checkpoint to start from (e.g. a float model, fine-tuned exact)
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -103,6 +105,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.step = 0
         self.model = STCM(model_cfg)
+        if cfg.init and not (self.out / STATE_NAME).exists():
+            init_weights(self.model, cfg.init)
         self.optimizer = self._make_optimizer()
         if (self.out / STATE_NAME).exists():
             self._resume(model_cfg)

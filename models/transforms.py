@@ -8,6 +8,7 @@ from torch import nn
 
 from stcm.models.config import ModelConfig
 from stcm.models.layers import AttentionBlock, ResidualBottleneck, conv, deconv
+from stcm.models.quant import ActQuant
 
 DOWNSAMPLE = 16
 HYPER_DOWNSAMPLE = 4
@@ -52,7 +53,16 @@ def hyper_analysis(cfg: ModelConfig) -> nn.Sequential:
 
 
 def hyper_synthesis(cfg: ModelConfig) -> nn.Sequential:
-    """h_s: z_hat (N, h/4, w/4) -> hyper prior features Psi (2M, h, w)."""
+    """h_s: z_hat (N, h/4, w/4) -> hyper prior features Psi (2M, h, w); exact integer layers
+    when ``cfg.exact`` (it decides the coded distributions)."""
     n = cfg.N
     mid = n * 3 // 2
-    return nn.Sequential(deconv(n, n), nn.ReLU(), deconv(n, mid), nn.ReLU(), conv(mid, 2 * cfg.M, 3))
+    spec = cfg.quant_spec()
+
+    def act(signed):
+        return ActQuant.of(spec, signed) if spec is not None else None
+
+    bits = spec.weight_bits if spec is not None else 8
+    return nn.Sequential(deconv(n, n, act=act(True), weight_bits=bits), nn.ReLU(),
+                         deconv(n, mid, act=act(False), weight_bits=bits), nn.ReLU(),
+                         conv(mid, 2 * cfg.M, 3, act=act(False), weight_bits=bits))

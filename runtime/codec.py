@@ -71,7 +71,8 @@ class Codec:
         backend: ``torch`` (default for models), ``onnxruntime``/``ort`` (default for
             engines) or ``tensorrt``.
         tile_size: latent tile size (x16 pixels); each tile is one ANS stream.
-        tile_batch: tiles per step call; must be 1 for float models (see scheduler.py).
+        tile_batch: tiles per step call (exact models: any, the streams do not change; float
+            models: must be 1, see scheduler.py).
         naive: use the naive decoder (whole masked stack recomputed at every step); for tests
             and benchmarks.
         progress: show a progress bar on large images (None: only on a terminal).
@@ -104,7 +105,9 @@ class Codec:
             self.model = None
         else:
             model = self.model = _load_model(model)
-            self.tables = CodingTables.from_model(model.freeze(), model_fingerprint(model))
+            if not model.frozen:  # checkpoints carry pinned tables; older ones do not
+                model.freeze()
+            self.tables = CodingTables.from_model(model, model_fingerprint(model))
             name = ALIASES.get(backend or "torch", backend or "torch")
             if name != "torch":
                 raise ConfigError(f"the {name} backend runs exported engines: run `stcm export "
@@ -113,8 +116,8 @@ class Codec:
         if tile_batch != 1 and not self.backend.batch_invariant:
             # Float step networks give batch-dependent results (see scheduler.py): a stream
             # coded with several tiles per call would not decode exactly elsewhere.
-            raise ConfigError("tile_batch > 1 needs exact (integer) step networks, which this "
-                              "model does not have; use tile_batch=1")
+            raise ConfigError("tile_batch > 1 needs exact (integer) step networks; this model "
+                              "or backend is float, use tile_batch=1")
         if not 1 <= tile_size <= 4096:
             raise ConfigError(f"tile_size must be in 1..4096 latent positions, got {tile_size}")
         self.cfg = self.tables.config
@@ -133,7 +136,9 @@ class Codec:
 
     @property
     def numerics(self) -> str:
-        """The float arithmetic of this codec's entropy path (recorded in every stream)."""
+        """The arithmetic of this codec's entropy path (recorded in every stream)."""
+        if self.backend.exact:  # the naive and the wavefront decoder agree bit for bit
+            return self.backend.numerics
         return self.backend.numerics + ("-naive" if self.scheduler.naive else "")
 
     def _stage(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
@@ -259,7 +264,7 @@ class Codec:
             if ref is not None and ref.shape != y.shape:
                 raise DataError(f"the reference image has another size or band count than "
                                 f"this one (latent {tuple(ref.shape)} vs {tuple(y.shape)})")
-            with entropy_threads():
+            with entropy_threads(not self.backend.exact):
                 hyper = self._stage("hyper_synthesis", z_hat)
                 y_hat, tiles = self.scheduler.encode(y, hyper, ref)
             for t, data in enumerate(tiles):
@@ -287,7 +292,8 @@ class Codec:
             raise ModelMismatchError(
                 f"this stream was encoded with {written} arithmetic and this codec uses "
                 f"{self.numerics}; float entropy models are only bit-exact on the same "
-                "numerics, so decode it with the backend that encoded it")
+                "numerics, so decode it with the backend that encoded it (exact models, the "
+                "default since stcm 0.2, decode anywhere)")
         check_reference(container, reference_data)
         if header.reference_id is None:
             references = None
@@ -304,7 +310,7 @@ class Codec:
                                  (self.cfg.N, *header.z_shape), self.medians)
                 tiles = [container.stream(g, KIND_Y, t) for t in range(header.tiles)]
                 ref = references[g] if references is not None else None
-                with entropy_threads():
+                with entropy_threads(not self.backend.exact):
                     hyper = self._stage("hyper_synthesis", z_hat)
                     y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
                 latent = y_hat * gain_dec

@@ -15,7 +15,8 @@ the number of tiles in one call and with the thread count (measured: 1x1 convolu
 batch 8 vs 1 on 2 threads, and the small model's hyper synthesis on 1 vs 2 threads, differ in
 the last bits). So each tile is computed alone (``tile_batch=1``), and this whole entropy
 path runs on one thread (``entropy_threads``): a tile's parameters then depend on nothing but
-the tile. ``tile_batch > 1`` is only exact where the step networks are (issue 5).
+the tile. Exact models (``ModelConfig.exact``, docs/determinism.md) compute integers that
+do not depend on any of this: they run with any ``tile_batch`` and thread count.
 """
 from __future__ import annotations
 
@@ -40,9 +41,13 @@ Visit = Callable[[int, int, range, GroupProgram, torch.Tensor, torch.Tensor], to
 
 
 @contextlib.contextmanager
-def entropy_threads():
-    """Runs the block on one intra-op thread: float reductions then take the same path
-    whatever the machine's or the caller's thread setting (restored afterwards)."""
+def entropy_threads(pin: bool = True):
+    """Runs the block on one intra-op thread when ``pin`` (float entropy models): float
+    reductions then take the same path whatever the machine's or the caller's thread
+    setting (restored afterwards). Exact models need no pinning."""
+    if not pin:
+        yield
+        return
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

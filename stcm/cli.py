@@ -29,6 +29,10 @@ def _add_train(sub) -> None:
     p.add_argument("--no-context-residual", action="store_true",
                    help="stack masked layers without residual blocks (ablation)")
     p.add_argument("--no-temporal", action="store_true", help="drop the temporal context branch")
+    p.add_argument("--float", action="store_true", help="float entropy path instead of the exact "
+                   "integer one (streams then decode only on the same backend; ablation)")
+    p.add_argument("--init", help="checkpoint to start from, e.g. a float model to fine-tune "
+                   "into an exact one")
     p.add_argument("--data", required=True, help="folder of PNG/JPEG/TIFF/GeoTIFF/JP2 images")
     p.add_argument("--val", help="folder of validation images (default: whole files split off "
                    "--data)")
@@ -60,10 +64,13 @@ def _train(args) -> int:
         overrides["context_residual"] = False
     if args.no_temporal:
         overrides["temporal"] = False
+    if args.float:
+        overrides["exact"] = False
     model_cfg = get_config(args.config, **overrides)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs, val=args.val,
-                      val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads)
+                      val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads,
+                      init=args.init)
     trainer = Trainer(model_cfg, cfg, progress=not args.quiet)
     if trainer.step:
         print(f"resuming {args.out} at step {trainer.step}", file=sys.stderr)

@@ -10,6 +10,8 @@ from stcm.errors import ConfigError
 
 BACKENDS: dict[str, Callable[..., "Backend"]] = {}
 ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
+#: the numerics tag of exact entropy stages: the same integers on every backend and device
+EXACT_NUMERICS = "exact-int24"
 
 
 def register(name: str):
@@ -48,19 +50,29 @@ class Backend(ABC):
     name = "abstract"
     #: where the stages' outputs live; the scheduler keeps its caches there
     device = torch.device("cpu")
-    #: True when results do not depend on how many tiles one call holds (exact stages).
-    batch_invariant = False
+    #: the entropy stages are exact integer networks (``ModelConfig.exact``)
+    exact = False
+
+    @property
+    def batch_invariant(self) -> bool:
+        """True when results do not depend on how many tiles one call holds."""
+        return self.exact
+
+    @property
+    def device_numerics(self) -> str:
+        return f"{self.name}-cpu-fp32"
 
     @property
     def numerics(self) -> str:
-        """Names the float arithmetic of the entropy stages (backend and device). Streams
-        record it: float stages are only bit-exact against the same numerics."""
-        return f"{self.name}-cpu-fp32"
+        """Names the arithmetic of the entropy stages. Streams record it: float stages are
+        only bit-exact against the same backend and device; exact ones against any."""
+        return EXACT_NUMERICS if self.exact else self.device_numerics
 
-    def __init__(self, signatures: dict):
+    def __init__(self, signatures: dict, exact: bool = False):
         #: stage name -> ``stcm.export.stages.StageSignature``
         self.signatures = signatures
         self.stages = set(signatures)
+        self.exact = exact
 
     def run(self, stage: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if stage not in self.stages:

@@ -8,12 +8,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from stcm.export.stages import StageSignature
+from stcm.export.stages import StageSignature, is_entropy_stage
 from stcm.runtime.backends.base import Backend, register
 
-# Stages whose outputs decide the coded distributions: one intra-op thread, so their float
-# reductions take the same path on every machine and thread setting (see scheduler.py).
-_ENTROPY_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
+# CUDA EP settings for exact stages: no TF32, and cuDNN's default algorithm (implicit GEMM,
+# a plain sum of the exact products) instead of a search that may pick Winograd or FFT.
+_CUDA_EXACT = {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}
 
 
 def _providers(requested: list[str] | None) -> list[str]:
@@ -34,7 +34,8 @@ class OrtBackend(Backend):
                  threads: int | None = None):
         self.folder = Path(folder)
         self.entries = manifest["stages"]
-        super().__init__({n: StageSignature.from_dict(n, e) for n, e in self.entries.items()})
+        super().__init__({n: StageSignature.from_dict(n, e) for n, e in self.entries.items()},
+                         exact=bool(manifest["config"].get("exact", False)))
         self.providers = _providers(providers)
         self.threads = threads
         self.sessions: dict[str, ort.InferenceSession] = {}
@@ -42,7 +43,7 @@ class OrtBackend(Backend):
         self.input_names = {n: [i["name"] for i in e["inputs"]] for n, e in self.entries.items()}
 
     @property
-    def numerics(self) -> str:
+    def device_numerics(self) -> str:
         device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
         return f"onnxruntime-{device}-fp32"
 
@@ -51,13 +52,18 @@ class OrtBackend(Backend):
         if session is None:
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            if stage.startswith(_ENTROPY_PREFIXES):
+            entropy = is_entropy_stage(stage)
+            if entropy and not self.exact:
+                # Float entropy stages: one intra-op thread, so their reductions take the
+                # same path on every machine and thread setting (see scheduler.py).
                 options.intra_op_num_threads = 1
             elif self.threads:
                 options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             path = self.folder / self.entries[stage]["file"]
-            session = ort.InferenceSession(str(path), options, providers=self.providers)
+            providers = [(p, _CUDA_EXACT) if p == "CUDAExecutionProvider" and entropy
+                         and self.exact else p for p in self.providers]
+            session = ort.InferenceSession(str(path), options, providers=providers)
             self.sessions[stage] = session
         return session
 

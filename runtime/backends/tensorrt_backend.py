@@ -13,7 +13,10 @@ TensorRT sees them.
 
 Numerics: ``tensorrt-cuda-fp32`` (the entropy stages are always strict FP32). Float results
 depend on the kernels TensorRT picked when it built the plans, so streams are bit-exact only
-between codecs using plans from the same build; execution contexts are not thread-safe, so
+between codecs using plans from the same build. That holds for exact models too: their
+integer-valued stages are exact wherever each convolution is a plain sum of products, but
+TensorRT may pick Winograd or FFT tactics, and this has not been checked on a GPU, so this
+backend does not claim the ``exact-int24`` numerics; execution contexts are not thread-safe, so
 use one backend per thread.
 
 UNTESTED HERE: written against TensorRT 10's documented Python API (name-based tensor API)
@@ -66,7 +69,7 @@ class TensorRTBackend(Backend):
         self._loaded: dict[str, tuple[object, object, set[str]]] = {}
 
     @property
-    def numerics(self) -> str:
+    def device_numerics(self) -> str:
         return "tensorrt-cuda-fp32"
 
     def _built_with(self) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from stcm.export.stages import build_stages
+from stcm.export.stages import build_stages, is_entropy_stage
 from stcm.models.codec import STCM
 from stcm.errors import ConfigError
 from stcm.runtime.backends.base import Backend, register
@@ -35,13 +35,21 @@ class TorchBackend(Backend):
             for name in self.modules:
                 if name.startswith("step_"):
                     self.modules[name] = GraphedStage(self.modules[name])
-        super().__init__({name: signature for name, (_, signature) in stages.items()})
+        super().__init__({name: signature for name, (_, signature) in stages.items()},
+                         exact=model.cfg.exact)
 
     @property
-    def numerics(self) -> str:
+    def device_numerics(self) -> str:
         return f"torch-{self.device.type}-fp32"
 
     @torch.no_grad()
     def _run(self, stage, inputs):
-        out = self.modules[stage](*(t.to(self.device) for t in inputs))
+        inputs = tuple(t.to(self.device) for t in inputs)
+        if self.exact and self.device.type == "cuda" and is_entropy_stage(stage):
+            # cuDNN may pick Winograd or FFT convolutions, which are not sums of the exact
+            # products; the native kernels (im2col + GEMM, TF32 off) are. Not yet run on a GPU.
+            with torch.backends.cudnn.flags(enabled=False):
+                out = self.modules[stage](*inputs)
+        else:
+            out = self.modules[stage](*inputs)
         return out if isinstance(out, tuple) else (out,)
