@@ -59,6 +59,8 @@ def export_stage(module: torch.nn.Module, signature: StageSignature, path: Path,
         # which needs onnxscript; this one covers our convolution graphs fully.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python.*")
+        # Exact layers' power-of-two scales are built from their (constant) exponents.
+        warnings.filterwarnings("ignore", message=".*torch.tensor results are registered.*")
         torch.onnx.export(
             module.eval(), _example_inputs(signature, {**_EXAMPLE, **(sizes or {})}), str(path),
             dynamo=False,

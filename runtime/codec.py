@@ -37,6 +37,7 @@ from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
 DEFAULT_QUALITY = 0.75
+DEFAULT_TILE_BATCH = 16  # tiles per step call for exact models: fewer, larger calls
 # Transforms run in overlapping blocks on large images (runtime/blocks.py): pixels for g_a,
 # latent positions for g_s; the halos cover the receptive field that matters.
 ANALYSIS_BLOCK, ANALYSIS_HALO = 2048, 256
@@ -71,8 +72,8 @@ class Codec:
         backend: ``torch`` (default for models), ``onnxruntime``/``ort`` (default for
             engines) or ``tensorrt``.
         tile_size: latent tile size (x16 pixels); each tile is one ANS stream.
-        tile_batch: tiles per step call (exact models: any, the streams do not change; float
-            models: must be 1, see scheduler.py).
+        tile_batch: tiles per step call; None: 16 for exact models (any value gives the same
+            streams), 1 for float models (the only value they allow, see scheduler.py).
         naive: use the naive decoder (whole masked stack recomputed at every step); for tests
             and benchmarks.
         progress: show a progress bar on large images (None: only on a terminal).
@@ -93,7 +94,7 @@ class Codec:
 
     def __init__(self, model: STCM | str | os.PathLike | None = None, *,
                  engine: str | os.PathLike | None = None, backend: str | None = None,
-                 tile_size: int = 64, tile_batch: int = 1, naive: bool = False,
+                 tile_size: int = 64, tile_batch: int | None = None, naive: bool = False,
                  progress: bool | None = False, strict_numerics: bool = True,
                  device: str = "cpu"):
         if engine is not None:
@@ -113,6 +114,10 @@ class Codec:
                 raise ConfigError(f"the {name} backend runs exported engines: run `stcm export "
                                   "CHECKPOINT DIR`, then use --engine DIR")
             self.backend = get_backend("torch", model, device)
+        if tile_batch is None:
+            tile_batch = DEFAULT_TILE_BATCH if self.backend.batch_invariant else 1
+        if not isinstance(tile_batch, int) or tile_batch < 1:
+            raise ConfigError(f"tile_batch must be a positive integer, got {tile_batch!r}")
         if tile_batch != 1 and not self.backend.batch_invariant:
             # Float step networks give batch-dependent results (see scheduler.py): a stream
             # coded with several tiles per call would not decode exactly elsewhere.

@@ -253,6 +253,10 @@ def _info(args) -> int:
     residual = (" with residual blocks" if cfg.context_residual and cfg.context_layers > 1
                 else "")
     print(f"  context   spatial={cfg.context}{layers}{residual}, temporal={cfg.temporal}")
+    entropy = (f"exact integers ({cfg.exact_act_bits}-bit activations, {cfg.exact_weight_bits}-bit "
+               "weights): streams decode on any backend" if cfg.exact else
+               "float: streams decode only on the backend that wrote them")
+    print(f"  entropy   {entropy}")
     print(f"  quality   {cfg.num_qualities} trained levels, lambda {cfg.lambdas[0]:g}.."
           f"{cfg.lambdas[-1]:g}, continuous quality in [0, 1]")
     print(f"  params    {info['parameters']['total']:,} "
