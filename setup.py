@@ -5,6 +5,8 @@ install as sub-packages of ``stcm`` through ``package_dir``.
 """
 from setuptools import setup
 
+EVAL = ["imagecodecs>=2024.1", "pytorch-msssim>=1.0", "bjontegaard>=1.3", "matplotlib>=3.7"]
+
 setup(
     name="stcm",
     version="0.2.0",
@@ -36,7 +38,9 @@ setup(
     extras_require={
         # TensorRT is not on PyPI for every platform; install it from NVIDIA's index on GPU hosts.
         "gpu": ["onnxruntime-gpu>=1.18", "cupy-cuda12x>=13"],
-        "test": ["pytest>=8"],
+        # `stcm eval`: classical codecs, MS-SSIM, BD-rate and the RD plot (docs/evaluation.md).
+        "eval": EVAL,
+        "test": ["pytest>=8", *EVAL],
     },
     entry_points={"console_scripts": ["stcm=stcm.cli:main"]},
 )

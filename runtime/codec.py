@@ -34,6 +34,7 @@ from stcm.runtime.blocks import run_blocked
 from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header, check_model,
                                     check_reference, peek_header, read_container,
                                     write_container)
+from stcm.runtime.profile import Recorder, span
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
 DEFAULT_QUALITY = 0.75
@@ -138,6 +139,16 @@ class Codec:
                                    naive)
         self.progress = progress
         self.strict_numerics = strict_numerics
+        self._recorder: Recorder | None = None
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """A ``runtime.profile.Recorder`` receiving timing spans of every coding run, or None."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: Recorder | None) -> None:
+        self._recorder = self.backend.recorder = self.scheduler.recorder = recorder
 
     @property
     def numerics(self) -> str:
@@ -166,7 +177,8 @@ class Codec:
                                 "container coded without a reference of its own)")
             _, latents = self._decompress(reference, None)
             ref_id = hashlib.sha256(reference).digest()
-        data, _ = self._compress(image, quality, georef, latents, ref_id, extra)
+        with span(self._recorder, "encode", "encode"):
+            data, _ = self._compress(image, quality, georef, latents, ref_id, extra)
         return data
 
     def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
@@ -182,7 +194,8 @@ class Codec:
         references = None
         if reference is not None:
             _, references = self._decompress(reference, None)
-        return self._decompress(data, references, reference)[0]
+        with span(self._recorder, "decode", "decode"):
+            return self._decompress(data, references, reference)[0]
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
                         georefs: list[Georeference | None] | None = None) -> list[bytes]:
@@ -263,8 +276,9 @@ class Codec:
         for g, x_g in enumerate(groups):
             y = run_blocked(lambda t: self._stage("analysis", t), pad_image(x_g[None]),
                             ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
-            z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, self._stage("hyper_analysis", y),
-                                               self.medians)
+            z = self._stage("hyper_analysis", y)
+            with span(self._recorder, "z encode", "ans"):
+                z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
             ref = references[g] if references is not None else None
             if ref is not None and ref.shape != y.shape:
                 raise DataError(f"the reference image has another size or band count than "
@@ -285,11 +299,13 @@ class Codec:
             latent_shape=tuple(latents[0].shape[-2:]), tile_size=self.tile_size,
             band_groups=len(groups), z_shape=z_shape, georef=georef,
             reference_id=reference_id, extra={**(extra or {}), "numerics": self.numerics})
-        return write_container(header, streams), latents
+        with span(self._recorder, "container write", "container"):
+            return write_container(header, streams), latents
 
     @torch.no_grad()
     def _decompress(self, data: bytes, references, reference_data: bytes | None = None):
-        container = read_container(data)
+        with span(self._recorder, "container read", "container"):
+            container = read_container(data)
         header = container.header
         check_model(container, self.model_id)
         written = header.extra.get("numerics")
@@ -311,8 +327,9 @@ class Codec:
                         header.height * header.width, "decompress")
         try:
             for g in range(header.band_groups):
-                z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
-                                 (self.cfg.N, *header.z_shape), self.medians)
+                with span(self._recorder, "z decode", "ans"):
+                    z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
+                                     (self.cfg.N, *header.z_shape), self.medians)
                 tiles = [container.stream(g, KIND_Y, t) for t in range(header.tiles)]
                 ref = references[g] if references is not None else None
                 with entropy_threads(not self.backend.exact):

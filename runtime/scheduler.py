@@ -31,6 +31,7 @@ from stcm.models.config import ModelConfig
 from stcm.models.masks import num_decode_steps
 from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer)
 from stcm.runtime.backends.base import Backend
+from stcm.runtime.profile import Recorder, span
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
 from stcm.runtime.transfer import HostStaging
@@ -79,6 +80,7 @@ class Scheduler:
         self.naive = naive
         self.trace = StepTrace(0, 0)
         self.on_step: Callable[[], None] | None = None  # progress hook, called after each step
+        self.recorder: Recorder | None = None  # timing spans (runtime/profile.py)
         self.staging = HostStaging()
         starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
         self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
@@ -116,10 +118,11 @@ class Scheduler:
             programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
                         for c in chunks]
             for t in range(programs[0].num_steps):
-                for tiles, program in zip(chunks, programs):
-                    mean, scale = program.params(t)
-                    program.update(t, visit(k, t, tiles, program, mean, scale))
-                    calls += 1
+                with span(self.recorder, f"group {k} step {t}", "step", group=k, step=t):
+                    for tiles, program in zip(chunks, programs):
+                        mean, scale = program.params(t)
+                        program.update(t, visit(k, t, tiles, program, mean, scale))
+                        calls += 1
                 steps += 1
                 if self.on_step is not None:
                     self.on_step()
@@ -147,9 +150,10 @@ class Scheduler:
             rows, cols = program.positions[t]
             values = y_tiles[tiles.start: tiles.stop, slices[k]][:, :, rows, cols]
             symbols = torch.round(values - mean)
-            for b, sel, indexes in self._symbol_layout(program, t, scale):
-                encoders[tiles.start + b].push(
-                    self.staging.download(symbols[b][:, sel]).astype(np.int32), indexes)
+            with span(self.recorder, "ans encode", "ans"):
+                for b, sel, indexes in self._symbol_layout(program, t, scale):
+                    encoders[tiles.start + b].push(
+                        self.staging.download(symbols[b][:, sel]).astype(np.int32), indexes)
             return symbols + mean
 
         y_hat = self._run(grid, hyper, reference, visit)
@@ -163,10 +167,11 @@ class Scheduler:
 
         def visit(k, t, tiles, program, mean, scale):
             symbols = torch.zeros_like(mean)
-            for b, sel, indexes in self._symbol_layout(program, t, scale):
-                decoded = decoders[tiles.start + b].pop(indexes)
-                symbols[b][:, sel] = self.staging.upload(
-                    decoded.astype(np.float32), mean.device).view(mean.shape[1], -1)
+            with span(self.recorder, "ans decode", "ans"):
+                for b, sel, indexes in self._symbol_layout(program, t, scale):
+                    decoded = decoders[tiles.start + b].pop(indexes)
+                    symbols[b][:, sel] = self.staging.upload(
+                        decoded.astype(np.float32), mean.device).view(mean.shape[1], -1)
             return symbols + mean
 
         y_hat = self._run(grid, hyper, reference, visit)

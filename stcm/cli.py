@@ -6,6 +6,8 @@
     stcm info FILE                              a container or a checkpoint
     stcm export CHECKPOINT OUTDIR               an engine directory (ONNX per stage)
     stcm train --config tiny --data DIR --steps 50 --out DIR
+    stcm eval DATA_DIR [DATA_DIR ...] [--out DIR]   rate-distortion against classical codecs
+    stcm bench [--size 512,1024] [--trace OUT]  where encode/decode time goes, per stage
 """
 from __future__ import annotations
 
@@ -93,7 +95,8 @@ def _codec(args):
 
     return Codec(args.model, engine=getattr(args, "engine", None),
                  backend=getattr(args, "backend", None),
-                 tile_size=getattr(args, "tile_size", 64), progress=None,
+                 tile_size=getattr(args, "tile_size", 64),
+                 tile_batch=getattr(args, "tile_batch", None), progress=None,
                  device=getattr(args, "device", "cpu"))
 
 
@@ -323,6 +326,144 @@ def _data(args) -> int:
     return 0
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="rate-distortion of stcm against classical codecs",
+                       description="Code every image of the folders with stcm at several "
+                       "qualities and with JPEG 2000, JPEG XL, AVIF, WebP, JPEG (imagecodecs) "
+                       "and HEVC intra (ffmpeg + libx265, when installed): bpp from the real "
+                       "byte counts, PSNR, MS-SSIM, BD-rate against JPEG 2000. Writes "
+                       "results.csv, results.json and rd_psnr.png. Needs pip install "
+                       "'stcm[eval]'; see docs/evaluation.md.")
+    p.add_argument("data", nargs="+", metavar="DATA_DIR",
+                   help="folder of PNG/JPEG/TIFF/GeoTIFF/JP2 images (searched recursively)")
+    p.add_argument("--out", default="eval_results", help="output folder (default: eval_results)")
+    p.add_argument("--qualities", default="0,0.25,0.5,0.75,1",
+                   help="comma-separated stcm qualities (default: 0,0.25,0.5,0.75,1)")
+    p.add_argument("--codecs", help="comma-separated classical codecs (default: all of "
+                   "jpeg2000,jpegxl,avif,webp,jpeg,hevc; 'none' for stcm alone)")
+    p.add_argument("--crop", type=int, help="evaluate the central CROP x CROP window of larger "
+                   "images (default: whole images)")
+    p.add_argument("--tile-size", type=int, default=64, help="stcm latent tile size (default 64)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_codec_args(p)
+    p.set_defaults(func=_eval)
+
+
+def _parse_qualities(text: str) -> list[float]:
+    from stcm.errors import ConfigError
+
+    try:
+        qualities = [float(q) for q in text.split(",") if q.strip()]
+    except ValueError:
+        raise ConfigError(f"--qualities must be comma-separated numbers, got {text!r}") from None
+    if not qualities or any(not 0 <= q <= 1 for q in qualities):
+        raise ConfigError(f"--qualities must be numbers in [0, 1], got {text!r}")
+    return qualities
+
+
+def _eval(args) -> int:
+    from stcm.models.data import list_images
+    from stcm.runtime.classical import get_codecs
+    from stcm.runtime.evaluate import (StcmCodec, check_outputs, evaluate,
+                                       require_dependencies, write_results)
+
+    require_dependencies()
+    qualities = _parse_qualities(args.qualities)
+    names = None if args.codecs is None else [n.strip() for n in args.codecs.split(",")
+                                               if n.strip() and n.strip() != "none"]
+    classical = get_codecs(names)
+    check_outputs(args.out, args.force)  # before minutes of coding, not after
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    paths = [p for folder in args.data for p in list_images(folder)]
+    codecs = [StcmCodec(_codec(args), qualities), *classical]
+    result = evaluate(list(dict.fromkeys(paths)), codecs, crop=args.crop,
+                      progress=False if args.quiet else None)
+    written = write_results(result, args.out, force=args.force)
+    print(result.summary())
+    print("results: " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="time encode and decode per stage (profiling)",
+                       description="Time encode and decode end to end on the bundled aerial "
+                       "sample (or --image) fitted to each size, after a warm-up, and print "
+                       "per stage the median time and share, the counted multiply-accumulates "
+                       "and how far the stage is from the machine's measured fp32 GEMM rate; "
+                       "totals, latency percentiles, MP/s, bpp and how time scales with "
+                       "pixels. See docs/performance.md.")
+    _add_codec_args(p)
+    p.set_defaults(force=False)
+    p.add_argument("--size", default="512,1024", help="comma-separated square image sizes in "
+                   "pixels (default 512,1024)")
+    p.add_argument("--image", help="image to fit to each size instead of the bundled sample")
+    p.add_argument("--quality", type=float, default=0.75)
+    p.add_argument("--tile-size", type=int, default=64, help="latent tile size (default 64)")
+    p.add_argument("--tiles", type=int, dest="tile_batch",
+                   help="tiles per step call (default: the codec's, 16 for exact models)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per size (default 5)")
+    p.add_argument("--json", help="write the full results as JSON here")
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace (JSON) of one encode and one "
+                   "decode of the first size here")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args) -> int:
+    from stcm.errors import ConfigError
+    from stcm.models.config import PRESETS
+    from stcm.runtime.bench import format_report, merge_traces, run_bench
+
+    try:
+        sizes = [int(v) for v in args.size.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--size must be comma-separated integers, got {args.size!r}") from None
+    if not sizes or any(not 64 <= v <= 16384 for v in sizes):
+        raise ConfigError(f"--size values must be in 64..16384, got {args.size!r}")
+    if args.repeat < 1:
+        raise ConfigError("--repeat must be >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.model in PRESETS:  # a preset name: random weights (timing, not compression)
+        import torch
+
+        from stcm.models.codec import STCM
+
+        torch.manual_seed(0)
+        args.model = STCM(PRESETS[args.model]).eval()
+    codec = _codec(args)
+    if args.threads and hasattr(codec.backend, "threads"):
+        codec.backend.threads = args.threads
+    image = None
+    if args.image:
+        from stcm.runtime.imageio import read_raster
+
+        image = read_raster(args.image).pixels
+    trace = {} if args.trace else None
+    from tqdm import tqdm
+
+    with tqdm(total=len(sizes) * args.repeat, desc="bench", unit="run", leave=False,
+              disable=None) as bar:
+        report = run_bench(codec, sizes, args.repeat, args.quality, image, trace,
+                           progress=lambda: bar.update(1))
+    print(format_report(report))
+    from stcm.atomic import atomic_write_bytes
+
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(report.to_dict(), indent=1).encode())
+        print(f"results: {args.json}")
+    if args.trace:
+        atomic_write_bytes(args.trace, json.dumps(merge_traces(trace)).encode())
+        print(f"trace: {args.trace} (open in chrome://tracing or ui.perfetto.dev)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stcm import __version__
 
@@ -337,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_train(sub)
     _add_data(sub)
+    _add_eval(sub)
+    _add_bench(sub)
     return parser
 
 

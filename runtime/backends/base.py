@@ -73,12 +73,17 @@ class Backend(ABC):
         self.signatures = signatures
         self.stages = set(signatures)
         self.exact = exact
+        #: a ``runtime.profile.Recorder`` timing every stage call, or None
+        self.recorder = None
 
     def run(self, stage: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if stage not in self.stages:
             raise ConfigError(f"the {self.name} backend has no stage {stage!r}; is the engine "
                               "exported from a model with this context variant?")
-        return self._run(stage, inputs)
+        if self.recorder is None:
+            return self._run(stage, inputs)
+        with self.recorder.span(stage, "stage"):
+            return self._run(stage, inputs)
 
     @abstractmethod
     def _run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
