@@ -72,17 +72,11 @@ def breakdown(spans: list[Span]) -> dict[str, float]:
 
 
 # -- compute floor -------------------------------------------------------------------------
-def _macs_hook(counts: dict, stage: str):
-    def hook(module, inputs, output):
-        weight = getattr(module, "weight", None)
-        if weight is None or weight.dim() < 3:
-            return
-        if isinstance(module, torch.nn.ConvTranspose2d):
-            # every input element meets Cout x kh x kw weights
-            counts[stage] = counts.get(stage, 0) + inputs[0].numel() * weight[0].numel()
-        else:
-            counts[stage] = counts.get(stage, 0) + output.numel() * weight[0].numel()
-    return hook
+def _conv_macs(module, inputs, output) -> int:
+    weight = module.weight
+    if isinstance(module, torch.nn.ConvTranspose2d):
+        return inputs[0].numel() * weight[0].numel()  # each input meets Cout x kh x kw weights
+    return output.numel() * weight[0].numel()  # each output: Cin x taps
 
 
 def count_macs(cfg, height: int, width: int, tile_size: int = 64, tile_batch: int = 1
@@ -99,12 +93,22 @@ def count_macs(cfg, height: int, width: int, tile_size: int = 64, tile_batch: in
     codec = Codec(STCM(cfg).eval(), tile_size=tile_size,
                   tile_batch=tile_batch if cfg.exact else 1)
     counts: dict[str, int] = {}
-    handles = []
-    for stage, module in codec.backend.modules.items():
-        for sub in module.modules():
-            if isinstance(getattr(sub, "weight", None), torch.Tensor) and sub.weight.dim() >= 3:
-                handles.append(sub.register_forward_hook(
-                    _macs_hook(counts, stage_category(stage))))
+    current = ["other"]  # the category of the stage running now (stages share modules)
+
+    def hook(module, inputs, output):
+        counts[current[0]] = counts.get(current[0], 0) + _conv_macs(module, inputs, output)
+
+    convs = {id(sub): sub for module in codec.backend.modules.values()
+             for sub in module.modules()
+             if isinstance(getattr(sub, "weight", None), torch.Tensor) and sub.weight.dim() >= 3}
+    handles = [sub.register_forward_hook(hook) for sub in convs.values()]
+    run = codec.backend._run
+
+    def tagged(stage, inputs):
+        current[0] = stage_category(stage)
+        return run(stage, inputs)
+
+    codec.backend._run = tagged
     try:
         image = np.random.default_rng(0).integers(0, 256, (3, height, width), dtype=np.uint8)
         data = codec.compress(image, 0.5)
