@@ -5,10 +5,9 @@
 
 The naive decoder recomputes the whole masked context stack on the whole tile at every
 anti-diagonal step; the wavefront computes only the new anti-diagonal from per-layer caches.
-Each decoder decodes a stream its own encoder wrote (float step networks computed along
-different paths differ in the last bits, so only the exact integer path of issue 5 lets one
-decode the other's streams); the largest pixel difference between the two reconstructions is
-printed as a sanity check. Each figure is the median of --repeat runs.
+Both decode the same stream (exact models: the two compute the same integers, so the
+reconstructions must be identical; a float model, --float, makes each decode its own
+encoder's stream). Each figure is the median of --repeat runs.
 """
 from __future__ import annotations
 
@@ -33,19 +32,23 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--quality", type=float, default=0.75)
+    parser.add_argument("--float", action="store_true", help="a float model (random init)")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = args.checkpoint or STCM(get_config(args.config, context="diag"))
+    model = args.checkpoint or STCM(get_config(args.config, context="diag",
+                                               exact=not args.float))
     fast = Codec(model, tile_size=args.tile_size)
     naive = Codec(fast.model, tile_size=args.tile_size, naive=True)
     image = sample_image(args.size)
     mp = args.size * args.size / 1e6
     encode, data = median_time(lambda: fast.compress(image, args.quality), args.repeat)
     t_fast, out_fast = median_time(lambda: fast.decompress(data), args.repeat)
-    naive_data = naive.compress(image, args.quality)
+    naive_data = data if fast.cfg.exact else naive.compress(image, args.quality)
     t_naive, out_naive = median_time(lambda: naive.decompress(naive_data), max(1, args.repeat // 2))
     diff = int(np.abs(out_fast.astype(int) - out_naive.astype(int)).max())
+    if fast.cfg.exact:
+        assert diff == 0, "exact model: naive and wavefront must decode identically"
     steps = fast.scheduler.trace.steps
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"model {fast.cfg.name} ({'trained' if args.checkpoint else 'random init'}), "
