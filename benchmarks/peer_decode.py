@@ -1,0 +1,78 @@
+"""Peer decode at equal model size: stcm `elic` (diagonal context) vs CompressAI 1.2.8's
+`Elic2022Official` (checkerboard context), end to end, same image and threads.
+
+    COMPRESSAI_PATH=... python benchmarks/peer_decode.py [--sizes 512,1024] [--repeat 3]
+        [--json OUT]
+
+Random weights for both (decode time does not depend on training beyond the symbol count;
+both see the same image). CompressAI is installed apart (benchmarks/compressai_env.py).
+Each figure: median of --repeat ``compress``/``decompress`` calls after a warm-up; stcm
+through ``stcm.Codec`` (container included), CompressAI through its model's ``compress`` /
+``decompress`` (its C++ rANS), on the image padded to a multiple of 64.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common import median_time, sample_image
+from compressai_env import import_compressai
+from stcm.models.codec import STCM
+from stcm.models.config import get_config
+from stcm.runtime.codec import Codec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="512,1024")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    compressai = import_compressai()
+    from compressai.models import Elic2022Official
+
+    torch.manual_seed(0)
+    peer = Elic2022Official().eval()
+    peer.update(force=True)
+    ours = Codec(STCM(get_config("elic")).eval())
+    counts = {"stcm elic (diag)": sum(p.numel() for p in ours.model.parameters()),
+              "CompressAI Elic2022Official": sum(p.numel() for p in peer.parameters())}
+    results = {}
+    for size in [int(s) for s in args.sizes.split(",")]:
+        image = sample_image(size)
+        x = torch.from_numpy(image[None].astype(np.float32) / 255)
+        x = F.pad(x, (0, (-size) % 64, 0, (-size) % 64), mode="replicate")
+        with torch.no_grad():
+            coded = peer.compress(x)
+            peer.decompress(coded["strings"], coded["shape"])
+            t_peer, _ = median_time(lambda: peer.decompress(coded["strings"], coded["shape"]),
+                                    args.repeat)
+            e_peer, _ = median_time(lambda: peer.compress(x), args.repeat)
+        data = ours.compress(image, 0.75)
+        ours.decompress(data)
+        t_ours, _ = median_time(lambda: ours.decompress(data), args.repeat)
+        e_ours, _ = median_time(lambda: ours.compress(image, 0.75), args.repeat)
+        results[size] = {"stcm_encode_s": e_ours, "stcm_decode_s": t_ours,
+                         "compressai_encode_s": e_peer, "compressai_decode_s": t_peer,
+                         "decode_speedup": t_peer / t_ours}
+    print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CompressAI {compressai.__version__}; parameters: "
+          + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in counts.items()))
+    for size, r in results.items():
+        print(f"{size}x{size}: encode stcm {r['stcm_encode_s']:.2f} s, CompressAI "
+              f"{r['compressai_encode_s']:.2f} s; decode stcm {r['stcm_decode_s']:.2f} s, "
+              f"CompressAI {r['compressai_decode_s']:.2f} s -> stcm {r['decode_speedup']:.2f}x "
+              "as fast (target >= 2x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": platform.machine(), "threads": torch.get_num_threads(),
+                       "parameters": counts, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
