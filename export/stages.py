@@ -98,11 +98,19 @@ def skew_kernel(conv: MaskedConv2d) -> torch.Tensor:
     return out
 
 
-def _column_weight(conv: MaskedConv2d) -> torch.Tensor:
-    """Skewed kernel as Conv1d weights over a flattened (2r+1, C) column window."""
-    skewed = skew_kernel(conv)
-    cout, cin, k, width = skewed.shape
-    return skewed.permute(0, 3, 1, 2).reshape(cout, width * cin, k).contiguous()
+def _column_taps(conv: MaskedConv2d) -> list[tuple[int, int]]:
+    """The (window column, row offset index) pairs of the skewed kernel that the mask keeps:
+    a diagonal 5x5 mask keeps 10 (strict) or 15 of the 25, so only those are computed."""
+    mask = conv.mask[0, 0]
+    k = mask.shape[-1]
+    r = k // 2
+    taps = []
+    for col in range(2 * r + 1):  # window column; col = 2r is the current anti-diagonal
+        for a in range(k):
+            dj = col - 2 * r - (a - r)
+            if -r <= dj <= r and mask[a, dj + r] > 0:
+                taps.append((col, a))
+    return taps
 
 
 def _coded(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -128,18 +136,30 @@ class _Pointwise(nn.Module):
 class _ColumnConv(nn.Module):
     """A masked conv in skewed form: reads a (B, 2r+1, C, rows) window of its input cache.
 
-    The cache holds inputs already quantized (``quantize``), so the window is not."""
+    Only the taps the mask keeps are gathered (row-shifted slices of the window's columns)
+    and multiplied in one matrix product, instead of a Conv1d over the whole (2r+1) x k
+    skewed kernel, most of whose taps are masked zeros: the same products and sums, so the
+    same exact integers, with 40-60 % of the work. The cache holds inputs already quantized
+    (``quantize``), so the window is not."""
 
     def __init__(self, conv: MaskedConv2d):
         super().__init__()
-        self.register_buffer("weight", _column_weight(conv))
-        self.register_buffer("bias", _coded(conv)[1])
+        skewed = skew_kernel(conv)  # (Cout, Cin, k, 2r+1)
+        self.taps = _column_taps(conv)
+        weight = torch.cat([skewed[:, :, a, col] for col, a in self.taps], dim=1)
+        self.register_buffer("weight", weight.contiguous())  # (Cout, taps * Cin)
+        bias = _coded(conv)[1]
+        self.register_buffer("bias", None if bias is None else bias.view(-1, 1).clone())
         self.quantize = _quantizer(conv)
         self.r = conv.kernel_size[0] // 2
         self.channels = conv.in_channels
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(window.flatten(1, 2), self.weight, self.bias, padding=self.r)
+        rows = window.shape[-1]
+        padded = F.pad(window, (self.r, self.r))
+        gathered = torch.cat([padded[:, col, :, a: a + rows] for col, a in self.taps], dim=1)
+        out = torch.matmul(self.weight, gathered)
+        return out if self.bias is None else out + self.bias
 
 
 class WavefrontStep(nn.Module):

@@ -76,7 +76,7 @@ def _conv_macs(module, inputs, output) -> int:
     weight = module.weight
     if isinstance(module, torch.nn.ConvTranspose2d):
         return inputs[0].numel() * weight[0].numel()  # each input meets Cout x kh x kw weights
-    return output.numel() * weight[0].numel()  # each output: Cin x taps
+    return output.numel() * weight[0].numel()  # each output: Cin x taps (or a matrix row)
 
 
 def count_macs(cfg, height: int, width: int, tile_size: int = 64, tile_batch: int = 1
@@ -100,7 +100,7 @@ def count_macs(cfg, height: int, width: int, tile_size: int = 64, tile_batch: in
 
     convs = {id(sub): sub for module in codec.backend.modules.values()
              for sub in module.modules()
-             if isinstance(getattr(sub, "weight", None), torch.Tensor) and sub.weight.dim() >= 3}
+             if isinstance(getattr(sub, "weight", None), torch.Tensor) and sub.weight.dim() >= 2}
     handles = [sub.register_forward_hook(hook) for sub in convs.values()]
     run = codec.backend._run
 
