@@ -234,8 +234,9 @@ class _Exact:
                                        self.act.channel_exponents(self.in_channels),
                                        self.act.top, transposed, stride, ste=True)
             return w, b
-        key = (self.weight._version, None if self.bias is None else self.bias._version,
-               self.act.exponent._version, self.weight.device)
+        key = (self.weight.data_ptr(), self.weight._version,
+               None if self.bias is None else (self.bias.data_ptr(), self.bias._version),
+               self.act.exponent.data_ptr(), self.act.exponent._version)
         if self._wcache is None or self._wcache[0] != key:
             w, b, _ = quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
                                        self.act.channel_exponents(self.in_channels),

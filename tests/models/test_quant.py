@@ -169,3 +169,14 @@ def test_onnxruntime_computes_the_same_exact_results_as_torch(tmp_path):
     got = session.run(None, {"a": a.numpy()})[0]
     with torch.no_grad():
         assert torch.equal(torch.from_numpy(got), layer(a))
+
+
+def test_cached_coded_weights_follow_weight_and_exponent_changes():
+    layer = _exact_layer()
+    before = layer.coded_weights()[0].clone()
+    with torch.no_grad():
+        layer.weight.mul_(3)
+    assert not torch.equal(layer.coded_weights()[0], before)
+    scaled = layer.coded_weights()[1].clone()
+    layer.load_state_dict({**layer.state_dict(), "act.exponent": layer.act.exponent - 1})
+    assert not torch.equal(layer.coded_weights()[1], scaled)  # bias grid follows the input's
