@@ -28,7 +28,7 @@ from stcm.models.codec import STCM
 from stcm.models.context import SpatialContext, anchors_like
 from stcm.models.entropy_parameters import ParamAggregation
 from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
-from stcm.models.quant import exact_layers, quantize_mean
+from stcm.models.quant import exact_layers
 
 
 @dataclass(frozen=True)
@@ -209,8 +209,7 @@ class WavefrontStep(nn.Module):
         self.sum_q = aggregate.sum_q or nn.Identity()
         self.tail = nn.ModuleList(_Pointwise(m) for m in aggregate.tail
                                   if isinstance(m, nn.Conv2d))
-        self.mean_bits = aggregate.mean_bits
-        self.channels = aggregate.channels
+        self.params = aggregate.params  # (mean, scale) exactly as the model derives them
 
     def caches(self) -> list[tuple[int, int]]:
         """(channels, radius) of each cached layer input after the first, in input order."""
@@ -249,10 +248,7 @@ class WavefrontStep(nn.Module):
         h = side + self.sum_q(self.spatial_proj(x))
         for conv in self.tail:
             h = conv(torch.relu(h))
-        mean = h[:, : self.channels]
-        if self.mean_bits is not None:
-            mean = quantize_mean(mean, self.mean_bits, ste=False)
-        return (mean, h[:, self.channels:], *new_columns)
+        return (*self.params(h, ste=False), *new_columns)
 
 
 def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -80,10 +80,15 @@ class ParamAggregation(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``side_pre`` is ``side(side_in)``; ``spatial`` the spatial context features."""
         h = side_pre if spatial is None else side_pre + self._grid(self.spatial_proj(spatial))
-        out = self.tail(h)
+        return self.params(self.tail(h))
+
+    def params(self, out: torch.Tensor, ste: bool | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, scale) from the last layer's output; exact means onto their grid
+        (straight-through while training unless ``ste`` says otherwise)."""
         mean, scale = out[:, : self.channels], out[:, self.channels:]
         if self.mean_bits is not None:
-            mean = quantize_mean(mean, self.mean_bits, ste=self.training)
+            mean = quantize_mean(mean, self.mean_bits, self.training if ste is None else ste)
         return mean, scale
 
 

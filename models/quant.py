@@ -195,13 +195,13 @@ def quantize_weights(weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
         e = torch.where(over, e + 1, e)
     else:  # unreachable: w_int and b_int shrink to zero as e grows
         raise ArithmeticError("no weight grid satisfies the accumulator bound")
-    scale = pow2(e).view(oshape)
+    scale, bias_scale = pow2(e).view(oshape), pow2(e + e_min)
     if ste:
         w_q = torch.clamp(ste_round(weight / scale), -top, top) * scale
-        b_q = None if bias is None else ste_round(bias / pow2(e + e_min)) * pow2(e + e_min)
+        b_q = None if bias is None else ste_round(bias / bias_scale) * bias_scale
     else:
         w_q = w_int * scale
-        b_q = None if bias is None else b_int * pow2(e + e_min)
+        b_q = None if bias is None else b_int * bias_scale
     return w_q, b_q, bound
 
 
@@ -224,34 +224,29 @@ class _Exact:
     def _geometry(self) -> tuple[bool, int]:
         return False, 1
 
+    def _quantized(self, ste: bool = False):
+        transposed, stride = self._geometry()
+        return quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
+                                self.act.channel_exponents(self.in_channels), self.act.top,
+                                transposed, stride, ste=ste)
+
     def coded_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weight and bias the layer computes with (quantized when exact)."""
         if self.act is None:
             return self.raw_weight(), self.bias
-        transposed, stride = self._geometry()
         if self.training:
-            w, b, _ = quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
-                                       self.act.channel_exponents(self.in_channels),
-                                       self.act.top, transposed, stride, ste=True)
-            return w, b
+            return self._quantized(ste=True)[:2]
         key = (self.weight.data_ptr(), self.weight._version,
                None if self.bias is None else (self.bias.data_ptr(), self.bias._version),
                self.act.exponent.data_ptr(), self.act.exponent._version)
         if self._wcache is None or self._wcache[0] != key:
-            w, b, _ = quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
-                                       self.act.channel_exponents(self.in_channels),
-                                       self.act.top, transposed, stride)
-            self._wcache = (key, w, b)
+            self._wcache = (key, *self._quantized()[:2])
         return self._wcache[1], self._wcache[2]
 
     def accumulator_bound(self) -> int:
         """The largest accumulator magnitude any input in range can produce, in units of the
         accumulator's grid (exactness needs < 2^24)."""
-        transposed, stride = self._geometry()
-        _, _, bound = quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
-                                       self.act.channel_exponents(self.in_channels),
-                                       self.act.top, transposed, stride)
-        return int(bound.max())
+        return int(self._quantized()[2].max())
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.act is None else self.act(x)

@@ -41,15 +41,12 @@ def stage_category(stage: str) -> str:
 
 
 def breakdown(spans: list[Span]) -> dict[str, float]:
-    """Seconds per category of one run's spans (the run's root span is its total)."""
+    """Seconds per category of one run's spans (the run's root span is its total).
+
+    Step networks and ANS passes only ever run inside a decode step's span, so the steps'
+    remaining time is scheduling."""
     out = dict.fromkeys(CATEGORIES, 0.0)
     total = steps = 0.0
-    in_steps = 0.0
-    step_windows = [(s.start_ns, s.start_ns + s.dur_ns) for s in spans if s.cat == "step"]
-
-    def inside_step(s: Span) -> bool:
-        return any(a <= s.start_ns < b for a, b in step_windows)
-
     for s in spans:
         sec = s.dur_ns / 1e9
         if s.cat in ("encode", "decode"):
@@ -58,14 +55,11 @@ def breakdown(spans: list[Span]) -> dict[str, float]:
             steps += sec
         elif s.cat == "stage":
             out[stage_category(s.name)] += sec
-            in_steps += sec if inside_step(s) else 0.0
         elif s.cat == "ans":
-            key = "z coding" if s.name.startswith("z ") else "steps: ANS"
-            out[key] += sec
-            in_steps += sec if inside_step(s) else 0.0
+            out["z coding" if s.name.startswith("z ") else "steps: ANS"] += sec
         elif s.cat == "container":
             out["container"] += sec
-    out["steps: scheduling"] = max(0.0, steps - in_steps)
+    out["steps: scheduling"] = max(0.0, steps - out["steps: network"] - out["steps: ANS"])
     out["other"] = max(0.0, total - sum(out.values()))
     out["total"] = total
     return out

@@ -350,16 +350,18 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=_eval)
 
 
-def _parse_qualities(text: str) -> list[float]:
+def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> list:
+    """A comma-separated option value as a list of ``kind`` in [low, high]."""
     from stcm.errors import ConfigError
 
+    noun = "integers" if kind is int else "numbers"
     try:
-        qualities = [float(q) for q in text.split(",") if q.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--qualities must be comma-separated numbers, got {text!r}") from None
-    if not qualities or any(not 0 <= q <= 1 for q in qualities):
-        raise ConfigError(f"--qualities must be numbers in [0, 1], got {text!r}")
-    return qualities
+        raise ConfigError(f"{option} must be comma-separated {noun}, got {text!r}") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise ConfigError(f"{option} must be {noun} in [{low}, {high}], got {text!r}")
+    return values
 
 
 def _eval(args) -> int:
@@ -369,7 +371,7 @@ def _eval(args) -> int:
                                        require_dependencies, write_results)
 
     require_dependencies()
-    qualities = _parse_qualities(args.qualities)
+    qualities = _parse_list(args.qualities, "--qualities", float, 0, 1)
     names = None if args.codecs is None else [n.strip() for n in args.codecs.split(",")
                                                if n.strip() and n.strip() != "none"]
     classical = get_codecs(names)
@@ -418,12 +420,7 @@ def _bench(args) -> int:
     from stcm.models.config import PRESETS
     from stcm.runtime.bench import format_report, merge_traces, run_bench
 
-    try:
-        sizes = [int(v) for v in args.size.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--size must be comma-separated integers, got {args.size!r}") from None
-    if not sizes or any(not 64 <= v <= 16384 for v in sizes):
-        raise ConfigError(f"--size values must be in 64..16384, got {args.size!r}")
+    sizes = _parse_list(args.size, "--size", int, 64, 16384)
     if args.repeat < 1:
         raise ConfigError("--repeat must be >= 1")
     if args.threads:
