@@ -19,18 +19,8 @@ import numpy as np
 
 from stcm.models.data import list_images
 from stcm.runtime.codec import Codec
+from stcm.runtime.evaluate import centre_crop, mse, psnr
 from stcm.runtime.imageio import read_raster
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(peak ** 2 / max(mse, 1e-12)))
-
-
-def centre_crop(pixels: np.ndarray, size: int) -> np.ndarray:
-    h, w = pixels.shape[1:]
-    r, c = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return np.ascontiguousarray(pixels[:, r: r + size, c: c + size])
 
 
 def curve(codec: Codec, image: np.ndarray, qualities: list[float]) -> tuple[list, list]:
@@ -39,7 +29,7 @@ def curve(codec: Codec, image: np.ndarray, qualities: list[float]) -> tuple[list
     for q in qualities:
         data = codec.compress(image, q)
         rates.append(8 * len(data) / (image.shape[1] * image.shape[2]))
-        dists.append(psnr(image, codec.decompress(data), peak))
+        dists.append(psnr(mse(image, codec.decompress(data)), peak))
     return rates, dists
 
 

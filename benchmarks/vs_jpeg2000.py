@@ -14,16 +14,12 @@ import argparse
 import json
 import platform
 
-import numpy as np
 import torch
 
 from common import median_time, sample_image
 from stcm.runtime.classical import Jpeg2000
 from stcm.runtime.codec import Codec
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+from stcm.runtime.evaluate import mse, peak_value, psnr
 
 
 def main() -> None:
@@ -39,12 +35,13 @@ def main() -> None:
     codec = Codec(args.checkpoint)
     data = codec.compress(image, args.quality)
     t_stcm, decoded = median_time(lambda: codec.decompress(data), args.repeat)
-    target = psnr(image, decoded)
+    peak = peak_value(image)  # 8-bit sample: 255
+    target = psnr(mse(image, decoded), peak)
     j2k = Jpeg2000()
     stream = j2k.encode(image, target)
     t_j2k, j2k_decoded = median_time(lambda: j2k.decode(stream), args.repeat)
     rows = {"stcm": (len(data), target, t_stcm),
-            "JPEG 2000": (len(stream), psnr(image, j2k_decoded), t_j2k)}
+            "JPEG 2000": (len(stream), psnr(mse(image, j2k_decoded), peak), t_j2k)}
     print(f"{platform.machine()}, torch {torch.get_num_threads()} threads; {codec.cfg.name} "
           f"model, {args.size}x{args.size} aerial sample, medians of {args.repeat}")
     for name, (size, quality, seconds) in rows.items():
