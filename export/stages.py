@@ -18,6 +18,7 @@ are data, not stages (``tables.py``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -75,12 +76,6 @@ def is_entropy_stage(name: str) -> bool:
     return name.startswith(ENTROPY_STAGE_PREFIXES)
 
 
-def _quantizer(layer: nn.Module):
-    """The input quantizer of an exact layer (identity for float layers)."""
-    act = getattr(layer, "act", None)
-    return act if act is not None else nn.Identity()
-
-
 def skew_kernel(conv: MaskedConv2d) -> torch.Tensor:
     """(Cout, Cin, k, k) masked kernel -> (Cout, Cin, k, 2r+1) kernel over skewed columns:
     tap (di, dj) moves to (di, e = di + dj); diagonal masks keep only e <= 0. Exact layers
@@ -119,18 +114,88 @@ def _coded(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight.detach().clone(), None if bias is None else bias.detach().clone()
 
 
-class _Pointwise(nn.Module):
-    """A 1x1 Conv2d as a Conv1d over a column (B, C, rows), with its input quantizer."""
+@dataclass(frozen=True)
+class _Grid:
+    """An exact layer's input grid: integers in [low, top] times 2^exponent."""
 
-    def __init__(self, conv: nn.Conv2d):
+    exponent: int
+    low: int
+    top: int
+
+
+def _grid(layer: nn.Module | None) -> _Grid | None:
+    """The input grid of an exact layer or ``ActQuant``; None for float layers."""
+    q = getattr(layer, "act", layer)
+    if q is None or not hasattr(q, "exponent"):
+        return None
+    if q.parts:
+        raise ValueError("per-part exponents do not occur inside the step networks")
+    return _Grid(int(q.exponent.item()), q.low, q.top)
+
+
+def _scaled(t: torch.Tensor | None, factor) -> torch.Tensor | None:
+    """``t * factor`` for power-of-two factors, checked exact (no overflow or subnormal)."""
+    if t is None:
+        return None
+    out = t * factor
+    tiny = torch.finfo(out.dtype).tiny
+    if not bool(torch.isfinite(out).all()) or bool(((out != 0) & (out.abs() < tiny)).any()):
+        raise ArithmeticError("folding a grid scale into weights left float32's exact range")
+    return out
+
+
+class _Requant(nn.Module):
+    """Moves a value onto an exact layer's input grid (``dst``), as integers.
+
+    ``src`` None: the value is already in units of ``dst`` ("pre-quantized": its producer's
+    weights carry 1/2^dst.exponent), so only rounding and clamping remain. A grid: the value
+    holds integers on ``src`` and is rescaled by 2^(src - dst), a power of two: exact, and
+    integer already when src >= dst. ``real``: plain values (the decoded latent), scaled by
+    1/2^dst.exponent and rounded. A ReLU in front is folded into the clamp of an unsigned
+    grid. Float models have no grids: this is then the ReLU or nothing."""
+
+    def __init__(self, dst: _Grid | None, src: _Grid | None = None, relu: bool = False,
+                 real: bool = False):
         super().__init__()
-        weight, bias = _coded(conv)
-        self.quantize = _quantizer(conv)
-        self.register_buffer("weight", weight[:, :, :, 0].contiguous())
-        self.register_buffer("bias", bias)
+        self.relu = relu and (dst is None or dst.low < 0)
+        self.factor = None
+        self.round = dst is not None
+        self.bounds = None if dst is None else (dst.low, dst.top)
+        shift = None
+        if dst is not None and real:
+            shift = -dst.exponent
+        elif dst is not None and src is not None:
+            shift = src.exponent - dst.exponent
+            self.round = shift < 0
+        if shift:
+            self.factor = math.ldexp(1.0, shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(self.quantize(x), self.weight, self.bias)
+        if self.relu:
+            x = torch.relu(x)
+        if self.factor is not None:
+            x = x * self.factor
+        if self.round:
+            x = torch.round(x)
+        return x if self.bounds is None else torch.clamp(x, *self.bounds)
+
+
+class _Pointwise(nn.Module):
+    """A 1x1 Conv2d over a column (B, C, rows) whose input arrives as integers on its grid:
+    the grid's scale is folded into the weights, and ``out_scale`` (the next grid's 1/2^e, per
+    output row or one for all) into weights and bias, so the output is pre-quantized."""
+
+    def __init__(self, conv: nn.Conv2d, out_scale=1.0):
+        super().__init__()
+        weight, bias = _coded(conv)
+        grid = _grid(conv)
+        in_scale = 1.0 if grid is None else math.ldexp(1.0, grid.exponent)
+        out = torch.as_tensor(out_scale, dtype=weight.dtype).reshape(-1)
+        self.register_buffer("weight", _scaled(weight[:, :, :, 0], out.view(-1, 1, 1) * in_scale))
+        self.register_buffer("bias", _scaled(bias, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight, self.bias)
 
 
 # Gathering only the kept taps pays off for wide layers; for narrow ones the extra slices
@@ -140,17 +205,20 @@ GATHER_MIN_CHANNELS = 96
 
 
 class _ColumnConv(nn.Module):
-    """A masked conv in skewed form: reads a (B, 2r+1, C, rows) window of its input cache.
+    """A masked conv in skewed form: reads a (B, 2r+1, C, rows) window of its input cache,
+    which holds integers on the layer's grid (scales folded as in ``_Pointwise``).
 
     Wide layers gather only the taps the mask keeps (row-shifted slices of the window's
     columns) and multiply once; narrow ones run a Conv1d over the whole (2r+1) x k skewed
     kernel, masked zeros included. Either way the same products and sums, so the same exact
-    integers. The cache holds inputs already quantized (``quantize``), so the window is not."""
+    integers."""
 
-    def __init__(self, conv: MaskedConv2d):
+    def __init__(self, conv: MaskedConv2d, out_scale: float = 1.0):
         super().__init__()
         skewed = skew_kernel(conv)  # (Cout, Cin, k, 2r+1)
         cout, cin, k, width = skewed.shape
+        grid = _grid(conv)
+        fold = out_scale * (1.0 if grid is None else math.ldexp(1.0, grid.exponent))
         self.gather = cin >= GATHER_MIN_CHANNELS
         if self.gather:
             self.taps = _column_taps(conv)
@@ -158,9 +226,8 @@ class _ColumnConv(nn.Module):
         else:
             self.taps = []
             weight = skewed.permute(0, 3, 1, 2).reshape(cout, width * cin, k)
-        self.register_buffer("weight", weight.contiguous())
-        self.register_buffer("bias", _coded(conv)[1])
-        self.quantize = _quantizer(conv)
+        self.register_buffer("weight", _scaled(weight.contiguous(), fold))
+        self.register_buffer("bias", _scaled(_coded(conv)[1], out_scale))
         self.r = conv.kernel_size[0] // 2
         self.channels = conv.in_channels
 
@@ -174,6 +241,10 @@ class _ColumnConv(nn.Module):
         return out if self.bias is None else out + self.bias.view(-1, 1)
 
 
+def _inverse_unit(grid: _Grid | None) -> float:
+    return 1.0 if grid is None else math.ldexp(1.0, -grid.exponent)
+
+
 class WavefrontStep(nn.Module):
     """One anti-diagonal of group k's diagonal context and its parameter aggregation.
 
@@ -184,41 +255,87 @@ class WavefrontStep(nn.Module):
         win_l   (B, 2r_l, C_l, th)  for each later cached layer: its input's previous columns
     Outputs:
         mean, scale (B, C, th), and for each cached layer its input at this column (B, C_l, th)
+
+    It computes what apply_stack and ParamAggregation compute, with the exact model's
+    quantizers folded: every layer's input arrives as integers on its grid (the cached columns
+    too), the grid's power-of-two scale lives in the layer's weights, and each layer's output
+    is pre-scaled by the next grid's 1/2^e so the next quantizer is a round and a clamp. Powers
+    of two scale the exact integer sums without rounding, so the outputs are the very bits of
+    the whole-tensor computation in half the operations (the step networks are dominated by
+    per-operation cost). Float models have no grids and run the plain layers.
     """
 
     def __init__(self, spatial: SpatialContext, aggregate: ParamAggregation):
         super().__init__()
         layers = list(spatial.stack)
-        self.first = _ColumnConv(layers[0])
+        # The grid that first sees the output of layers[i] (through ReLUs and residual skips).
+        def consumer(i: int) -> _Grid | None:
+            for layer in layers[i + 1:]:
+                if isinstance(layer, MaskedResidualBlock):
+                    return _grid(layer.sum_q)
+                if isinstance(layer, MaskedConv2d):
+                    return _grid(layer)
+            return _grid(aggregate.spatial_proj)
+
+        self.enter_first = _Requant(_grid(layers[0]), real=True)
+        self.first = _ColumnConv(layers[0], _inverse_unit(consumer(0)))
         self.ops = nn.ModuleList()
         self.kinds: list[str] = []
-        for layer in layers[1:]:
+        state: _Grid | None = None  # grid of the running value's integers; None: pre-quantized
+        relu = False
+        for i, layer in enumerate(layers[1:], start=1):
             if isinstance(layer, MaskedResidualBlock):
-                self.ops.append(nn.ModuleList([_Pointwise(layer.reduce),
-                                               _ColumnConv(layer.masked),
-                                               _Pointwise(layer.expand),
-                                               layer.sum_q or nn.Identity()]))
+                skip = _grid(layer.sum_q)
+                self.ops.append(nn.ModuleList([
+                    _Requant(skip, state, relu),                          # x onto the skip grid
+                    _Requant(_grid(layer.reduce), skip),                  # reduce's input
+                    _Pointwise(layer.reduce, _inverse_unit(_grid(layer.masked))),
+                    _Requant(_grid(layer.masked), None, relu=True),      # cached column
+                    _ColumnConv(layer.masked, _inverse_unit(_grid(layer.expand))),
+                    _Requant(_grid(layer.expand), None, relu=True),
+                    _Pointwise(layer.expand, _inverse_unit(skip)),
+                    _Requant(skip),                                       # onto the skip grid
+                ]))
                 self.kinds.append("res")
+                state, relu = skip, False
             elif isinstance(layer, MaskedConv2d):
-                self.ops.append(_ColumnConv(layer))
+                self.ops.append(nn.ModuleList([_Requant(_grid(layer), state, relu),
+                                               _ColumnConv(layer, _inverse_unit(consumer(i)))]))
                 self.kinds.append("conv")
-            else:
-                self.ops.append(nn.ReLU())
+                state, relu = None, False
+            else:  # a ReLU between plain stacked convolutions
+                self.ops.append(nn.Identity())
                 self.kinds.append("act")
-        self.spatial_proj = _Pointwise(aggregate.spatial_proj)
-        self.sum_q = aggregate.sum_q or nn.Identity()
-        self.tail = nn.ModuleList(_Pointwise(m) for m in aggregate.tail
-                                  if isinstance(m, nn.Conv2d))
-        self.params = aggregate.params  # (mean, scale) exactly as the model derives them
+                relu = True
+        proj_grid, sum_grid = _grid(aggregate.spatial_proj), _grid(aggregate.sum_q)
+        self.enter_proj = _Requant(proj_grid, state, relu)
+        self.spatial_proj = _Pointwise(aggregate.spatial_proj, _inverse_unit(sum_grid))
+        self.enter_sum = _Requant(sum_grid)
+        self.side_scale = _inverse_unit(sum_grid) if sum_grid else None
+        convs = [m for m in aggregate.tail if isinstance(m, nn.Conv2d)]
+        if len(convs) != 2 or len(aggregate.tail) != 4:
+            raise ValueError("the step expects the aggregation tail ReLU, conv, ReLU, conv")
+        mean_bits = aggregate.mean_bits
+        channels = aggregate.channels
+        # Means leave on the grid 2^-mean_bits: their rows are pre-scaled by 2^mean_bits.
+        rows = torch.ones(2 * channels)
+        if mean_bits is not None:
+            rows[:channels] = math.ldexp(1.0, mean_bits)
+        self.enter_tail = nn.ModuleList([_Requant(_grid(convs[0]), sum_grid, relu=True),
+                                         _Requant(_grid(convs[1]), None, relu=True)])
+        self.tail = nn.ModuleList([_Pointwise(convs[0], _inverse_unit(_grid(convs[1]))),
+                                   _Pointwise(convs[1], rows)])
+        self.mean_unit = None if mean_bits is None else math.ldexp(1.0, -mean_bits)
+        self.channels = channels
 
     def caches(self) -> list[tuple[int, int]]:
         """(channels, radius) of each cached layer input after the first, in input order."""
         out = []
         for kind, op in zip(self.kinds, self.ops):
             if kind == "conv":
-                out.append((op.channels, op.r))
-            elif kind == "res":
                 out.append((op[1].channels, op[1].r))
+            elif kind == "res":
+                out.append((op[4].channels, op[4].r))
         return out
 
     @property
@@ -226,29 +343,30 @@ class WavefrontStep(nn.Module):
         return self.first.r
 
     def forward(self, side, valid, y_win, *windows):
-        # Mirrors apply_stack and ParamAggregation operation by operation, so an exact
-        # model's step returns the very bits of the whole-tensor computation.
-        x = self.first(self.first.quantize(y_win)) * valid
+        x = self.first(self.enter_first(y_win)) * valid
         new_columns = []
         it = iter(windows)
         for kind, op in zip(self.kinds, self.ops):
             if kind == "conv":
-                x = op.quantize(x)
+                enter, conv = op
+                x = enter(x)
                 new_columns.append(x)
-                x = op(torch.cat([next(it), x.unsqueeze(1)], dim=1)) * valid
+                x = conv(torch.cat([next(it), x.unsqueeze(1)], dim=1)) * valid
             elif kind == "res":
-                reduce, masked, expand, skip = op
-                x = skip(x)
-                h = masked.quantize(torch.relu(reduce(x)) * valid)
+                to_skip, enter_reduce, reduce, to_masked, masked, to_expand, expand, onto = op
+                x = to_skip(x)
+                h = to_masked(reduce(enter_reduce(x)) * valid)
                 new_columns.append(h)
-                m = torch.relu(masked(torch.cat([next(it), h.unsqueeze(1)], dim=1)))
-                x = (x + skip(expand(m))) * valid
-            else:
-                x = op(x) * valid
-        h = side + self.sum_q(self.spatial_proj(x))
-        for conv in self.tail:
-            h = conv(torch.relu(h))
-        return (*self.params(h, ste=False), *new_columns)
+                m = to_expand(masked(torch.cat([next(it), h.unsqueeze(1)], dim=1)))
+                x = (x + onto(expand(m))) * valid
+        h = self.enter_sum(self.spatial_proj(self.enter_proj(x)))
+        h = h + (side if self.side_scale is None else side * self.side_scale)
+        h = self.tail[0](self.enter_tail[0](h))
+        out = self.tail[1](self.enter_tail[1](h))
+        mean, scale = out[:, : self.channels], out[:, self.channels:]
+        if self.mean_unit is not None:
+            mean = torch.round(mean) * self.mean_unit
+        return (mean, scale, *new_columns)
 
 
 def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

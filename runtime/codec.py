@@ -103,6 +103,10 @@ class Codec:
                 raise ConfigError("give a model or an engine, not both")
             from stcm.runtime.engine import load_engine
 
+            if ALIASES.get(backend, backend) == "torch":
+                raise ConfigError("the torch backend runs checkpoints (--model), not engine "
+                                  "directories; use --backend onnxruntime or tensorrt with "
+                                  "--engine")
             self.tables, self.backend = load_engine(engine, backend or "onnxruntime")
             self.model = None
         else:

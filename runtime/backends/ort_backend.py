@@ -60,6 +60,9 @@ class OrtBackend(Backend):
             elif self.threads:
                 options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+            # Idle intra-op threads would spin between the hundreds of short step calls,
+            # taking the cores that the scheduler's own work (and torch) needs meanwhile.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.folder / self.entries[stage]["file"]
             providers = [(p, _CUDA_EXACT) if p == "CUDAExecutionProvider" and entropy
                          and self.exact else p for p in self.providers]

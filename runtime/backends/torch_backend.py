@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from stcm.export.stages import build_stages, is_entropy_stage
 from stcm.models.codec import STCM
@@ -12,6 +14,53 @@ from stcm.runtime.backends.base import Backend, register
 # The float transforms run channels-last; the entropy stages keep the layout the wavefront's
 # column caches are built around.
 CHANNELS_LAST = ("analysis", "synthesis")
+
+
+# A transposed convolution with fewer outputs than this runs as a convolution + pixel shuffle:
+# oneDNN's transposed kernels are slow for narrow outputs (g_s's last layer, 96 -> 3 channels:
+# 17 -> 7 ms at 512^2 here) and fast for wide ones, which keep them.
+SUBPIXEL_MAX_CHANNELS = 16
+
+
+class SubpixelConvTranspose(nn.Module):
+    """A stride-s ConvTranspose2d (padding k//2, output_padding s-1) as one convolution with
+    s*s phases of outputs followed by a pixel shuffle: output phase (a, b) is a plain
+    correlation of the input with the kernel taps that land on it."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d):
+        super().__init__()
+        (k, _), (s, _), (p, _) = deconv.kernel_size, deconv.stride, deconv.padding
+        if deconv.output_padding != (s - 1, s - 1) or deconv.groups != 1 or p != k // 2:
+            raise ValueError(f"no sub-pixel form for {deconv}")
+        w = deconv.weight.detach()  # (Cin, Cout, k, k)
+        radius = max(abs(e) for a in range(s) for e in _offsets(a, k, s, p))
+        weight = w.new_zeros(w.shape[1], s, s, w.shape[0], 2 * radius + 1, 2 * radius + 1)
+        for a in range(s):
+            for e in _offsets(a, k, s, p):
+                for b in range(s):
+                    for f in _offsets(b, k, s, p):
+                        weight[:, a, b, :, e + radius, f + radius] = \
+                            w[:, :, a + p - s * e, b + p - s * f].t()
+        self.weight = nn.Parameter(weight.flatten(0, 2), requires_grad=False)
+        self.bias = None if deconv.bias is None else nn.Parameter(
+            deconv.bias.detach().repeat_interleave(s * s), requires_grad=False)
+        self.radius, self.stride = radius, s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=self.radius),
+                               self.stride)
+
+
+def _offsets(a: int, k: int, s: int, p: int) -> range:
+    """Input offsets e feeding output phase a: kernel tap a + p - s*e must lie in [0, k)."""
+    return range(-((k - 1 - a - p) // s), (a + p) // s + 1)
+
+
+def _fast_synthesis(g_s: nn.Sequential) -> nn.Sequential:
+    """g_s with its narrow transposed convolutions in sub-pixel form (new modules; the
+    model's own are left as they are)."""
+    return nn.Sequential(*(SubpixelConvTranspose(m) if isinstance(m, nn.ConvTranspose2d)
+                           and m.out_channels < SUBPIXEL_MAX_CHANNELS else m for m in g_s))
 
 
 @register("torch")
@@ -32,6 +81,7 @@ class TorchBackend(Backend):
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         stages = build_stages(model)
+        stages["synthesis"] = (_fast_synthesis(stages["synthesis"][0]), stages["synthesis"][1])
         self.modules = {name: module.eval().to(self.device)
                         for name, (module, _) in stages.items()}
         for name in CHANNELS_LAST:

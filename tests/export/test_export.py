@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stcm.cli import main
-from stcm.errors import EngineError, ModelMismatchError, OutputExistsError
+from stcm.errors import ConfigError, EngineError, ModelMismatchError, OutputExistsError
 from stcm.export.onnx import export_engine
 from stcm.export.stages import build_stages
 from stcm.models.codec import STCM
@@ -132,6 +132,12 @@ def test_tampered_or_incomplete_engines_are_refused(engine, tmp_path):
         Codec(engine=tampered)
     with pytest.raises(EngineError, match="not an stcm engine"):
         Codec(engine=tmp_path)
+
+
+def test_an_engine_on_the_torch_backend_is_a_clear_error(engine):
+    _, folder = engine
+    with pytest.raises(ConfigError, match="torch backend runs checkpoints"):
+        Codec(engine=folder, backend="torch")
 
 
 def test_export_refuses_to_replace_an_existing_directory(engine):

@@ -4,6 +4,7 @@ import torch
 
 from stcm.models.codec import STCM
 from stcm.models.config import CONTEXTS, get_config
+from stcm.models.quant import ActQuant
 from stcm.runtime.backends.torch_backend import TorchBackend
 from stcm.runtime.steps import RecomputeProgram
 from stcm.runtime.tiling import TileGrid
@@ -13,6 +14,12 @@ from stcm.runtime.wavefront import WavefrontProgram, skew, unskew
 def _network(context: str, **overrides):
     torch.manual_seed(0)
     model = STCM(get_config("tiny", context=context, **overrides)).eval()
+    # Exact models: a different grid for every quantizer (a fresh model has one for all), so
+    # the step's rescaling between grids is exercised in both directions.
+    gen = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, ActQuant):
+            module.exponent.copy_(torch.randint(-7, 0, module.exponent.shape, generator=gen))
     return model, TorchBackend(model)
 
 
@@ -54,10 +61,20 @@ def _run_program(make, model, k, y_hat, hyper, ref, grid):
     return grid.merge(mean_map), grid.merge(scale_map), program.num_steps
 
 
+def _assert_same(actual, expected, exact):
+    """Exact models: the very bits (their integer sums do not depend on the computation's
+    shape or fusion, and the step's folded scales are powers of two). Float: to rounding."""
+    if exact:
+        assert torch.equal(actual, expected)
+    else:
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("context", CONTEXTS)
 @pytest.mark.parametrize("naive", [False, True])
-def test_step_programs_equal_the_full_tensor_forward(context, naive):
-    model, backend = _network(context)
+@pytest.mark.parametrize("exact", [True, False])
+def test_step_programs_equal_the_full_tensor_forward(context, naive, exact):
+    model, backend = _network(context, exact=exact)
     cfg = model.cfg
     h, w = 7, 10
     y_hat, hyper, ref = _inputs(cfg, h, w)
@@ -67,15 +84,17 @@ def test_step_programs_equal_the_full_tensor_forward(context, naive):
     for k, sl in enumerate(model.entropy_parameters.group_slices()):
         mean, scale, steps = _run_program(_make(backend, cfg, naive), model, k, y_hat, hyper,
                                           ref, grid)
-        torch.testing.assert_close(mean, means[:, sl], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(scale, scales[:, sl], rtol=1e-5, atol=1e-5)
+        _assert_same(mean, means[:, sl], exact)
+        _assert_same(scale, scales[:, sl], exact)
         expected = {"diag": h + w - 1, "checkerboard": 2, "serial": h * w, "none": 1}
         assert steps == expected[context]
 
 
-@pytest.mark.parametrize("layers,residual", [(1, True), (2, False), (3, True)])
-def test_wavefront_matches_the_naive_decoder_on_padded_edge_tiles(layers, residual):
-    model, backend = _network("diag", context_layers=layers, context_residual=residual)
+@pytest.mark.parametrize("layers,residual", [(1, True), (2, False), (3, True), (3, False)])
+@pytest.mark.parametrize("exact", [True, False])
+def test_wavefront_matches_the_naive_decoder_on_padded_edge_tiles(layers, residual, exact):
+    model, backend = _network("diag", context_layers=layers, context_residual=residual,
+                              exact=exact)
     cfg = model.cfg
     h, w = 11, 9
     y_hat, hyper, ref = _inputs(cfg, h, w, seed=2)
@@ -83,8 +102,8 @@ def test_wavefront_matches_the_naive_decoder_on_padded_edge_tiles(layers, residu
     for k in range(len(cfg.groups)):
         naive = _run_program(_make(backend, cfg, True), model, k, y_hat, hyper, ref, grid)
         fast = _run_program(_make(backend, cfg, False), model, k, y_hat, hyper, ref, grid)
-        torch.testing.assert_close(fast[0], naive[0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(fast[1], naive[1], rtol=1e-5, atol=1e-5)
+        _assert_same(fast[0], naive[0], exact)
+        _assert_same(fast[1], naive[1], exact)
 
 
 def test_a_padded_edge_tile_equals_the_smaller_tile_computed_alone():

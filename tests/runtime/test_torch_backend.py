@@ -1,0 +1,39 @@
+"""The torch backend's faster forms of the float transforms compute the same function."""
+import pytest
+import torch
+from torch import nn
+
+from stcm.models.codec import STCM
+from stcm.models.config import get_config
+from stcm.runtime.backends.torch_backend import (SUBPIXEL_MAX_CHANNELS, SubpixelConvTranspose,
+                                                 TorchBackend)
+
+
+@pytest.mark.parametrize("k,s", [(5, 2), (3, 2), (5, 4), (3, 1), (7, 3)])
+def test_subpixel_form_equals_the_transposed_convolution(k, s):
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose2d(6, 3, k, stride=s, padding=k // 2, output_padding=s - 1)
+    x = torch.randn(2, 6, 7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(SubpixelConvTranspose(deconv)(x), deconv(x),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_form_refuses_other_geometries():
+    with pytest.raises(ValueError):
+        SubpixelConvTranspose(nn.ConvTranspose2d(4, 3, 5, stride=2, padding=1))
+
+
+def test_backend_synthesis_matches_the_model_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = STCM(get_config("tiny")).eval()
+    before = [type(m) for m in model.g_s]
+    backend = TorchBackend(model)
+    assert [type(m) for m in model.g_s] == before
+    narrow = [m for m in backend.modules["synthesis"] if isinstance(m, SubpixelConvTranspose)]
+    assert len(narrow) == sum(isinstance(m, nn.ConvTranspose2d)
+                              and m.out_channels < SUBPIXEL_MAX_CHANNELS for m in model.g_s) > 0
+    latent = torch.randn(1, model.cfg.M, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(backend.run("synthesis", latent)[0], model.g_s(latent),
+                                   rtol=1e-4, atol=1e-4)
