@@ -136,6 +136,8 @@ class Scheduler:
         present = program.valid_at(t)
         for b in range(scale.shape[0]):
             sel = present[b]
+            if bool(sel.all()):  # the common case: a view instead of two boolean gathers
+                sel = slice(None)
             yield b, sel, self.quantizer.index(self.staging.download(scale[b][:, sel]))
 
     def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None

@@ -58,10 +58,12 @@ class WavefrontProgram(GroupProgram):
         self.y_cache = side.new_zeros(b, columns, channels, th)
         self.caches = [(side.new_zeros(b, columns, c, th), r) for c, r in caches]
         self.stage = f"step_{k}"
+        # Step t's positions are the contiguous rows of skewed column t.
+        self.row_slices = [slice(int(rows[0]), int(rows[-1]) + 1) for rows, _ in self.positions]
 
-    def _rows(self, t: int) -> slice:
-        rows = self.positions[t][0]
-        return slice(int(rows[0]), int(rows[-1]) + 1)
+    def valid_at(self, t: int) -> torch.Tensor:
+        # The step's positions are one column of the skewed layout: a slice, not a gather.
+        return self.valid_columns[:, t, 0, self.row_slices[t]] > 0
 
     def params(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         col = self.pad + t
@@ -71,11 +73,11 @@ class WavefrontProgram(GroupProgram):
             self.y_cache[:, col - 2 * self.radius: col + 1], *windows)
         for (cache, _), column in zip(self.caches, columns):
             cache[:, col] = column
-        rows = self._rows(t)
+        rows = self.row_slices[t]
         return mean[:, :, rows], scale[:, :, rows]
 
     def update(self, t: int, y_hat: torch.Tensor) -> None:
-        rows = self._rows(t)
+        rows = self.row_slices[t]
         self.y_cache[:, self.pad + t, :, rows] = y_hat * self.valid_columns[:, t, :, rows]
 
     def latent(self) -> torch.Tensor:
