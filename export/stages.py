@@ -225,9 +225,9 @@ class _ColumnConv(nn.Module):
     which holds integers on the layer's grid (scales folded as in ``_Pointwise``).
 
     Wide layers gather only the taps the mask keeps (row-shifted slices of the window's
-    columns) and multiply once; narrow ones run a Conv1d over the whole (2r+1) x k skewed
-    kernel, masked zeros included. Either way the same products and sums, so the same exact
-    integers."""
+    columns) and multiply once; narrow ones convolve the whole (2r+1) x k skewed kernel,
+    masked zeros included (Conv1d for one tile, a batched GEMM over an im2col view for
+    several). Either way the same products and sums, so the same exact integers."""
 
     def __init__(self, conv: MaskedConv2d, out_scale: float = 1.0):
         super().__init__()
