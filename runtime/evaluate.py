@@ -235,13 +235,20 @@ class EvalResult:
                                          float(np.mean(ssim)) if ssim else math.nan, len(rows)))
         return sorted(points, key=lambda p: p.bpp)
 
+    def decode_seconds_per_mp(self, codec: str) -> float:
+        """Median decode time per megapixel of ``codec`` over all its measurements."""
+        pixels = {i.name: i.height * i.width for i in self.images}
+        times = [r.decode_s / (pixels[r.image] / 1e6) for r in self.rows if r.codec == codec]
+        return float(np.median(times)) if times else math.nan
+
     def summary(self) -> str:
-        """A readable table: codec, images, mean bpp and PSNR ranges, BD-rate, then notes."""
+        """A readable table: codec, images, mean bpp and PSNR ranges, BD-rate, median decode
+        time per megapixel, then notes."""
         lines = [f"{len(self.images)} image(s); BD-rate (PSNR, Akima) against "
                  f"{self.anchor_label} on the averaged curves, negative = fewer bits for the "
                  "same PSNR",
                  f"{'codec':<20} {'images':>6}  {'mean bpp':>15}  {'mean PSNR dB':>15}  "
-                 f"{'BD-rate':>9}"]
+                 f"{'BD-rate':>9}  {'decode s/MP':>11}"]
         for info in self.codecs:
             points = [p for p in self.curve(info.name) if math.isfinite(p.psnr)]
             count = len(self.coded_images(info.name))
@@ -252,7 +259,8 @@ class EvalResult:
             bd_text = "n/a" if bd is None or math.isnan(bd.average) else f"{bd.average:+.1f} %"
             lines.append(f"{info.label:<20} {count:>6}  "
                          f"{_span([p.bpp for p in points], '.3f'):>15}  "
-                         f"{_span([p.psnr for p in points], '.2f'):>15}  {bd_text:>9}")
+                         f"{_span([p.psnr for p in points], '.2f'):>15}  {bd_text:>9}  "
+                         f"{self.decode_seconds_per_mp(info.name):>11.3f}")
         grouped: dict[tuple[str, str], list[str]] = {}
         for note in self.notes:
             grouped.setdefault((note.codec, note.text), []).append(note.image or "")
@@ -281,6 +289,7 @@ class EvalResult:
             "rows": [asdict(r) for r in self.rows],
             "curves": {c.name: [asdict(p) for p in self.curve(c.name)] for c in self.codecs},
             "bd_rate": {k: asdict(v) for k, v in self.bd_rate.items()},
+            "decode_s_per_mp": {c.name: self.decode_seconds_per_mp(c.name) for c in self.codecs},
             "notes": [asdict(n) for n in self.notes],
         })
 

@@ -182,6 +182,17 @@ def test_bd_rates_of_the_evaluation(result):
     assert "jpeg2000" not in {n.codec for n in result.notes if "BD" in n.text}
     summary = result.summary()
     assert "JPEG 2000" in summary and "+0.0 %" in summary and "notes:" in summary
+    assert "decode s/MP" in summary
+
+
+def test_decode_time_per_megapixel_is_the_median_over_measurements(result):
+    pixels = {i.name: i.height * i.width for i in result.images}
+    rows = [r for r in result.rows if r.codec == "stcm"]
+    expected = sorted(r.decode_s * 1e6 / pixels[r.image] for r in rows)
+    assert result.decode_seconds_per_mp("stcm") == pytest.approx(
+        (expected[(len(expected) - 1) // 2] + expected[len(expected) // 2]) / 2)
+    assert result.decode_seconds_per_mp("stcm") > 0
+    assert math.isnan(result.decode_seconds_per_mp("no such codec"))
 
 
 def test_outputs_are_written_once_and_refused_after(result, tmp_path):
