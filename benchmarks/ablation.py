@@ -169,17 +169,17 @@ def main() -> None:
         if steps[v.key] != args.steps:
             print(f"warning: ({v.key}) is at step {steps[v.key]}, not {args.steps}",
                   file=sys.stderr)
-        spatial[v.key] = {n: [code(model, img, q)[:2] for q in qualities]
-                          for n, img in images.items()}
+        coded = {n: [code(model, img, q) for q in qualities] for n, img in images.items()}
+        spatial[v.key] = {n: [c[:2] for c in runs] for n, runs in coded.items()}
         if v.key in "ag":
-            with_ref, without = {}, {}
-            for name, img in images.items():
-                with_ref[name], without[name] = [], []
-                for q in qualities:
-                    ref_latent = code(model, img, q)[2] if model.cfg.temporal else None
-                    with_ref[name].append(code(model, revisits[name], q, ref_latent)[:2])
-                    without[name].append(code(model, revisits[name], q)[:2])
-            temporal[v.key] = {"with reference": with_ref, "without reference": without}
+            # The revisit alone; and, with the temporal branch, given the first image's latent
+            # from the pass above.
+            temporal[v.key] = {"without reference": {
+                n: [code(model, revisits[n], q)[:2] for q in qualities] for n in images}}
+            if model.cfg.temporal:
+                temporal[v.key]["with reference"] = {
+                    n: [code(model, revisits[n], q, c[2])[:2] for q, c in zip(qualities, runs)]
+                    for n, runs in coded.items()}
         print(f"measured ({v.key})", file=sys.stderr)
 
     anchor = spatial["a"]

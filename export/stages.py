@@ -283,8 +283,8 @@ class WavefrontStep(nn.Module):
     too), the grid's power-of-two scale lives in the layer's weights, and each layer's output
     is pre-scaled by the next grid's 1/2^e so the next quantizer is a round and a clamp. Powers
     of two scale the exact integer sums without rounding, so the outputs are the very bits of
-    the whole-tensor computation in half the operations (the step networks are dominated by
-    per-operation cost). Float models have no grids and run the plain layers.
+    the whole-tensor computation in about a third fewer operations (the step networks are
+    dominated by per-operation cost). Float models have no grids and run the plain layers.
     """
 
     def __init__(self, spatial: SpatialContext, aggregate: ParamAggregation):

@@ -80,15 +80,10 @@ class ParamAggregation(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``side_pre`` is ``side(side_in)``; ``spatial`` the spatial context features."""
         h = side_pre if spatial is None else side_pre + self._grid(self.spatial_proj(spatial))
-        return self.params(self.tail(h))
-
-    def params(self, out: torch.Tensor, ste: bool | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, scale) from the last layer's output; exact means onto their grid
-        (straight-through while training unless ``ste`` says otherwise)."""
+        out = self.tail(h)
         mean, scale = out[:, : self.channels], out[:, self.channels:]
         if self.mean_bits is not None:
-            mean = quantize_mean(mean, self.mean_bits, self.training if ste is None else ste)
+            mean = quantize_mean(mean, self.mean_bits, ste=self.training)
         return mean, scale
 
 
