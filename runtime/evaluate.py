@@ -181,11 +181,15 @@ class CurvePoint:
 
 @dataclass
 class BdRate:
-    """BD-rate (%) against the anchor: on the averaged curves and per image (NaN: see notes)."""
+    """BD-rate (%) against the anchor: on the averaged curves of each sample type (``per_group``,
+    e.g. ``uint8``, ``uint16``) and per image. ``average`` is the one group's value when all the
+    images share a sample type, else NaN: PSNRs on the 255 and 65535 scales do not average.
+    NaN elsewhere: see the notes."""
 
     average: float
     per_image: dict[str, float] = field(default_factory=dict)
     images: int = 0  # images both codecs coded, the average's population
+    per_group: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,18 +214,31 @@ class EvalResult:
     def anchor_label(self) -> str:
         return next((c.label for c in self.codecs if c.name == self.anchor), self.anchor)
 
-    def coded_images(self, codec: str) -> list[str]:
-        """Images with at least one measurement by ``codec``, in evaluation order."""
-        done = {r.image for r in self.rows if r.codec == codec}
-        return [i.name for i in self.images if i.name in done]
+    def groups(self, images: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """``images`` (default: all) by sample type, in evaluation order: the images whose PSNRs
+        share one scale and so may be averaged."""
+        wanted = None if images is None else set(images)
+        groups: dict[str, list[str]] = {}
+        for info in self.images:
+            if wanted is None or info.name in wanted:
+                groups.setdefault(info.dtype, []).append(info.name)
+        return groups
 
-    def curve(self, codec: str, images: Sequence[str] | None = None) -> list[CurvePoint]:
-        """The averaged RD curve of ``codec`` over ``images`` (default: all it coded).
+    def coded_images(self, codec: str, among: Sequence[str] | None = None) -> list[str]:
+        """Images (of ``among``, default all) with at least one measurement by ``codec``, in
+        evaluation order."""
+        done = {r.image for r in self.rows if r.codec == codec}
+        return [i.name for i in self.images
+                if i.name in done and (among is None or i.name in among)]
+
+    def curve(self, codec: str, images: Sequence[str]) -> list[CurvePoint]:
+        """The averaged RD curve of ``codec`` over ``images`` (of one sample type, see
+        ``groups``).
 
         A setting enters only when every one of those images has it, so that every point
         averages the same images; a lossless point (inf PSNR) averages to inf.
         """
-        images = list(self.coded_images(codec) if images is None else images)
+        images = list(images)
         by_setting: dict[float, list[Measurement]] = {}
         for r in self.rows:
             if r.codec == codec and r.image in images:
@@ -235,32 +252,40 @@ class EvalResult:
                                          float(np.mean(ssim)) if ssim else math.nan, len(rows)))
         return sorted(points, key=lambda p: p.bpp)
 
-    def decode_seconds_per_mp(self, codec: str) -> float:
-        """Median decode time per megapixel of ``codec`` over all its measurements."""
+    def decode_seconds_per_mp(self, codec: str, images: Sequence[str] | None = None) -> float:
+        """Median decode time per megapixel of ``codec`` over its measurements (of ``images``,
+        default all)."""
         pixels = {i.name: i.height * i.width for i in self.images}
-        times = [r.decode_s / (pixels[r.image] / 1e6) for r in self.rows if r.codec == codec]
+        times = [r.decode_s / (pixels[r.image] / 1e6) for r in self.rows
+                 if r.codec == codec and (images is None or r.image in images)]
         return float(np.median(times)) if times else math.nan
 
     def summary(self) -> str:
         """A readable table: codec, images, mean bpp and PSNR ranges, BD-rate, median decode
         time per megapixel, then notes."""
         lines = [f"{len(self.images)} image(s); BD-rate (PSNR, Akima) against "
-                 f"{self.anchor_label} on the averaged curves, negative = fewer bits for the "
-                 "same PSNR",
-                 f"{'codec':<20} {'images':>6}  {'mean bpp':>15}  {'mean PSNR dB':>15}  "
-                 f"{'BD-rate':>9}  {'decode s/MP':>11}"]
-        for info in self.codecs:
-            points = [p for p in self.curve(info.name) if math.isfinite(p.psnr)]
-            count = len(self.coded_images(info.name))
-            if not points:
-                lines.append(f"{info.label:<20} {count:>6}  not measured (see notes)")
-                continue
-            bd = self.bd_rate.get(info.name)
-            bd_text = "n/a" if bd is None or math.isnan(bd.average) else f"{bd.average:+.1f} %"
-            lines.append(f"{info.label:<20} {count:>6}  "
-                         f"{_span([p.bpp for p in points], '.3f'):>15}  "
-                         f"{_span([p.psnr for p in points], '.2f'):>15}  {bd_text:>9}  "
-                         f"{self.decode_seconds_per_mp(info.name):>11.3f}")
+                 f"{self.anchor_label} on the averaged curves of each sample type, negative = "
+                 "fewer bits for the same PSNR"]
+        for group, names in self.groups().items():
+            lines += [f"{group} ({len(names)} image(s), PSNR peak "
+                      f"{_peak_text(self.images, names)}):",
+                      f"  {'codec':<20} {'images':>6}  {'mean bpp':>15}  {'mean PSNR dB':>15}  "
+                      f"{'BD-rate':>9}  {'decode s/MP':>11}"]
+            for info in self.codecs:
+                coded = self.coded_images(info.name, names)
+                if not coded:
+                    continue
+                points = [p for p in self.curve(info.name, coded) if math.isfinite(p.psnr)]
+                if not points:
+                    lines.append(f"  {info.label:<20} {len(coded):>6}  not measured (see notes)")
+                    continue
+                bd = self.bd_rate.get(info.name)
+                value = math.nan if bd is None else bd.per_group.get(group, math.nan)
+                bd_text = "n/a" if math.isnan(value) else f"{value:+.1f} %"
+                lines.append(f"  {info.label:<20} {len(coded):>6}  "
+                             f"{_span([p.bpp for p in points], '.3f'):>15}  "
+                             f"{_span([p.psnr for p in points], '.2f'):>15}  {bd_text:>9}  "
+                             f"{self.decode_seconds_per_mp(info.name, coded):>11.3f}")
         grouped: dict[tuple[str, str], list[str]] = {}
         for note in self.notes:
             grouped.setdefault((note.codec, note.text), []).append(note.image or "")
@@ -287,11 +312,19 @@ class EvalResult:
             "images": [asdict(i) for i in self.images],
             "codecs": [asdict(c) for c in self.codecs],
             "rows": [asdict(r) for r in self.rows],
-            "curves": {c.name: [asdict(p) for p in self.curve(c.name)] for c in self.codecs},
+            "curves": {group: {c.name: [asdict(p) for p in self.curve(c.name, coded)]
+                               for c in self.codecs
+                               if (coded := self.coded_images(c.name, names))}
+                       for group, names in self.groups().items()},
             "bd_rate": {k: asdict(v) for k, v in self.bd_rate.items()},
             "decode_s_per_mp": {c.name: self.decode_seconds_per_mp(c.name) for c in self.codecs},
             "notes": [asdict(n) for n in self.notes],
         })
+
+
+def _peak_text(images: Sequence[ImageInfo], names: Sequence[str]) -> str:
+    peaks = sorted({i.peak for i in images if i.name in names})
+    return ", ".join(f"{p:g}" for p in peaks)
 
 
 def _span(values: list[float], fmt: str) -> str:
@@ -311,17 +344,25 @@ def _finite(value):
 # -- BD-rate -----------------------------------------------------------------------------------
 
 def _bd_curve(points: Sequence[tuple[float, float]]
-              ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    """Sorted finite (rate, PSNR) arrays, or a reason why they cannot carry a BD-rate."""
-    kept = sorted((r, d) for r, d in points if math.isfinite(r) and r > 0 and math.isfinite(d))
+              ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, int]:
+    """Sorted finite (rate, PSNR) arrays of the curve's efficient points, or a reason why they
+    cannot carry a BD-rate; and how many dominated points were left out."""
+    finite = [(r, d) for r, d in points if math.isfinite(r) and r > 0 and math.isfinite(d)]
+    # The interpolation runs rate as a function of PSNR, so both must rise strictly. A point
+    # that costs as many bits as another for no more PSNR is one no user would pick (an encoder
+    # saturating at its lowest or highest setting, say): keep the efficient front only.
+    kept: list[tuple[float, float]] = []
+    for r, d in sorted(finite, key=lambda p: (p[0], -p[1])):
+        if not kept or d > kept[-1][1]:
+            kept.append((r, d))
+    dropped = len(finite) - len(kept)
     if len(kept) < MIN_BD_POINTS:
-        return None, None, (f"{len(kept)} finite RD point(s), BD-rate needs {MIN_BD_POINTS} "
-                            "(lossless points have no PSNR)")
+        why = (f"{len(kept)} finite RD point(s), BD-rate needs {MIN_BD_POINTS} "
+               "(lossless points have no PSNR")
+        why += f"; {dropped} dominated point(s) left out)" if dropped else ")"
+        return None, None, why, dropped
     rate, dist = np.array(kept).T
-    # The interpolation runs rate as a function of PSNR: both must rise strictly.
-    if np.any(np.diff(rate) <= 0) or np.any(np.diff(dist) <= 0):
-        return None, None, "PSNR does not rise strictly with the rate (non-monotonic curve)"
-    return rate, dist, None
+    return rate, dist, None, dropped
 
 
 def bd_rate(anchor: Sequence[tuple[float, float]],
@@ -341,12 +382,14 @@ def bd_rate(anchor: Sequence[tuple[float, float]],
     """
     import bjontegaard
 
-    rate_a, dist_a, why = _bd_curve(anchor)
+    rate_a, dist_a, why, dropped_a = _bd_curve(anchor)
     if why:
         return math.nan, f"anchor: {why}"
-    rate_t, dist_t, why = _bd_curve(test)
+    rate_t, dist_t, why, dropped_t = _bd_curve(test)
     if why:
         return math.nan, why
+    notes = [f"{n} dominated RD point(s) of the {who} left out" for n, who in
+             ((dropped_a, "anchor"), (dropped_t, "test curve")) if n]
     low, high = max(dist_a[0], dist_t[0]), min(dist_a[-1], dist_t[-1])
     if low >= high:
         return math.nan, (f"the PSNR ranges do not overlap ({dist_t[0]:.2f}..{dist_t[-1]:.2f} "
@@ -354,10 +397,10 @@ def bd_rate(anchor: Sequence[tuple[float, float]],
     # The BD-rate averages the rate ratio over the common PSNR interval only: say when that
     # interval is a small part of the curves (bjontegaard's own warning, reworded).
     overlap = (high - low) / (max(dist_a[-1], dist_t[-1]) - min(dist_a[0], dist_t[0]))
-    note = None
     if overlap < MIN_OVERLAP:
-        note = (f"computed over {low:.2f}..{high:.2f} dB only, {math.floor(overlap * 100)}% "
-                "of the union of the two curves' PSNR ranges")
+        notes.append(f"computed over {low:.2f}..{high:.2f} dB only, "
+                     f"{math.floor(overlap * 100)}% of the union of the two curves' PSNR ranges")
+    note = "; ".join(notes) or None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -385,12 +428,15 @@ def _bd_rates(result: EvalResult) -> None:
             entry.per_image[image] = value
             if note and math.isnan(value):
                 result.notes.append(Note(info.name, image, f"BD-rate NaN: {note}"))
-        if common:
-            value, note = bd_rate(_points(result.curve(anchor, common)),
-                                  _points(result.curve(info.name, common)))
-            entry.average = value
-            if note:
-                result.notes.append(Note(info.name, None, f"averaged BD-rate: {note}"))
+        groups = result.groups(common)
+        for group, names in groups.items():
+            value, note = bd_rate(_points(result.curve(anchor, names)),
+                                  _points(result.curve(info.name, names)))
+            entry.per_group[group] = value
+            if note and info.name != anchor:
+                result.notes.append(Note(info.name, None, f"averaged BD-rate ({group}): {note}"))
+        if len(groups) == 1:
+            entry.average = next(iter(entry.per_group.values()))
         result.bd_rate[info.name] = entry
 
 
@@ -556,24 +602,30 @@ def _plot(result: EvalResult, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 5), dpi=120)
+    groups = result.groups()
+    fig = Figure(figsize=(7 * len(groups), 5), dpi=120)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for info in result.codecs:
-        points = [p for p in result.curve(info.name) if math.isfinite(p.psnr)]
-        if not points:
-            continue
-        bd = result.bd_rate.get(info.name)
-        label = info.label
-        if bd is not None and not math.isnan(bd.average) and info.name != result.anchor:
-            label += f" ({bd.average:+.1f} %)"
-        ax.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", markersize=3,
-                linewidth=2.5 if info.name == StcmCodec.name else 1.2, label=label)
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR (dB, dtype range)")
-    ax.set_title(f"Mean over {len(result.images)} image(s); BD-rate vs {result.anchor_label}")
-    ax.grid(True, alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
+    # One panel per sample type: PSNRs on the 255 and 65535 scales share no axis.
+    for index, (group, names) in enumerate(groups.items(), start=1):
+        ax = fig.add_subplot(1, len(groups), index)
+        for info in result.codecs:
+            coded = result.coded_images(info.name, names)
+            points = [p for p in result.curve(info.name, coded) if math.isfinite(p.psnr)]
+            if not points:
+                continue
+            bd = result.bd_rate.get(info.name)
+            value = math.nan if bd is None else bd.per_group.get(group, math.nan)
+            label = info.label
+            if not math.isnan(value) and info.name != result.anchor:
+                label += f" ({value:+.1f} %)"
+            ax.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", markersize=3,
+                    linewidth=2.5 if info.name == StcmCodec.name else 1.2, label=label)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("PSNR (dB, dtype range)")
+        ax.set_title(f"{group}: mean over {len(names)} image(s); BD-rate vs "
+                     f"{result.anchor_label}")
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -163,13 +163,45 @@ def test_bd_rate():
     assert bd_rate(curve, [(r * 1.1, d) for r, d in curve])[0] == pytest.approx(10.0)
     value, note = bd_rate(curve, curve[:2])
     assert math.isnan(value) and "needs 3" in note
-    value, note = bd_rate(curve, [(0.2, 28.0), (0.5, 27.0), (1.0, 34.0)])
-    assert math.isnan(value) and "non-monotonic" in note
+    # A point that costs more bits for no more PSNR is left out, not a reason for NaN.
+    dominated = [*curve[:2], (0.3, 28.0), (0.7, 30.0), *curve[2:]]
+    value, note = bd_rate(dominated, curve)
+    assert value == pytest.approx(0.0, abs=1e-9) and "2 dominated RD point(s) of the anchor" in note
+    value, note = bd_rate(curve, [(0.2, 28.0), (0.5, 27.0), (1.0, 26.0)])
+    assert math.isnan(value) and "needs 3" in note and "2 dominated" in note
     value, note = bd_rate(curve, [(4.0, 40.0), (5.0, 41.0), (6.0, 42.0)])
     assert math.isnan(value) and "do not overlap" in note
     value, note = bd_rate(curve, [(0.3, 33.0), (0.6, 36.0), (1.2, 40.0)])
     assert math.isfinite(value) and "only" in note
     assert bd_rate(curve, [*curve, (8.0, math.inf)]) == (0.0, None)  # lossless point: dropped
+
+
+def test_images_of_two_sample_types_are_averaged_apart():
+    from stcm.runtime.evaluate import (CodecInfo, EvalResult, ImageInfo, Measurement, _bd_rates)
+
+    curve = [(0.2, 28.0), (0.5, 31.0), (1.0, 34.0), (2.0, 37.5)]
+    images = [ImageInfo("a.png", "a.png", 3, 8, 8, "uint8", 255.0),
+              ImageInfo("b.tif", "b.tif", 3, 8, 8, "uint16", 65535.0)]
+    rows = []
+    # The test codec saves 20 % on the 8-bit image and costs 10 % more on the 16-bit one, whose
+    # PSNRs sit ~48 dB higher (65535 peak): one averaged curve would mix the two scales.
+    for image, shift, factor in (("a.png", 0.0, 0.8), ("b.tif", 48.0, 1.1)):
+        for codec, scale in (("jpeg2000", 1.0), ("test", factor)):
+            for setting, (rate, psnr_db) in enumerate(curve):
+                rows.append(Measurement(image, codec, float(setting), rate * scale,
+                                        psnr_db + shift, math.nan, 0.0, 1.0, 1, 1.0))
+    result = EvalResult(images, [CodecInfo("jpeg2000", "JPEG 2000", "q", ()),
+                                 CodecInfo("test", "test", "q", ())], rows, [], "jpeg2000", {})
+    _bd_rates(result)
+    bd = result.bd_rate["test"]
+    assert bd.per_group == pytest.approx({"uint8": -20.0, "uint16": 10.0})
+    assert bd.per_image == pytest.approx({"a.png": -20.0, "b.tif": 10.0})
+    assert math.isnan(bd.average) and bd.images == 2
+    summary = result.summary()
+    assert "uint8 (1 image(s), PSNR peak 255)" in summary and "-20.0 %" in summary
+    assert "uint16 (1 image(s), PSNR peak 65535)" in summary and "+10.0 %" in summary
+    curves = result.to_json()["curves"]
+    assert set(curves) == {"uint8", "uint16"} and curves["uint16"]["test"][0]["psnr"] == 76.0
 
 
 def test_bd_rates_of_the_evaluation(result):
