@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,6 +236,11 @@ class Trainer:
         ema: dict[str, float] = {}
         validation: dict = {}
         started = time.perf_counter()
+        # A job scheduler or an ending session sends SIGTERM: save as for Ctrl-C, not lose up
+        # to ckpt_every steps.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             while self.step < self.cfg.steps:
                 self._set_lr()
@@ -256,4 +263,10 @@ class Trainer:
             raise
         finally:
             bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return validation
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

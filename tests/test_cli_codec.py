@@ -11,18 +11,18 @@ S2 = SAMPLES_DIR / "sentinel2_b234_8_uint16.tif"
 NEON = SAMPLES_DIR / "neon_osbs_rgb8.tif"
 
 
-def test_geotiff_16bit_multiband_round_trip_keeps_georeferencing(trained_tiny, tmp_path, capsys):
+def test_geotiff_16bit_multiband_round_trip_keeps_georeferencing(tmp_path, capsys):
+    # The built-in model: the resemblance check below needs a model trained on real 16-bit data.
     packed, back = tmp_path / "s2.stcm", tmp_path / "s2_back.tif"
-    assert main(["compress", str(S2), str(packed), "--model", str(trained_tiny),
-                 "--quality", "0.9"]) == 0
+    assert main(["compress", str(S2), str(packed), "--quality", "0.9"]) == 0
     assert "bpp" in capsys.readouterr().out
-    assert main(["decompress", str(packed), str(back), "--model", str(trained_tiny)]) == 0
+    assert main(["decompress", str(packed), str(back)]) == 0
     with rasterio.open(S2) as a, rasterio.open(back) as b:
         assert (b.count, b.height, b.width, b.dtypes) == (a.count, a.height, a.width, a.dtypes)
         assert b.crs == a.crs and b.transform == a.transform and b.nodata == a.nodata
         assert b.descriptions == a.descriptions
         original, decoded = a.read().astype(float), b.read().astype(float)
-    assert np.corrcoef(original.ravel(), decoded.ravel())[0, 1] > 0.5
+    assert np.corrcoef(original.ravel(), decoded.ravel())[0, 1] > 0.95
 
 
 def test_png_round_trip_and_info(trained_tiny, image_folder, tmp_path, capsys):

@@ -53,6 +53,27 @@ def test_interrupted_training_resumes_to_identical_weights(image_folder, tmp_pat
         assert torch.equal(a, b), name
 
 
+def test_sigterm_saves_the_run_like_ctrl_c(image_folder, tmp_path):
+    import os
+    import signal
+
+    trainer = Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "run"), progress=False)
+    step = trainer.train_step
+
+    def step_then_terminate():
+        stats = step()
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stats
+
+    trainer.train_step = step_then_terminate
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "run"), progress=False).step == 3
+
+
 def test_resuming_with_another_model_config_is_refused(image_folder, tmp_path):
     Trainer(get_config("tiny"), _cfg(image_folder, tmp_path, steps=1), progress=False).run()
     with pytest.raises(ConfigError, match="another model config"):
