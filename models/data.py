@@ -240,8 +240,7 @@ class CropSampler(_CropReader):
     """Random (3, crop, crop) training crops from a list of image files.
 
     Images are picked with probability proportional to the square root of their pixel area
-    (see the module doc); images smaller than
-    ``crop`` are reflect-padded. Every method takes an optional ``rng``; without one, the
+    (see the module doc); images smaller than ``crop`` are reflect-padded. Every method takes an optional ``rng``; without one, the
     sampler's own generator (seeded by ``seed``) is used. Results are deterministic given the
     generator's state.
 

@@ -20,8 +20,8 @@ import hashlib
 import json
 import os
 import sys
-import urllib.request
 import tarfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +159,10 @@ def fetch(folder: str | Path = "data", progress: bool = True) -> dict[str, list[
         target.parent.mkdir(parents=True, exist_ok=True)
         # A folder fetched under an older split keeps no copy of a scene in its old split.
         for old in (folder / other / target.name for other in splits if other != split):
-            if old.exists():
-                old.replace(target) if not target.exists() else old.unlink()
+            if old.exists() and target.exists():
+                old.unlink()
+            elif old.exists():
+                old.replace(target)
         if not target.exists():
             _stack(files, target)
         splits[split].append(target)

@@ -357,9 +357,9 @@ def _bd_curve(points: Sequence[tuple[float, float]]
             kept.append((r, d))
     dropped = len(finite) - len(kept)
     if len(kept) < MIN_BD_POINTS:
+        left_out = f"; {dropped} dominated point(s) left out" if dropped else ""
         why = (f"{len(kept)} finite RD point(s), BD-rate needs {MIN_BD_POINTS} "
-               "(lossless points have no PSNR")
-        why += f"; {dropped} dominated point(s) left out)" if dropped else ")"
+               f"(lossless points have no PSNR{left_out})")
         return None, None, why, dropped
     rate, dist = np.array(kept).T
     return rate, dist, None, dropped

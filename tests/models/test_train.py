@@ -1,4 +1,7 @@
 """Training: a few steps lower the loss; an interrupted run resumes to the very same weights."""
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -54,9 +57,6 @@ def test_interrupted_training_resumes_to_identical_weights(image_folder, tmp_pat
 
 
 def test_sigterm_saves_the_run_like_ctrl_c(image_folder, tmp_path):
-    import os
-    import signal
-
     trainer = Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "run"), progress=False)
     step = trainer.train_step
 

@@ -17,7 +17,8 @@ from stcm.models.config import get_config
 from stcm.runtime.classical import (CODECS, YES, HevcIntra, Jpeg2000, ffmpeg_x265, get_codecs,
                                     parse_y4m_444, rgb_to_ycbcr, ycbcr_to_rgb)
 from stcm.runtime.codec import Codec
-from stcm.runtime.evaluate import (CSV_COLUMNS, OUTPUTS, StcmCodec, bd_rate, centre_crop,
+from stcm.runtime.evaluate import (CSV_COLUMNS, OUTPUTS, CodecInfo, EvalResult, ImageInfo,
+                                   Measurement, StcmCodec, _bd_rates, bd_rate, centre_crop,
                                    evaluate, write_results)
 from stcm.runtime.imageio import Raster, write_raster
 
@@ -177,8 +178,6 @@ def test_bd_rate():
 
 
 def test_images_of_two_sample_types_are_averaged_apart():
-    from stcm.runtime.evaluate import (CodecInfo, EvalResult, ImageInfo, Measurement, _bd_rates)
-
     curve = [(0.2, 28.0), (0.5, 31.0), (1.0, 34.0), (2.0, 37.5)]
     images = [ImageInfo("a.png", "a.png", 3, 8, 8, "uint8", 255.0),
               ImageInfo("b.tif", "b.tif", 3, 8, 8, "uint16", 65535.0)]
