@@ -9,7 +9,7 @@ EVAL = ["imagecodecs>=2024.1", "pytorch-msssim>=1.0", "bjontegaard>=1.3", "matpl
 
 setup(
     name="stcm",
-    version="0.2.0",
+    version="0.3.0",
     description="Deployment-optimized inference engine for learned remote-sensing image compression "
     "(Spatial-Temporal Context Model)",
     python_requires=">=3.10",

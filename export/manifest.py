@@ -22,7 +22,8 @@ from stcm.errors import ConfigError, EngineError
 from stcm.models.config import ModelConfig
 
 FORMAT = "stcm-engine"
-FORMAT_VERSION = 2  # 2: pinned level gains in the tables, exact entropy stages
+FORMAT_VERSION = 3  # 2: pinned level gains, exact entropy stages; 3: the product rule between
+# levels (models/gain.py), with container format 2
 MANIFEST_NAME = "manifest.json"
 
 

@@ -48,8 +48,8 @@ class CodingTables:
 
     def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder gain, decoder gain), each (1, M, 1, 1), for one quality in [0, 1]."""
-        return tuple(torch.from_numpy(coding_gains(t, quality)).view(1, -1, 1, 1)
-                     for t in (self.gain_enc, self.gain_dec))
+        return tuple(torch.from_numpy(g).view(1, -1, 1, 1)
+                     for g in coding_gains(self.gain_enc, self.gain_dec, quality))
 
     @property
     def medians(self) -> torch.Tensor:

@@ -57,6 +57,9 @@ class ParamAggregation(nn.Module):
     sum is exact in any order, and round the means onto the grid 2^-mean_bits.
     """
 
+    # Straight-through gradient of the mean rounding in eval mode (quant.straight_through).
+    straight_through = False
+
     def __init__(self, side_parts: tuple[int, ...], spatial_in: int, hidden: int,
                  channels: int, spec: QuantSpec | None = None):
         super().__init__()
@@ -83,7 +86,8 @@ class ParamAggregation(nn.Module):
         out = self.tail(h)
         mean, scale = out[:, : self.channels], out[:, self.channels:]
         if self.mean_bits is not None:
-            mean = quantize_mean(mean, self.mean_bits, ste=self.training)
+            mean = quantize_mean(mean, self.mean_bits,
+                                 ste=self.training or self.straight_through)
         return mean, scale
 
 

@@ -18,12 +18,15 @@ This module holds the pieces that make a network so:
 
 Scaling by a power of two is exact and rounding (half to even: torch.round and ONNX Round
 agree) is deterministic, so nothing else in the path can differ between machines. Training
-uses the same quantizers with straight-through gradients (quantisation-aware training).
+uses the same quantizers with straight-through gradients (quantisation-aware training);
+``straight_through`` gives an eval-mode model those gradients too, with its frozen grids and
+unchanged values (encode-time latent refinement, ``models/refine.py``).
 Exponents come from ``frexp`` and scales from bit patterns, never from log2/pow, whose last
 bit may differ between libraries.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -64,6 +67,9 @@ class ActQuant(nn.Module):
     """
 
     HEADROOM = 2.0
+    # Eval mode with straight-through gradients (see ``straight_through``): the stored
+    # exponent, the same values, but round's gradient taken as 1 instead of 0.
+    straight_through = False
 
     def __init__(self, bits: int, signed: bool, parts: tuple[int, ...] | None = None,
                  decay: float = 1e-3):
@@ -129,7 +135,7 @@ class ActQuant(nn.Module):
         if self.training:
             self._observe(x)
         scale, inv = self._scales(x)
-        if self.training:
+        if self.training or self.straight_through:
             return torch.clamp(ste_round(x * inv), self.low, self.top) * scale
         # in place on the fresh product: one allocation instead of four (the step networks
         # run this on small tensors, where allocations dominate)
@@ -289,6 +295,33 @@ def quantize_mean(mean: torch.Tensor, bits: int, ste: bool) -> torch.Tensor:
     """Means onto the grid 2^-bits (exact: the scaling is by powers of two)."""
     scaled = mean * float(2 ** bits)
     return (ste_round(scaled) if ste else torch.round(scaled)) * float(2.0 ** -bits)
+
+
+@contextlib.contextmanager
+def straight_through(module: nn.Module):
+    """Straight-through gradients through every exact quantizer of ``module`` (in eval mode)
+    for the duration of the block.
+
+    In eval mode the quantizers round with a zero gradient, so nothing upstream of an exact
+    layer could be optimised; in train mode they would follow the inputs and move their
+    exponents, which changes the coded distributions. Here they keep their frozen grids and
+    compute the same values bit for bit (``x + (round(x) - x)`` is exact for the magnitudes
+    rounding sees), with the gradient of the identity, as in quantisation-aware training.
+    Modules that quantize (``ActQuant``, the means of ``ParamAggregation``) declare a
+    ``straight_through`` attribute; the previous values are restored on exit.
+    """
+    switches = [m for m in module.modules() if hasattr(m, "straight_through")]
+    own = [m.__dict__.get("straight_through") for m in switches]  # None: the class default
+    for m in switches:
+        m.straight_through = True
+    try:
+        yield module
+    finally:
+        for m, value in zip(switches, own):
+            if value is None:
+                del m.straight_through
+            else:
+                m.straight_through = value
 
 
 def exact_layers(module: nn.Module):

@@ -6,7 +6,9 @@
 
 Pipeline per group of 3 bands (``stcm.models.bands``): normalise, pad to a multiple of 64,
 g_a and the quality gain, z through the factorized prior, h_s, then the scheduler codes y
-tile by tile and step by step; decoding mirrors it and ends with g_s. A time series codes its
+tile by tile and step by step; decoding mirrors it and ends with g_s. With ``refine=N`` the
+encoder first improves y and z of each band group by N gradient steps on the model's own
+rate-distortion loss (``stcm.models.refine``); the decoder is the same. A time series codes its
 first image alone and every later one with the first image's latent as temporal reference.
 """
 from __future__ import annotations
@@ -26,14 +28,15 @@ from stcm.models.bands import (BandNormalization, denormalize, from_band_groups,
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM, pad_amount, pad_image
 from stcm.models.gain import check_quality
+from stcm.models.refine import MAX_PIXELS as REFINE_MAX_PIXELS, MEMORY_PER_MP, refine_latents
 from stcm.models.transforms import DOWNSAMPLE
 from stcm.export.tables import CodingTables
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import ALIASES, get_backend
 from stcm.runtime.blocks import run_blocked
 from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header, check_model,
-                                    check_reference, peek_header, read_container,
-                                    write_container)
+                                    check_reference, peek_header, quality_on_grid,
+                                    read_container, short_id, write_container)
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
@@ -167,13 +170,18 @@ class Codec:
     # -- arrays --------------------------------------------------------------------------------
     def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
                  georef: Georeference | None = None, extra: dict | None = None,
-                 reference: bytes | None = None) -> bytes:
+                 reference: bytes | None = None, refine: int = 0) -> bytes:
         """Compresses an image (bands, H, W) or (H, W) of any integer or float dtype.
 
         ``georef`` is stored in the container; ``extra`` (JSON-able) travels in its header.
         ``reference`` is the container of an earlier image of the same place and size (the
         first of its series): its decoded latent becomes the temporal context.
+        ``refine`` > 0 runs that many steps of encode-time latent refinement per band group
+        (``stcm.models.refine``): smaller files at the same quality for a much slower
+        encode; the stream decodes with any decoder of the model. It needs a checkpoint
+        (gradients), not an engine.
         """
+        self._check_refine(refine, image)
         latents = ref_id = None
         if reference is not None:
             if peek_header(reference).reference_id is not None:
@@ -182,7 +190,8 @@ class Codec:
             _, latents = self._decompress(reference, None)
             ref_id = hashlib.sha256(reference).digest()
         with span(self._recorder, "encode", "encode"):
-            data, _ = self._compress(image, quality, georef, latents, ref_id, extra)
+            data, _ = self._compress(image, quality, georef, latents, ref_id, extra,
+                                     refine=refine)
         return data
 
     def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
@@ -202,20 +211,25 @@ class Codec:
             return self._decompress(data, references, reference)[0]
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
-                        georefs: list[Georeference | None] | None = None) -> list[bytes]:
+                        georefs: list[Georeference | None] | None = None,
+                        refine: int = 0) -> list[bytes]:
         """Compresses co-registered images of one place (same shape and bands), the first as
-        the temporal reference of all others (paper section 3.4)."""
+        the temporal reference of all others (paper section 3.4); ``refine`` as in
+        ``compress``, for every image."""
         if not images:
             raise DataError("compress_series needs at least one image")
+        self._check_refine(refine, images[0])
         georefs = georefs or [None] * len(images)
-        first, latents = self._compress(images[0], quality, georefs[0], None, None)
+        first, latents = self._compress(images[0], quality, georefs[0], None, None,
+                                        refine=refine)
         out = [first]
         ref_id = hashlib.sha256(first).digest()
         for image, georef in zip(images[1:], georefs[1:]):
             if np.shape(image) != np.shape(images[0]):
                 raise DataError(f"series images must share one shape: {np.shape(image)} vs "
                                 f"{np.shape(images[0])}")
-            out.append(self._compress(image, quality, georef, latents, ref_id)[0])
+            out.append(self._compress(image, quality, georef, latents, ref_id,
+                                      refine=refine)[0])
         return out
 
     def decompress_series(self, blobs: list[bytes]) -> list[np.ndarray]:
@@ -227,20 +241,34 @@ class Codec:
                                  for b in blobs[1:]]
 
     # -- internals -----------------------------------------------------------------------------
-    def _coding_config(self) -> dict:
-        # What a reader needs to know about the coding; the model id pins everything else.
-        cfg = self.cfg
-        return {"name": cfg.name, "context": cfg.context, "N": cfg.N, "M": cfg.M,
-                "groups": list(cfg.groups), "temporal": cfg.temporal,
-                "scale_table": [cfg.scale_min, cfg.scale_max, cfg.scale_levels]}
+    def _check_refine(self, refine, image=None) -> None:
+        """ConfigError unless ``refine`` is a step count this codec can run on ``image``."""
+        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+            raise ConfigError(f"refine must be a non-negative integer (gradient steps), got "
+                              f"{refine!r}")
+        if not refine:
+            return
+        if self.model is None:
+            raise ConfigError("latent refinement needs gradients through the model, which an "
+                              "engine does not have: compress with a checkpoint (--model, or "
+                              "none for the built-in model) to refine; any engine of the same "
+                              "model decodes the result")
+        shape = np.shape(image) if image is not None else ()
+        if len(shape) >= 2 and shape[-2] * shape[-1] > REFINE_MAX_PIXELS:
+            raise ConfigError(f"latent refinement runs a whole {shape[-2]}x{shape[-1]} band "
+                              f"group at once, above its memory limit of "
+                              f"{REFINE_MAX_PIXELS / 2 ** 20:.0f} MP ({MEMORY_PER_MP}); "
+                              "compress without --refine, or in pieces")
 
-    def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str):
-        """A progress bar over all sequential steps, hooked into the scheduler; shown for
-        images of a megapixel or more (and, with progress=None, only on a terminal)."""
+    def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str,
+             refine: int = 0):
+        """A progress bar over all sequential steps (and refinement steps), hooked into the
+        scheduler; shown for images of a megapixel or more, or refined ones (refinement is
+        slow at any size), and with progress=None only on a terminal."""
         disable = (not self.progress if self.progress is not None else None)
-        if pixels < 2 ** 20:
+        if pixels < 2 ** 20 and not refine:
             disable = True
-        total = band_groups * self.scheduler.steps_for(latent_shape)
+        total = band_groups * (self.scheduler.steps_for(latent_shape) + refine)
         bar = tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
         self.scheduler.on_step = lambda: bar.update(1)
         return bar
@@ -262,8 +290,12 @@ class Codec:
         return image
 
     @torch.no_grad()
-    def _compress(self, image, quality, georef, references, reference_id, extra=None):
+    def _compress(self, image, quality, georef, references, reference_id, extra=None,
+                  refine: int = 0):
         check_quality(quality)
+        self._check_refine(refine, image)
+        refine = int(refine)
+        quality = quality_on_grid(quality)  # code at exactly the quality the header stores
         image = self._as_bands(image)
         x, norm = normalize(image)
         groups = torch.from_numpy(to_band_groups(x)).to(self.device)
@@ -276,33 +308,39 @@ class Codec:
         latents = []
         ph, pw = pad_amount(h, w)
         latent_shape = ((h + ph) // DOWNSAMPLE, (w + pw) // DOWNSAMPLE)
-        bar = self._bar(len(groups), latent_shape, h * w, "compress")
+        bar = self._bar(len(groups), latent_shape, h * w, "compress", refine)
         for g, x_g in enumerate(groups):
             y = run_blocked(lambda t: self._stage("analysis", t), pad_image(x_g[None]),
                             ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
             z = self._stage("hyper_analysis", y)
-            with span(self._recorder, "z encode", "ans"):
-                z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
             ref = references[g] if references is not None else None
             if ref is not None and ref.shape != y.shape:
                 raise DataError(f"the reference image has another size or band count than "
                                 f"this one (latent {tuple(ref.shape)} vs {tuple(y.shape)})")
+            if refine:
+                # The refined z is coded as it is, not h_a(refined y): the search optimised
+                # the pair, and the decoder only ever sees z_hat.
+                with span(self._recorder, "refine", "refine"):
+                    refined = refine_latents(self.model, x_g[None], quality, y, z, refine,
+                                             reference=ref, gain_dec=gain_dec,
+                                             on_step=lambda: bar.update(1))
+                y, z = refined.y, refined.z
+            with span(self._recorder, "z encode", "ans"):
+                z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
             with entropy_threads(not self.backend.exact):
                 hyper = self._stage("hyper_synthesis", z_hat)
                 y_hat, tiles = self.scheduler.encode(y, hyper, ref)
             for t, data in enumerate(tiles):
                 streams[(g, KIND_Y, t)] = data
             latents.append(y_hat * gain_dec)
-            z_shape = tuple(z_hat.shape[-2:])
         bar.close()
         self.scheduler.on_step = None
         header = Header(
-            model_id=self.model_id, config=self._coding_config(), height=h, width=w,
-            bands=image.shape[0], dtype=image.dtype.name, normalization=norm.to_dict(),
-            quality=float(quality), pad=pad_amount(h, w),
-            latent_shape=tuple(latents[0].shape[-2:]), tile_size=self.tile_size,
-            band_groups=len(groups), z_shape=z_shape, georef=georef,
-            reference_id=reference_id, extra={**(extra or {}), "numerics": self.numerics})
+            model_id=short_id(self.model_id), height=h, width=w, bands=image.shape[0],
+            dtype=image.dtype.name, normalization=norm.to_dict(), quality=quality,
+            tile_size=self.tile_size, georef=georef,
+            reference_id=short_id(reference_id) if reference_id is not None else None,
+            numerics=self.numerics, extra=extra or {})
         with span(self._recorder, "container write", "container"):
             return write_container(header, streams), latents
 
@@ -312,8 +350,8 @@ class Codec:
             container = read_container(data)
         header = container.header
         check_model(container, self.model_id)
-        written = header.extra.get("numerics")
-        if self.strict_numerics and written is not None and written != self.numerics:
+        written = header.numerics
+        if self.strict_numerics and written != self.numerics:
             raise ModelMismatchError(
                 f"this stream was encoded with {written} arithmetic and this codec uses "
                 f"{self.numerics}; float entropy models are only bit-exact on the same "

@@ -33,16 +33,19 @@ class FileReport:
 
 
 def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY, *,
-                  reference=None, force: bool = False) -> FileReport:
+                  reference=None, force: bool = False, refine: int = 0) -> FileReport:
     """Compresses an image file (PNG, JPEG, TIFF, GeoTIFF, JPEG 2000) to an stcm container,
-    keeping its georeferencing and band descriptions; writes atomically, never over the input."""
+    keeping its georeferencing and band descriptions; writes atomically, never over the input.
+
+    ``refine`` > 0: that many steps of encode-time latent refinement (``Codec.compress``).
+    """
     source, target = Path(source), Path(target)
     _check_target(source, target, force)
     raster = read_raster(source)
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     data = codec.compress(raster.pixels, quality, georef=raster.georef,
-                          extra=_descriptions(raster), reference=ref)
+                          extra=_descriptions(raster), reference=ref, refine=refine)
     seconds = time.perf_counter() - start
     atomic_write_bytes(target, data)
     return FileReport(source, target, raster.height * raster.width, raster.bands, len(data),

@@ -126,15 +126,23 @@ def _expand_palette(ds) -> np.ndarray:
 
 def _read_georef(ds, palette: bool) -> Georeference | None:
     transform = None if ds.transform.is_identity else tuple(float(v) for v in ds.transform[:6])
-    crs_wkt = ds.crs.to_wkt() if ds.crs else None
+    crs = _crs_text(ds.crs) if ds.crs else None
     # A palette nodata is an index, meaningless once expanded (transparency is in alpha).
     nodata = None if palette or ds.nodata is None else float(ds.nodata)
     if transform is None and (ds.gcps[0] or ds.rpcs):
         warnings.warn(f"{ds.name} is georeferenced by ground control points or RPCs, which "
                       "stcm does not keep; the output will not be georeferenced", stacklevel=3)
-    if crs_wkt is None and transform is None and nodata is None:
+    if crs is None and transform is None and nodata is None:
         return None
-    return Georeference(crs_wkt=crs_wkt, transform=transform, nodata=nodata)
+    return Georeference(crs=crs, transform=transform, nodata=nodata)
+
+
+def _crs_text(crs: CRS) -> str:
+    """"EPSG:<code>" when the CRS is exactly that code (1-5 bytes in a container), else WKT."""
+    epsg = crs.to_epsg()
+    if epsg is not None and CRS.from_epsg(epsg) == crs:
+        return f"EPSG:{epsg}"
+    return crs.to_wkt()
 
 
 def read_raster(path: str | os.PathLike) -> Raster:
@@ -228,7 +236,7 @@ def _lost(driver: str, raster: Raster) -> list[str]:
     """Names what the output format cannot store of ``raster``."""
     georef, lost = raster.georef, []
     if driver == "PNG" and georef is not None:
-        if georef.crs_wkt is not None or georef.transform is not None:
+        if georef.crs is not None or georef.transform is not None:
             lost.append("CRS/transform")
         # PNG marks nodata with a tRNS chunk, which exists for gray and RGB but not with alpha.
         if georef.nodata is not None and raster.bands not in (1, 3):
@@ -245,8 +253,8 @@ def _profile(driver: str, raster: Raster) -> dict:
     profile = dict(driver=driver, count=raster.bands, height=raster.height, width=raster.width,
                    dtype=dtype.name)
     if georef is not None:
-        if georef.crs_wkt is not None and driver != "PNG":
-            profile["crs"] = CRS.from_wkt(georef.crs_wkt)
+        if georef.crs is not None and driver != "PNG":
+            profile["crs"] = CRS.from_user_input(georef.crs)
         if georef.transform is not None and driver != "PNG":
             profile["transform"] = Affine(*georef.transform)
         if georef.nodata is not None and "nodata" not in _lost(driver, raster):
@@ -304,15 +312,15 @@ def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "ms.tif"
         >>> pixels = np.arange(5 * 4 * 6, dtype=np.uint16).reshape(5, 4, 6)
-        >>> georef = Georeference(crs_wkt=CRS.from_epsg(32633).to_wkt(),
+        >>> georef = Georeference(crs="EPSG:32633",
         ...                       transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0),
         ...                       nodata=0.0)
         >>> _ = write_raster(path, Raster(pixels, georef, ("B2", "B3", "B4", "B8", None)))
         >>> back = read_raster(path)
         >>> bool((back.pixels == pixels).all()), back.band_descriptions
         (True, ('B2', 'B3', 'B4', 'B8', None))
-        >>> CRS.from_wkt(back.georef.crs_wkt).to_epsg(), back.georef.nodata
-        (32633, 0.0)
+        >>> back.georef.crs, back.georef.nodata
+        ('EPSG:32633', 0.0)
         >>> write_raster(path, Raster(pixels))
         Traceback (most recent call last):
         ...

@@ -2,7 +2,8 @@
 
 A ``Recorder`` attached to a codec (``Codec.recorder``) receives one span per stage call
 (``cat="stage"``), per ANS pass of a step (``"ans"``), per decode step (``"step"``), for z
-coding and for the container (``"ans"``, ``"container"``) and one around each whole
+coding and for the container (``"ans"``, ``"container"``), per band group's latent
+refinement (``"refine"``, with ``refine`` > 0) and one around each whole
 ``"encode"``/``"decode"``. Without a recorder the hooks cost one attribute test.
 
     recorder = Recorder()

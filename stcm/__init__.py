@@ -10,7 +10,7 @@ from stcm.errors import (CheckpointError, ConfigError, ContainerError, CorruptEr
                          ModelMismatchError, NotFrozenError, NotStcmFileError, OutputExistsError,
                          StcmError, TruncatedError, UnsupportedVersionError)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: Folder of the bundled sample images (real RGB aerial and Sentinel-2 crops; see SOURCES.md).
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"

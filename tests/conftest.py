@@ -42,6 +42,18 @@ def make_smooth_image(rng: np.random.Generator, bands: int, h: int, w: int) -> n
     return out / out.max()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one intra-op thread for a module's tests, restored after: where many small
+    ops run on a shared 2-core machine, a second OpenMP thread spin-waits more than it helps."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """A folder of small images: two 8-bit RGB PNGs, a 16-bit 5-band GeoTIFF, an 8-bit gray TIFF.

@@ -32,14 +32,9 @@ RGB_SHAPE, MS_SHAPE = (3, 168, 176), (4, 64, 72)  # MS-SSIM needs sides >= 161: 
 QUALITIES = (0.0, 1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine has 2 cores shared with other work; two OpenMP threads then spin-wait
-    # and run the tiny model about 50x slower than one (measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The test machine has 2 cores shared with other work; two OpenMP threads then spin-wait
+# and run the tiny model about 50x slower than one (measured).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny() -> STCM:

@@ -34,9 +34,9 @@ def _assert_same(back: Raster, raster: Raster):
         return
     want, got = raster.georef, back.georef
     assert got is not None
-    assert (got.crs_wkt is None) == (want.crs_wkt is None)
-    if want.crs_wkt is not None:
-        assert CRS.from_wkt(got.crs_wkt) == CRS.from_wkt(want.crs_wkt)
+    assert (got.crs is None) == (want.crs is None)
+    if want.crs is not None:
+        assert CRS.from_user_input(got.crs) == CRS.from_user_input(want.crs)
     assert got.transform == want.transform
     if want.nodata is not None and math.isnan(want.nodata):
         assert got.nodata is not None and math.isnan(got.nodata)
@@ -61,6 +61,21 @@ def test_tif_round_trip_keeps_crs_transform_nodata_and_band_names_uint16(tmp_pat
     raster = Raster(pixels, Georeference(UTM33, TRANSFORM, 0.0),
                     ("B2", "B3", None, "B8", "B11"))
     _assert_same(_round_trip(tmp_path, raster, "ms.tiff"), raster)
+
+
+def test_crs_is_read_as_an_epsg_code_when_exact_and_as_wkt_otherwise(tmp_path):
+    pixels = _random(np.random.default_rng(3), np.uint8, (1, 16, 16))
+    custom = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=13.1 +k=0.9996 +x_0=500000 +y_0=0 "
+                            "+datum=WGS84 +units=m +no_defs")
+    for i, (crs, stored) in enumerate(((UTM33, "EPSG:32633"), (custom.to_wkt(), None))):
+        (tmp_path / str(i)).mkdir()
+        back = _round_trip(tmp_path / str(i), Raster(pixels, Georeference(crs, TRANSFORM, None)),
+                           "crs.tif")
+        if stored:
+            assert back.georef.crs == stored
+        else:
+            assert back.georef.crs.startswith(("PROJCS", "PROJCRS"))
+        assert CRS.from_user_input(back.georef.crs) == CRS.from_user_input(crs)
 
 
 def test_tif_round_trip_keeps_negative_int16(tmp_path):
@@ -187,7 +202,7 @@ def test_bundled_samples_read_with_crs_and_round_trip_exactly(tmp_path, name, dt
                                                               epsg):
     raster = read_raster(SAMPLES_DIR / name)
     assert raster.pixels.dtype == dtype and raster.bands == bands
-    assert CRS.from_wkt(raster.georef.crs_wkt).to_epsg() == epsg
+    assert raster.georef.crs == f"EPSG:{epsg}"
     assert raster.georef.transform is not None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a .tif keeps everything: no loss warning

@@ -1,0 +1,642 @@
+"""The per-image header of an stcm container: what a decoder needs besides the model, as a
+compact binary record (``docs/format.md`` gives it byte by byte).
+
+The model id pins the architecture, the coding tables and the quality rule, so the header
+holds only the image: its size, bands, dtype and per-band range, the quality, the tile size,
+and, only when present, the temporal reference, georeferencing, non-exact numerics and a JSON
+object of application fields. An 8-bit RGB image takes 32 bytes, a 4-band uint16 one ~55.
+
+``Header`` validates every field on construction, so an invalid header cannot exist: the same
+checks guard writing and reading. NumPy and torch are not imported here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from stcm.errors import CorruptError, TruncatedError
+
+__all__ = ["DTYPES", "MODEL_ID_BYTES", "QUALITY_STEPS", "Georeference", "Header",
+           "quality_on_grid", "tile_grid", "num_tiles", "ByteReader", "write_varint"]
+
+DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+_INTEGER_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
+
+# Mirrors stcm.models.transforms (which imports torch): g_a halves the image 4 times, h_a twice
+# more, so the image is padded to a multiple of 64 and the latents are 1/16 and 1/64 of it.
+DOWNSAMPLE = 16
+HYPER_DOWNSAMPLE = 4
+PAD_MULTIPLE = DOWNSAMPLE * HYPER_DOWNSAMPLE
+BAND_GROUP_SIZE = 3
+MAX_BANDS = 65535
+MAX_SIDE = 2 ** 31 - 1
+MAX_TILE_SIZE = 4096
+MAX_JSON_BYTES = 1 << 20
+#: Ids are the first 16 bytes of a sha256 digest: 128 bits tell models and references apart
+#: (they identify, they do not authenticate) and save 32 bytes per image.
+MODEL_ID_BYTES = 16
+#: Quality is stored as k / QUALITY_STEPS, k a u16; the encoder codes at that very value.
+QUALITY_STEPS = 65535
+
+FLAG_GEOREF = 1 << 0
+FLAG_REFERENCE = 1 << 1
+FLAG_NUMERICS = 1 << 2
+FLAG_EXTRA = 1 << 3
+FLAG_DTYPE_RANGE = 1 << 4  # every band normalised by the dtype's own range (uint8: 0..255)
+KNOWN_FLAGS = FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_DTYPE_RANGE
+
+#: The numerics of exact entropy stages (runtime.backends.base.EXACT_NUMERICS): not stored.
+EXACT_NUMERICS = "exact-int24"
+
+_F64 = struct.Struct("<d")
+_U16 = struct.Struct("<H")
+_EPSG = re.compile(r"EPSG:([1-9][0-9]{0,8})")
+_CRS_NONE, _CRS_EPSG, _CRS_TEXT = 0, 1, 2
+_TRANSFORM_NONE, _TRANSFORM_NORTH_UP, _TRANSFORM_FULL = 0, 1, 2
+
+
+def field_error(name: str, message: str) -> CorruptError:
+    return CorruptError(f"invalid stcm header field '{name}': {message}")
+
+
+def _is_int(v: Any) -> bool:
+    # bool is an int subclass, but True as a height is surely a bug (or a corrupt file).
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_numpy_real(v: Any) -> bool:
+    # NumPy scalars (e.g. a nodata read from a raster) are accepted without importing NumPy.
+    return type(v).__module__ == "numpy" and hasattr(v, "dtype") and v.dtype.kind in "uif"
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) or _is_numpy_real(v)
+
+
+def _int(name: str, v: Any, lo: int, hi: int | None = None) -> int:
+    if _is_numpy_real(v) and v.dtype.kind in "ui":  # e.g. a size taken from array.shape
+        v = int(v)
+    if not _is_int(v):
+        raise field_error(name, f"must be an integer, got {type(v).__name__} {v!r:.60}")
+    if v < lo or (hi is not None and v > hi):
+        bound = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise field_error(name, f"must be {bound}, got {v}")
+    return int(v)
+
+
+def quality_on_grid(quality: float) -> float:
+    """The quality a header stores for ``quality``: the nearest k / 65535 in [0, 1].
+
+    >>> quality_on_grid(0.75) == 49151 / 65535
+    True
+    """
+    if not _is_number(quality) or not 0.0 <= float(quality) <= 1.0:
+        raise field_error("quality", f"must be a number in [0, 1], got {quality!r:.60}")
+    return round(float(quality) * QUALITY_STEPS) / QUALITY_STEPS
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON serialisation stcm writes: sorted keys, no whitespace, UTF-8, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def _json_object(name: str, value: Any) -> dict:
+    """``value`` exactly as a reader sees it after a JSON round trip (tuples become lists)."""
+    if not isinstance(value, dict):
+        raise field_error(name, f"must be a JSON object (dict), got {type(value).__name__}")
+    try:
+        return json.loads(canonical_json(value))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise field_error(name, f"is not JSON-serialisable: {exc}") from exc
+
+
+def parse_json_object(raw: bytes, name: str) -> dict:
+    """Strict JSON object: UTF-8, no duplicate keys, no NaN/Infinity tokens."""
+    def pairs(items):
+        seen = {}
+        for k, v in items:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r:.40}")
+            seen[k] = v
+        return seen
+
+    def no_constant(token):
+        raise ValueError(f"{token} is not valid JSON")
+
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs,
+                           parse_constant=no_constant)
+    except UnicodeDecodeError as exc:
+        raise field_error(name, f"is not UTF-8 ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise field_error(name, f"is not valid JSON ({str(exc)[:200]})") from exc
+    if not isinstance(value, dict):
+        raise field_error(name, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+# -- bytes ------------------------------------------------------------------------------------
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on all but the last.
+
+    >>> write_varint(300).hex()
+    'ac02'
+    """
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"varint needs a non-negative integer, got {value!r}")
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _zigzag(value: int) -> int:
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def _unzigzag(value: int) -> int:
+    return value >> 1 if not value & 1 else -((value + 1) >> 1)
+
+
+class ByteReader:
+    """Reads a bounded byte range front to back; every read past its end is a TruncatedError
+    naming what was being read, every malformed value a CorruptError."""
+
+    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None,
+                 what: str = "stcm header"):
+        self.data = data
+        self.pos = start
+        self.end = len(data) if end is None else end
+        self.what = what
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def take(self, n: int, name: str) -> bytes:
+        if n > self.remaining:
+            raise TruncatedError(f"truncated {self.what}: {name} needs {n} bytes, "
+                                 f"{self.remaining} left")
+        chunk = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        return chunk
+
+    def u8(self, name: str) -> int:
+        return self.take(1, name)[0]
+
+    def u16(self, name: str) -> int:
+        return _U16.unpack(self.take(2, name))[0]
+
+    def f64(self, name: str) -> float:
+        return _F64.unpack(self.take(8, name))[0]
+
+    def varint(self, name: str, hi: int = 2 ** 64 - 1) -> int:
+        """A minimal (canonical) LEB128 integer <= ``hi``."""
+        value = shift = 0
+        for i in range(10):
+            byte = self.u8(name)
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                if byte == 0 and i > 0:
+                    raise field_error(name, "varint has a redundant trailing zero byte")
+                if value > hi:
+                    raise field_error(name, f"must be <= {hi}, got {value}")
+                return value
+        raise field_error(name, "varint longer than 10 bytes")
+
+    def text(self, name: str, limit: int) -> bytes:
+        return self.take(self.varint(f"{name} length", limit), name)
+
+
+# -- georeferencing ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Georeference:
+    """Where an image lies on Earth, and which value marks missing pixels.
+
+    Attributes:
+        crs: Coordinate reference system as ``"EPSG:<code>"`` when it is exactly an EPSG
+            code (stored in 1-5 bytes), else as WKT; or None.
+        transform: The 6 affine coefficients (a, b, c, d, e, f) of rasterio's ``Affine[:6]``,
+            mapping (col, row) to (x, y): x = a*col + b*row + c, y = d*col + e*row + f; or None.
+        nodata: The value of missing pixels (NaN and +-inf allowed), or None.
+
+    Raises:
+        CorruptError: A field has the wrong type, or the transform is not 6 finite numbers.
+
+    >>> Georeference("EPSG:32633", (10, 0, 500000, 0, -10, 5000000), float("nan")).transform[0]
+    10.0
+    """
+
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float] | None
+    nodata: float | None
+
+    def __post_init__(self):
+        if self.crs is not None:
+            if not isinstance(self.crs, str) or not self.crs:
+                raise field_error("georef.crs", f"must be a non-empty string or None, "
+                                  f"got {self.crs!r:.60}")
+            try:
+                encoded = self.crs.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise field_error("georef.crs", f"is not encodable as UTF-8: {exc}") from exc
+            if len(encoded) > MAX_JSON_BYTES:
+                raise field_error("georef.crs", f"is {len(encoded)} bytes, more than "
+                                  f"{MAX_JSON_BYTES}")
+        if self.transform is not None:
+            t = self.transform
+            if (not isinstance(t, (tuple, list)) or len(t) != 6
+                    or not all(_is_number(v) for v in t)):
+                raise field_error("georef.transform", f"must be 6 numbers or None, got {t!r:.80}")
+            values = tuple(float(v) for v in t)
+            if not all(math.isfinite(v) for v in values):
+                raise field_error("georef.transform", f"must be finite, got {values}")
+            object.__setattr__(self, "transform", values)
+        if self.nodata is not None:
+            if not _is_number(self.nodata):
+                raise field_error("georef.nodata", f"must be a number or None, got "
+                                  f"{self.nodata!r:.60}")
+            object.__setattr__(self, "nodata", float(self.nodata))
+
+    def _key(self):
+        # NaN nodata must compare equal to itself, or no georeferenced header would round-trip.
+        nan = self.nodata is not None and math.isnan(self.nodata)
+        return self.crs, self.transform, "nan" if nan else self.nodata
+
+    def __eq__(self, other):
+        if not isinstance(other, Georeference):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def to_bytes(self) -> bytes:
+        out = bytearray()
+        epsg = _EPSG.fullmatch(self.crs) if self.crs is not None else None
+        if self.crs is None:
+            out.append(_CRS_NONE)
+        elif epsg:
+            out += bytes([_CRS_EPSG]) + write_varint(int(epsg.group(1)))
+        else:
+            text = self.crs.encode("utf-8")
+            out += bytes([_CRS_TEXT]) + write_varint(len(text)) + text
+        t = self.transform
+        if t is None:
+            out.append(_TRANSFORM_NONE)
+        elif t[1] == 0.0 and t[3] == 0.0:  # north-up: b = d = 0 (also -0.0, which == 0.0)
+            out.append(_TRANSFORM_NORTH_UP)
+            out += b"".join(_F64.pack(t[i]) for i in (0, 2, 4, 5))
+        else:
+            out.append(_TRANSFORM_FULL)
+            out += b"".join(_F64.pack(v) for v in t)
+        if self.nodata is None:
+            out.append(0)
+        else:
+            out += b"\x01" + _F64.pack(self.nodata)
+        return bytes(out)
+
+    @classmethod
+    def from_reader(cls, reader: ByteReader) -> Georeference:
+        kind = reader.u8("georef.crs kind")
+        if kind == _CRS_NONE:
+            crs = None
+        elif kind == _CRS_EPSG:
+            crs = f"EPSG:{reader.varint('georef.crs EPSG code', 999_999_999)}"
+            if crs == "EPSG:0":
+                raise field_error("georef.crs", "EPSG code 0 does not exist")
+        elif kind == _CRS_TEXT:
+            raw = reader.text("georef.crs", MAX_JSON_BYTES)
+            try:
+                crs = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise field_error("georef.crs", f"is not UTF-8 ({exc})") from exc
+            if _EPSG.fullmatch(crs):
+                raise field_error("georef.crs", "an EPSG code stored as text (not canonical)")
+        else:
+            raise field_error("georef.crs", f"unknown kind {kind} (0 none, 1 EPSG, 2 text)")
+        kind = reader.u8("georef.transform kind")
+        if kind == _TRANSFORM_NONE:
+            transform = None
+        elif kind == _TRANSFORM_NORTH_UP:
+            a, c, e, f = (reader.f64("georef.transform") for _ in range(4))
+            transform = (a, 0.0, c, 0.0, e, f)
+        elif kind == _TRANSFORM_FULL:
+            transform = tuple(reader.f64("georef.transform") for _ in range(6))
+            if transform[1] == 0.0 and transform[3] == 0.0:
+                raise field_error("georef.transform", "a north-up transform stored in full "
+                                  "(not canonical)")
+        else:
+            raise field_error("georef.transform", f"unknown kind {kind} (0 none, 1 north-up, "
+                              "2 full)")
+        kind = reader.u8("georef.nodata kind")
+        if kind not in (0, 1):
+            raise field_error("georef.nodata", f"unknown kind {kind} (0 none, 1 float64)")
+        nodata = reader.f64("georef.nodata") if kind else None
+        return cls(crs=crs, transform=transform, nodata=nodata)
+
+
+# -- tiles ------------------------------------------------------------------------------------
+def tile_grid(latent_shape: tuple[int, int], tile_size: int) -> tuple[int, int]:
+    """Number of tiles (down, across) that cover a latent of ``latent_shape`` positions.
+
+    Tiles are ``tile_size`` x ``tile_size`` latent positions; the last row and column may be
+    smaller. Tiles are numbered in raster order: tile = row * across + col.
+
+    Raises:
+        ValueError: A size is not a positive integer.
+
+    >>> tile_grid((10, 4), 4)
+    (3, 1)
+    """
+    if not _is_int(tile_size) or tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+    if (not isinstance(latent_shape, (tuple, list)) or len(latent_shape) != 2
+            or not all(_is_int(v) and v >= 1 for v in latent_shape)):
+        raise ValueError(f"latent_shape must be two positive integers, got {latent_shape!r}")
+    return -(-latent_shape[0] // tile_size), -(-latent_shape[1] // tile_size)
+
+
+def num_tiles(latent_shape: tuple[int, int], tile_size: int) -> int:
+    """Number of y tiles (and so of y streams per band group) of a latent.
+
+    >>> num_tiles((10, 4), 4)
+    3
+    """
+    down, across = tile_grid(latent_shape, tile_size)
+    return down * across
+
+
+# -- the header -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Header:
+    """Everything about a compressed image except its streams.
+
+    Attributes:
+        model_id: The first 16 bytes of the sha256 model id of the model that wrote it.
+        height: Image rows, 1..2^31-1.
+        width: Image columns, 1..2^31-1.
+        bands: Image bands, 1..65535.
+        dtype: NumPy dtype name of the pixels, one of ``DTYPES``.
+        normalization: ``{"dtype": str, "lo": [..], "hi": [..]}``, one finite lo < hi per
+            band (``BandNormalization.to_dict()``); its dtype equals ``dtype``; integers for
+            integer dtypes.
+        quality: The quality coded at, on the grid k / 65535 (``quality_on_grid``; other
+            values are moved to the grid).
+        tile_size: y tile side in latent positions, 1..4096.
+        reference_id: The first 16 bytes of the sha256 of the temporal reference's whole
+            container, or None for an image coded alone.
+        georef: Georeferencing, or None.
+        numerics: The arithmetic of the entropy path; ``"exact-int24"`` (exact models, any
+            backend) is implied and not stored.
+        extra: JSON object of application fields (e.g. band descriptions); stored only when
+            not empty.
+
+    Derived: ``pad``, ``latent_shape``, ``z_shape``, ``band_groups``, ``tiles``.
+
+    Raises:
+        CorruptError: A field has the wrong type or range, or fields disagree; the message
+            names the field.
+
+    >>> h = Header(model_id=bytes(16), height=100, width=70, bands=4, dtype="uint16",
+    ...            normalization={"dtype": "uint16", "lo": [0, 0, 0, 0],
+    ...                           "hi": [9000, 9000, 9000, 9000]}, quality=0.5, tile_size=4)
+    >>> h.pad, h.latent_shape, h.z_shape, h.band_groups, len(h.to_bytes())
+    ((28, 58), (8, 8), (2, 2), 2, 36)
+    """
+
+    model_id: bytes
+    height: int
+    width: int
+    bands: int
+    dtype: str
+    normalization: dict
+    quality: float
+    tile_size: int
+    reference_id: bytes | None = None
+    georef: Georeference | None = None
+    numerics: str = EXACT_NUMERICS
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        for name in ("model_id", "reference_id"):
+            v = getattr(self, name)
+            if v is None and name == "reference_id":
+                continue
+            if not isinstance(v, (bytes, bytearray, memoryview)) or len(bytes(v)) != MODEL_ID_BYTES:
+                raise field_error(name, f"must be {MODEL_ID_BYTES} bytes (a sha256 prefix), "
+                                  f"got {v!r:.80}")
+            set_(name, bytes(v))
+        set_("height", _int("height", self.height, 1, MAX_SIDE))
+        set_("width", _int("width", self.width, 1, MAX_SIDE))
+        set_("bands", _int("bands", self.bands, 1, MAX_BANDS))
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
+            raise field_error("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r:.60}")
+        set_("normalization", self._check_normalization())
+        set_("quality", quality_on_grid(self.quality))
+        set_("tile_size", _int("tile_size", self.tile_size, 1, MAX_TILE_SIZE))
+        if self.georef is not None and not isinstance(self.georef, Georeference):
+            raise field_error("georef", f"must be a Georeference or None, got "
+                              f"{type(self.georef).__name__}")
+        if (not isinstance(self.numerics, str) or not self.numerics.isascii()
+                or not 0 < len(self.numerics) <= 255 or not self.numerics.isprintable()):
+            raise field_error("numerics", f"must be 1-255 printable ASCII characters, got "
+                              f"{self.numerics!r:.60}")
+        set_("extra", _json_object("extra", self.extra))
+        if num_tiles(self.latent_shape, self.tile_size) > 0xFFFFFFFF:
+            raise field_error("tile_size", f"{self.tile_size} gives more tiles than fit in u32")
+
+    def _check_normalization(self) -> dict:
+        norm = self.normalization
+        if not isinstance(norm, dict) or set(norm) != {"dtype", "lo", "hi"}:
+            keys = sorted(norm) if isinstance(norm, dict) else type(norm).__name__
+            raise field_error("normalization", f"must be an object with exactly dtype, lo, "
+                              f"hi; got {keys}")
+        if norm["dtype"] != self.dtype:
+            raise field_error("normalization", f"dtype {norm['dtype']!r:.30} differs from the "
+                              f"image dtype {self.dtype!r}")
+        out = {"dtype": self.dtype}
+        for key in ("lo", "hi"):
+            values = norm[key]
+            if not isinstance(values, (list, tuple)) or len(values) != self.bands:
+                raise field_error("normalization", f"{key} must list one number per band "
+                                  f"({self.bands}), got {values!r:.80}")
+            if not all(_is_number(v) for v in values):
+                raise field_error("normalization", f"{key} holds a non-number: {values!r:.80}")
+            out[key] = [float(v) for v in values]
+            if not all(math.isfinite(v) for v in out[key]):
+                raise field_error("normalization", f"{key} holds a non-finite value")
+            if self.dtype in _INTEGER_DTYPES and not all(
+                    v == int(v) and abs(v) < 2 ** 63 for v in out[key]):
+                raise field_error("normalization", f"{key} must be integers for "
+                                  f"{self.dtype} pixels, got {values!r:.80}")
+        bad = [b for b, (lo, hi) in enumerate(zip(out["lo"], out["hi"])) if not hi > lo]
+        if bad:
+            raise field_error("normalization", f"needs hi > lo for every band; band {bad[0]} "
+                              f"has lo={out['lo'][bad[0]]} hi={out['hi'][bad[0]]}")
+        return out
+
+    # -- derived geometry ----------------------------------------------------------------------
+    @property
+    def pad(self) -> tuple[int, int]:
+        """(rows, cols) replicated at the bottom/right so both sides divide 64."""
+        return (-self.height) % PAD_MULTIPLE, (-self.width) % PAD_MULTIPLE
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(h, w) of y: the padded size / 16."""
+        return ((self.height + self.pad[0]) // DOWNSAMPLE,
+                (self.width + self.pad[1]) // DOWNSAMPLE)
+
+    @property
+    def z_shape(self) -> tuple[int, int]:
+        """(h, w) of z: latent_shape / 4."""
+        h, w = self.latent_shape
+        return h // HYPER_DOWNSAMPLE, w // HYPER_DOWNSAMPLE
+
+    @property
+    def band_groups(self) -> int:
+        """Number of 3-band groups, ceil(bands / 3)."""
+        return -(-self.bands // BAND_GROUP_SIZE)
+
+    @property
+    def tiles(self) -> int:
+        """Number of y tiles per band group."""
+        return num_tiles(self.latent_shape, self.tile_size)
+
+    @property
+    def num_streams(self) -> int:
+        """Streams in the container: per band group one z stream and one y stream per tile."""
+        return self.band_groups * (1 + self.tiles)
+
+    def stream_keys(self) -> Iterator[tuple[int, int, int]]:
+        """The (band_group, kind, tile) of every stream, in the order of the stream table."""
+        for g in range(self.band_groups):
+            yield g, 0, 0
+            for t in range(self.tiles):
+                yield g, 1, t
+
+    def stream_index(self, band_group: int, kind: int, tile: int) -> int:
+        """Position of a stream in the table, computed (the table is in key order).
+
+        Raises:
+            KeyError: No such stream in a container with this header.
+        """
+        ok = (_is_int(band_group) and 0 <= band_group < self.band_groups and _is_int(tile)
+              and ((kind == 0 and tile == 0) or (kind == 1 and 0 <= tile < self.tiles)))
+        if not ok:
+            raise KeyError(f"no stream (band_group={band_group!r}, kind={kind!r}, tile={tile!r})"
+                           f": the container has band groups 0..{self.band_groups - 1}, kind 0 "
+                           f"(z, tile 0) and kind 1 (y, tiles 0..{self.tiles - 1})")
+        return band_group * (1 + self.tiles) + (0 if kind == 0 else 1 + tile)
+
+    # -- the binary record -----------------------------------------------------------------------
+    @property
+    def flags(self) -> int:
+        """The flags byte: which optional parts follow."""
+        dtype_range = (self.dtype == "uint8" and set(self.normalization["lo"]) == {0.0}
+                       and set(self.normalization["hi"]) == {255.0})
+        return ((FLAG_GEOREF if self.georef is not None else 0)
+                | (FLAG_REFERENCE if self.reference_id is not None else 0)
+                | (FLAG_NUMERICS if self.numerics != EXACT_NUMERICS else 0)
+                | (FLAG_EXTRA if self.extra else 0)
+                | (FLAG_DTYPE_RANGE if dtype_range else 0))
+
+    def to_bytes(self) -> bytes:
+        """The header record (``docs/format.md``): flags, model id, then the fields."""
+        flags = self.flags
+        out = bytearray([flags]) + self.model_id
+        out += write_varint(self.height) + write_varint(self.width) + write_varint(self.bands)
+        out.append(DTYPES.index(self.dtype))
+        out += _U16.pack(round(self.quality * QUALITY_STEPS))
+        out += write_varint(self.tile_size)
+        if not flags & FLAG_DTYPE_RANGE:
+            for lo, hi in zip(self.normalization["lo"], self.normalization["hi"]):
+                if self.dtype in _INTEGER_DTYPES:
+                    out += write_varint(_zigzag(int(lo))) + write_varint(int(hi - lo))
+                else:
+                    out += _F64.pack(lo) + _F64.pack(hi)
+        if self.reference_id is not None:
+            out += self.reference_id
+        if flags & FLAG_GEOREF:
+            out += self.georef.to_bytes()
+        if flags & FLAG_NUMERICS:
+            out += write_varint(len(self.numerics)) + self.numerics.encode("ascii")
+        if flags & FLAG_EXTRA:
+            text = canonical_json(self.extra).encode("utf-8")
+            if len(text) > MAX_JSON_BYTES:
+                raise field_error("extra", f"is {len(text)} bytes as JSON, more than "
+                                  f"{MAX_JSON_BYTES}")
+            out += write_varint(len(text)) + text
+        return bytes(out)
+
+    @classmethod
+    def from_reader(cls, reader: ByteReader) -> Header:
+        """Parses a header record; the caller checks that nothing is left over."""
+        flags = reader.u8("flags")
+        if flags & ~KNOWN_FLAGS:
+            raise CorruptError(f"corrupt stcm header: unknown flag bits "
+                               f"{flags & ~KNOWN_FLAGS:#04x}")
+        model_id = reader.take(MODEL_ID_BYTES, "model id")
+        height = reader.varint("height", MAX_SIDE)
+        width = reader.varint("width", MAX_SIDE)
+        bands = reader.varint("bands", MAX_BANDS)
+        code = reader.u8("dtype")
+        if code >= len(DTYPES):
+            raise field_error("dtype", f"unknown code {code} (0..{len(DTYPES) - 1})")
+        dtype = DTYPES[code]
+        quality = reader.u16("quality") / QUALITY_STEPS
+        tile_size = reader.varint("tile_size", MAX_TILE_SIZE)
+        if flags & FLAG_DTYPE_RANGE:
+            if dtype != "uint8":
+                raise CorruptError(f"corrupt stcm header: flag bit 4 (dtype range) is set "
+                                   f"for {dtype} pixels; only uint8 has an implied range")
+            lo, hi = [0.0] * bands, [255.0] * bands
+        else:
+            # A record backs every band with >= 2 bytes (16 for floats): check before looping.
+            per_band = 2 if dtype in _INTEGER_DTYPES else 16
+            if bands * per_band > reader.remaining:
+                raise TruncatedError(f"truncated stcm header: {bands} band ranges need at "
+                                     f"least {bands * per_band} bytes, {reader.remaining} left")
+            lo, hi = [], []
+            for b in range(bands):
+                if dtype in _INTEGER_DTYPES:
+                    low = _unzigzag(reader.varint(f"normalization lo of band {b}", 2 ** 64 - 1))
+                    span = reader.varint(f"normalization range of band {b}", 2 ** 64 - 1)
+                    lo.append(float(low))
+                    hi.append(float(low + span))
+                else:
+                    lo.append(reader.f64(f"normalization lo of band {b}"))
+                    hi.append(reader.f64(f"normalization hi of band {b}"))
+        reference_id = (reader.take(MODEL_ID_BYTES, "reference id")
+                        if flags & FLAG_REFERENCE else None)
+        georef = Georeference.from_reader(reader) if flags & FLAG_GEOREF else None
+        numerics = EXACT_NUMERICS
+        if flags & FLAG_NUMERICS:
+            raw = reader.text("numerics", 255)
+            numerics = raw.decode("ascii", errors="replace")
+            if numerics == EXACT_NUMERICS:
+                raise field_error("numerics", "the implied exact numerics stored (not canonical)")
+        extra = {}
+        if flags & FLAG_EXTRA:
+            extra = parse_json_object(reader.text("extra", MAX_JSON_BYTES), "extra")
+            if not extra:
+                raise field_error("extra", "an empty object stored (not canonical)")
+        header = cls(model_id=model_id, height=height, width=width, bands=bands, dtype=dtype,
+                     normalization={"dtype": dtype, "lo": lo, "hi": hi}, quality=quality,
+                     tile_size=tile_size, reference_id=reference_id, georef=georef,
+                     numerics=numerics, extra=extra)
+        if header.flags != flags:
+            raise CorruptError(f"corrupt stcm header: flags {flags:#04x} do not match the "
+                               f"fields ({header.flags:#04x}); uint8 ranges of 0..255 must "
+                               "use flag bit 4")
+        return header
