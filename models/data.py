@@ -8,7 +8,10 @@ by 255, other data stretched by the crop's per-band min/max into a random sub-in
 image, so a window of a 16-bit scene spans little of the range: the central 1024^2 of a
 Landsat-8 L1TP scene has 99 % of its samples in 6-25 % of it), and one of the 8
 flips/rotations. Images are picked with probability proportional to the square root of their
-area, so one large scene does not crowd out the others. NumPy only, no torch.
+area, so one large scene does not crowd out the others. Natural photographs, which ``stcm data
+fetch`` puts in a ``photo/`` sub-folder (``PHOTO_KIND``), can be given a set share of the crops
+instead (``CropSampler(photo_share=...)``, ``TrainConfig.photo_share``): they add texture
+diversity but are not the imagery the codec is for. NumPy only, no torch.
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ CACHE_MAX_VALUES = 64 * 2**20
 CACHE_MAX_BYTES = 4 * 2**30
 
 MIN_RANGE_WIDTH = 0.05
+
+# Name of the sub-folder that holds natural photographs (not remote-sensing imagery).
+PHOTO_KIND = "photo"
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -171,14 +177,22 @@ class _Plan:
 class _CropReader:
     """Shared machinery of the samplers: random plans, cached reads, normalisation."""
 
-    def __init__(self, rasters: list[_Raster], crop: int, seed: int):
+    def __init__(self, rasters: list[_Raster], crop: int, seed: int,
+                 photo_share: float | None = None):
         if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
             raise DataError(f"crop must be a positive integer, got {crop!r}")
         if not rasters:
             raise DataError("no images to sample from")
+        if photo_share is not None and not 0.0 <= photo_share < 1.0:
+            raise DataError(f"photo_share must be in [0, 1) or None, got {photo_share}")
         self.crop = int(crop)
         self._rasters = rasters
         side = np.sqrt([r.shape[1] * r.shape[2] for r in rasters])
+        photo = np.array([r.path.parent.name == PHOTO_KIND for r in rasters])
+        if photo_share is not None and photo.any() and not photo.all():
+            # sqrt(area) within each group; the groups themselves get 'photo_share' and the rest.
+            side = np.where(photo, photo_share * side / side[photo].sum(),
+                            (1.0 - photo_share) * side / side[~photo].sum())
         self._weights = side / side.sum()
         self._rng = np.random.default_rng(seed)
         self._cache_left = CACHE_MAX_BYTES
@@ -252,13 +266,20 @@ class CropSampler(_CropReader):
         ((4, 3, 128, 128), dtype('float32'), True)
     """
 
-    def __init__(self, paths: Iterable[str | Path], crop: int = 256, seed: int = 0):
+    def __init__(self, paths: Iterable[str | Path], crop: int = 256, seed: int = 0,
+                 photo_share: float | None = None):
         """Reads the shape of every image (not its pixels).
 
+        Args:
+            photo_share: Share of the crops taken from images in a ``photo/`` folder
+                (``PHOTO_KIND``), when there are both such images and others; None (or no
+                photo folder) weights every image alike by sqrt(area).
+
         Raises:
-            DataError: ``paths`` is empty, a file is unreadable, or ``crop`` is not positive.
+            DataError: ``paths`` is empty, a file is unreadable, ``crop`` is not positive or
+                ``photo_share`` is not in [0, 1).
         """
-        super().__init__([_Raster.inspect(p) for p in paths], crop, seed)
+        super().__init__([_Raster.inspect(p) for p in paths], crop, seed, photo_share)
 
     @property
     def paths(self) -> list[Path]:

@@ -61,6 +61,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     threads: int | None = None
     init: str | None = None  # checkpoint to start from (e.g. a float model, fine-tuned exact)
+    # Share of training crops from natural photographs (files in a ``photo/`` folder, as
+    # ``stcm data fetch`` writes them); no effect without such a folder; None: plain sqrt(area).
+    photo_share: float | None = 0.2
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -69,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"crop must be a multiple of 16 and >= 16, got {self.crop}")
         if not 0 <= self.temporal_prob <= 1:
             raise ConfigError(f"temporal_prob must be in [0, 1], got {self.temporal_prob}")
+        if self.photo_share is not None and not 0 <= self.photo_share < 1:
+            raise ConfigError(f"photo_share must be in [0, 1) or None, got {self.photo_share}")
 
 
 def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -100,7 +105,8 @@ class Trainer:
             self.train_paths, self.val_paths = paths, list_images(cfg.val)
         else:
             self.train_paths, self.val_paths = split_by_scene(paths, cfg.val_fraction, cfg.seed)
-        self.sampler = CropSampler(self.train_paths, crop=cfg.crop, seed=cfg.seed)
+        self.sampler = CropSampler(self.train_paths, crop=cfg.crop, seed=cfg.seed,
+                                   photo_share=cfg.photo_share)
         self.pairs = PairSampler(cfg.pairs, crop=cfg.crop) if cfg.pairs else None
         self.val = torch.from_numpy(fixed_crops(self.val_paths, cfg.crop, cfg.val_crops, cfg.seed))
         self.rng = np.random.default_rng(cfg.seed)

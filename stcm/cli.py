@@ -48,6 +48,9 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--photo-share", type=float, default=0.2,
+                   help="share of crops from natural photographs (a photo/ folder under --data, "
+                   "as `stcm data fetch` writes it; default 0.2; no effect without one)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
@@ -72,7 +75,7 @@ def _train(args) -> int:
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs, val=args.val,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads,
-                      init=args.init)
+                      init=args.init, photo_share=args.photo_share)
     trainer = Trainer(model_cfg, cfg, progress=not args.quiet)
     if trainer.step:
         print(f"resuming {args.out} at step {trainer.step}", file=sys.stderr)

@@ -17,6 +17,10 @@ class DataError(StcmError):
     """Training or input data cannot be read or is unsuitable (no images, too small, bad bands)."""
 
 
+class ChecksumError(DataError):
+    """A downloaded file differs from the hash its index (or this project) publishes for it."""
+
+
 class NotFrozenError(StcmError, RuntimeError):
     """Coding was asked of a model whose coding tables were not built (call ``freeze()``)."""
 

@@ -303,3 +303,38 @@ def test_samplers_reject_empty_input_and_bad_crop(image_folder):
         split_by_scene([])
     with pytest.raises(DataError):
         CropSampler(list_images(image_folder), crop=0)
+
+
+def _drawn_photo_share(sampler, n=4000):
+    rng = np.random.default_rng(1)
+    photo = [p.parent.name == data.PHOTO_KIND for p in sampler.paths]
+    picks = [sampler._draw(rng).index for _ in range(n)]
+    return np.mean([photo[i] for i in picks])
+
+
+def test_photo_share_sets_the_share_of_crops_from_the_photo_folder(tmp_path):
+    (tmp_path / "photo").mkdir()
+    pixels = np.zeros((3, 64, 64), np.uint8)
+    scenes = [_write_tif(tmp_path / f"scene{i}.tif", pixels) for i in range(2)]
+    photos = [_write_tif(tmp_path / "photo" / f"p{i}.tif", pixels) for i in range(6)]
+    # Alike by sqrt(area): 6 of 8 images are photos.
+    assert abs(_drawn_photo_share(CropSampler(scenes + photos, crop=32)) - 0.75) < 0.03
+    shared = CropSampler(scenes + photos, crop=32, photo_share=0.2)
+    assert abs(_drawn_photo_share(shared) - 0.2) < 0.03
+    assert _drawn_photo_share(CropSampler(scenes + photos, crop=32, photo_share=0.0)) == 0
+
+
+def test_photo_share_changes_nothing_without_a_photo_folder(tmp_path):
+    paths = [_write_tif(tmp_path / f"s{i}.tif", np.zeros((3, 32 + 16 * i, 48), np.uint8))
+             for i in range(3)]
+    plain, shared = CropSampler(paths, crop=16), CropSampler(paths, crop=16, photo_share=0.2)
+    assert np.array_equal(plain._weights, shared._weights)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    assert np.array_equal(plain.batch(rng_a, 4), shared.batch(rng_b, 4))
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0, 2])
+def test_photo_share_outside_its_range_is_rejected(tmp_path, share):
+    path = _write_tif(tmp_path / "s.tif", np.zeros((3, 32, 32), np.uint8))
+    with pytest.raises(DataError, match="photo_share"):
+        CropSampler([path], crop=16, photo_share=share)

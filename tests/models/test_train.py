@@ -85,3 +85,18 @@ def test_training_on_a_folder_without_images_fails_clearly(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(DataError):
         Trainer(get_config("tiny"), _cfg(tmp_path, tmp_path / "out"), progress=False)
+
+
+@pytest.mark.parametrize("share", [-0.5, 1.0])
+def test_photo_share_outside_zero_to_one_is_refused(image_folder, tmp_path, share):
+    with pytest.raises(ConfigError, match="photo_share"):
+        _cfg(image_folder, tmp_path / "run", photo_share=share)
+
+
+def test_photo_share_reaches_the_sampler_and_the_checkpoint(image_folder, tmp_path):
+    trainer = Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "run", steps=1,
+                                               photo_share=0.35), progress=False)
+    assert trainer.sampler is not None and trainer.cfg.photo_share == 0.35
+    trainer.run()
+    _, meta = load_checkpoint(tmp_path / "run")
+    assert meta["train"]["photo_share"] == 0.35
