@@ -169,10 +169,7 @@ class _Objective:
         model = self.model
         z_hat = torch.round(z - self.medians) + self.medians
         hyper = model.h_s(z_hat)
-        y_hat = torch.round(y)
-        for _ in range(2):
-            means, _ = model.entropy_parameters(y_hat, hyper, self.reference)
-            y_hat = torch.round(y - means) + means
+        y_hat = model._mean_shift_fixed_point(y, hyper, self.reference)
         means, scales = model.entropy_parameters(y_hat, hyper, self.reference)
         y_hat = torch.round(y - means) + means
         loss, bpp, mse = self._loss(y_hat, z_hat, means, scales)
@@ -188,6 +185,17 @@ class _Objective:
         means, scales = model.entropy_parameters(ctx, hyper, self.reference)
         y_t = quantize(y - means) + means
         return self._loss(y_t, z_t, means, scales)[0]
+
+
+def check_refinable(steps: int, height: int, width: int) -> None:
+    """ConfigError unless ``steps`` is a step count and a ``height`` x ``width`` band group
+    fits refinement's memory limit (checked before any work: the codec calls it first)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"refinement steps must be a non-negative integer, got {steps!r}")
+    if steps and height * width > MAX_PIXELS:
+        raise ConfigError(f"refinement runs a whole band group at once and needs "
+                          f"{MEMORY_PER_MP}; {height}x{width} is above its memory limit of "
+                          f"{MAX_PIXELS / 2 ** 20:.0f} MP: code without refinement or in pieces")
 
 
 def rd_estimate(model: STCM, x: torch.Tensor, quality: float, y: torch.Tensor,
@@ -238,18 +246,13 @@ def refine_latents(model: STCM, x: torch.Tensor, quality: float, y: torch.Tensor
         on_step: called after every step (progress bars).
 
     Raises:
-        ConfigError: bad ``steps``, ``method`` or ``quality``, or an image above MAX_PIXELS.
+        ConfigError: bad ``steps``, ``method`` or ``quality``, or an image above MAX_PIXELS
+            (``check_refinable``).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ConfigError(f"refinement steps must be a non-negative integer, got {steps!r}")
+    check_refinable(steps, x.shape[-2], x.shape[-1])
     if method not in METHODS:
         raise ConfigError(f"refinement method must be one of {METHODS}, got {method!r}")
     check_quality(quality)
-    pixels = x.shape[-2] * x.shape[-1]
-    if steps and pixels > MAX_PIXELS:
-        raise ConfigError(f"refinement runs a whole band group at once and needs "
-                          f"{MEMORY_PER_MP}; {x.shape[-2]}x{x.shape[-1]} is above its limit of "
-                          f"{MAX_PIXELS / 2 ** 20:.0f} MP: code without refinement or in pieces")
     q = torch.tensor([float(quality)], device=y.device)
     lam = float(model.gain.lambdas(q)[0])
     with frozen_for_refinement(model):

@@ -28,7 +28,7 @@ from stcm.models.bands import (BandNormalization, denormalize, from_band_groups,
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM, pad_amount, pad_image
 from stcm.models.gain import check_quality
-from stcm.models.refine import MAX_PIXELS as REFINE_MAX_PIXELS, MEMORY_PER_MP, refine_latents
+from stcm.models.refine import check_refinable, refine_latents
 from stcm.models.transforms import DOWNSAMPLE
 from stcm.export.tables import CodingTables
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
@@ -218,7 +218,6 @@ class Codec:
         ``compress``, for every image."""
         if not images:
             raise DataError("compress_series needs at least one image")
-        self._check_refine(refine, images[0])
         georefs = georefs or [None] * len(images)
         first, latents = self._compress(images[0], quality, georefs[0], None, None,
                                         refine=refine)
@@ -254,11 +253,8 @@ class Codec:
                               "none for the built-in model) to refine; any engine of the same "
                               "model decodes the result")
         shape = np.shape(image) if image is not None else ()
-        if len(shape) >= 2 and shape[-2] * shape[-1] > REFINE_MAX_PIXELS:
-            raise ConfigError(f"latent refinement runs a whole {shape[-2]}x{shape[-1]} band "
-                              f"group at once, above its memory limit of "
-                              f"{REFINE_MAX_PIXELS / 2 ** 20:.0f} MP ({MEMORY_PER_MP}); "
-                              "compress without --refine, or in pieces")
+        if len(shape) >= 2:
+            check_refinable(int(refine), shape[-2], shape[-1])
 
     def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str,
              refine: int = 0):

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from stcm.errors import (CorruptError, ModelMismatchError, NotStcmFileError, TruncatedError,
                          UnsupportedVersionError)
-from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, DTYPES, MAX_TILE_SIZE,
-                                 MODEL_ID_BYTES, PAD_MULTIPLE, ByteReader, Georeference, Header,
-                                 num_tiles, quality_on_grid, tile_grid, write_varint)
+from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, DTYPES, KIND_Y, KIND_Z,
+                                 MAX_TILE_SIZE, MODEL_ID_BYTES, PAD_MULTIPLE, ByteReader,
+                                 Georeference, Header, num_tiles, quality_on_grid, tile_grid,
+                                 write_varint)
 
 __all__ = [
     "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "MAX_RECORD_BYTES", "DEFAULT_MAX_PIXELS",
@@ -40,7 +41,6 @@ FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
 MAX_RECORD_BYTES = 1 << 31
 DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
-KIND_Z, KIND_Y = 0, 1
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32
 
 _U32 = struct.Struct("<I")

@@ -42,6 +42,8 @@ MODEL_ID_BYTES = 16
 #: Quality is stored as k / QUALITY_STEPS, k a u16; the encoder codes at that very value.
 QUALITY_STEPS = 65535
 
+KIND_Z, KIND_Y = 0, 1  # stream kinds: the hyper latent z of a band group, one tile of y
+
 FLAG_GEOREF = 1 << 0
 FLAG_REFERENCE = 1 << 1
 FLAG_NUMERICS = 1 << 2
@@ -49,7 +51,8 @@ FLAG_EXTRA = 1 << 3
 FLAG_DTYPE_RANGE = 1 << 4  # every band normalised by the dtype's own range (uint8: 0..255)
 KNOWN_FLAGS = FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_DTYPE_RANGE
 
-#: The numerics of exact entropy stages (runtime.backends.base.EXACT_NUMERICS): not stored.
+#: The numerics tag of exact entropy stages (the same integers on every backend and device,
+#: ``runtime.backends``); implied by a header, not stored.
 EXACT_NUMERICS = "exact-int24"
 
 _F64 = struct.Struct("<d")
@@ -521,9 +524,9 @@ class Header:
     def stream_keys(self) -> Iterator[tuple[int, int, int]]:
         """The (band_group, kind, tile) of every stream, in the order of the stream table."""
         for g in range(self.band_groups):
-            yield g, 0, 0
+            yield g, KIND_Z, 0
             for t in range(self.tiles):
-                yield g, 1, t
+                yield g, KIND_Y, t
 
     def stream_index(self, band_group: int, kind: int, tile: int) -> int:
         """Position of a stream in the table, computed (the table is in key order).
@@ -532,12 +535,12 @@ class Header:
             KeyError: No such stream in a container with this header.
         """
         ok = (_is_int(band_group) and 0 <= band_group < self.band_groups and _is_int(tile)
-              and ((kind == 0 and tile == 0) or (kind == 1 and 0 <= tile < self.tiles)))
+              and ((kind == KIND_Z and tile == 0) or (kind == KIND_Y and 0 <= tile < self.tiles)))
         if not ok:
             raise KeyError(f"no stream (band_group={band_group!r}, kind={kind!r}, tile={tile!r})"
                            f": the container has band groups 0..{self.band_groups - 1}, kind 0 "
                            f"(z, tile 0) and kind 1 (y, tiles 0..{self.tiles - 1})")
-        return band_group * (1 + self.tiles) + (0 if kind == 0 else 1 + tile)
+        return band_group * (1 + self.tiles) + (0 if kind == KIND_Z else 1 + tile)
 
     # -- the binary record -----------------------------------------------------------------------
     @property

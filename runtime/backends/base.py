@@ -7,11 +7,10 @@ from typing import Callable
 import torch
 
 from stcm.errors import ConfigError
+from stcm.runtime.header import EXACT_NUMERICS
 
 BACKENDS: dict[str, Callable[..., "Backend"]] = {}
 ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
-#: the numerics tag of exact entropy stages: the same integers on every backend and device
-EXACT_NUMERICS = "exact-int24"
 
 
 def register(name: str):
