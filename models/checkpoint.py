@@ -146,22 +146,37 @@ def model_fingerprint(model: STCM) -> bytes:
     return digest.digest()
 
 
-def init_weights(model: STCM, path: str | os.PathLike) -> None:
+# Fields that only shape the main transform (g_a, g_s): a checkpoint that differs from the
+# model only in these still lends it the hyperprior, gain and context weights.
+_TRANSFORM_FIELDS = {"backbone", "high_width", "attention"}
+_TRANSFORM_MODULES = ("g_a.", "g_s.")
+
+
+def init_weights(model: STCM, path: str | os.PathLike) -> list[str]:
     """Starts ``model`` from the weights of another checkpoint of the same architecture, e.g.
     a float model fine-tuned into an exact one (quantization-aware training): every weight
     must match; only the exact path's quantizer statistics may be missing (they calibrate
-    on the first training batches)."""
+    on the first training batches).
+
+    A checkpoint whose config differs only in the main transform (e.g. ``small`` for
+    ``hl-small``) lends every weight except g_a and g_s, which keep their fresh
+    initialisation. Returns the names of the modules that start fresh (empty when all load).
+    """
     source, _ = load_checkpoint(path)
     mine, theirs = source.cfg.to_dict(), model.cfg.to_dict()
     ignore = {"name", "exact", "exact_act_bits", "exact_weight_bits", "exact_mean_bits"}
     differ = sorted(k for k in mine if k not in ignore and mine[k] != theirs[k])
-    if differ:
+    if set(differ) - _TRANSFORM_FIELDS:
         raise ConfigError(f"cannot start from {path}: its architecture differs in {differ}")
-    state = {k: v for k, v in source.state_dict().items() if k in model.state_dict()}
+    fresh = [m.rstrip(".") for m in _TRANSFORM_MODULES] if differ else []
+    state = {k: v for k, v in source.state_dict().items() if k in model.state_dict()
+             and not (differ and k.startswith(_TRANSFORM_MODULES))}
     missing, _ = model.load_state_dict(state, strict=False)
-    weights = [k for k in missing if not _is_quantizer_state(k)]
+    weights = [k for k in missing if not _is_quantizer_state(k)
+               and not (differ and k.startswith(_TRANSFORM_MODULES))]
     if weights:
         raise CheckpointError(f"{path} lacks weights {weights[:5]}")
+    return fresh
 
 
 def _is_quantizer_state(key: str) -> bool:

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from stcm.errors import ConfigError
 
 CONTEXTS = ("diag", "checkerboard", "serial", "none")
+# Main transforms (models/transforms.py): ``elic`` (ELIC's strided convolutions and residual
+# bottlenecks) or ``hl`` (HL-RSCompNet-style: a Haar split into a low- and a high-frequency
+# branch). Both give the same latent contract (M channels at 1/16), so the entropy model,
+# wavefront and temporal context do not depend on the choice.
+BACKBONES = ("elic", "hl")
 
 # Lagrange multipliers of the trained quality levels, for loss = bpp + lambda * 255^2 * MSE on
 # images scaled to [0, 1]. Log-spaced and wider at the top than daily-image codecs use, because
@@ -35,7 +40,10 @@ class ModelConfig:
 
     Attributes:
         name: Preset name or a user label; informational.
-        N: Width of the main and hyper transforms.
+        backbone: Main transform, one of ``BACKBONES``.
+        N: Width of the main and hyper transforms (for ``hl``: of its low-frequency branch).
+        high_width: Width of the ``hl`` backbone's high-frequency branch (0: N); unused by
+            ``elic``.
         M: Latent channels; split into ``groups`` for the channel context (ELIC's uneven groups).
         groups: Channels per group, decoded in order; must sum to ``M``.
         attention: Use simplified attention blocks in g_a/g_s (ELIC); off for CPU latency.
@@ -64,7 +72,9 @@ class ModelConfig:
     """
 
     name: str = "custom"
+    backbone: str = "elic"
     N: int = 96
+    high_width: int = 0
     M: int = 160
     groups: tuple[int, ...] = (8, 8, 16, 32, 96)
     attention: bool = False
@@ -100,6 +110,12 @@ class ModelConfig:
             value = getattr(self, attr)
             if not isinstance(value, int) or value < (0 if attr == "res_blocks" else 1):
                 problems.append(f"{attr} must be a positive integer, got {value!r}")
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone == "hl" and self.attention:
+            problems.append("attention blocks belong to the elic backbone, not hl")
+        if not isinstance(self.high_width, int) or self.high_width < 0:
+            problems.append("high_width must be an integer >= 0")
         if not isinstance(self.context_max_features, int) or self.context_max_features < 0:
             problems.append("context_max_features must be an integer >= 0")
         if not self.groups or any(g < 1 for g in self.groups):
@@ -142,6 +158,11 @@ class ModelConfig:
             return 0
         width = self.context_mult * self.groups[k]
         return min(width, self.context_max_features) if self.context_max_features else width
+
+    @property
+    def high_features(self) -> int:
+        """Width of the ``hl`` backbone's high-frequency branch."""
+        return self.high_width or self.N
 
     @property
     def num_qualities(self) -> int:
@@ -193,11 +214,21 @@ PRESETS: dict[str, ModelConfig] = {
         name="elic", N=192, M=320, groups=(16, 16, 32, 64, 192), attention=True, res_blocks=3,
         channel_context_width=224, temporal_width=192, context_max_features=0,
     ),
+    # HL-RSCompNet-style main transform (paper ref [44]) with small's entropy model, so it
+    # can start from small's hyperprior and context weights; 40 % of small's transform MACs
+    # (12.3k vs 31.1k per pixel for g_a: its strided stages start at half resolution).
+    "hl-small": ModelConfig(name="hl-small", backbone="hl", high_width=64),
+    # The paper's size: ELIC's latent and context widths around the HL transform.
+    "hl": ModelConfig(
+        name="hl", backbone="hl", N=192, M=320, high_width=128, groups=(16, 16, 32, 64, 192),
+        channel_context_width=224, temporal_width=192, context_max_features=0,
+    ),
 }
 
 
 def get_config(name: str, **overrides) -> ModelConfig:
-    """Returns the preset ``name`` (``tiny``, ``small``, ``elic``) with ``overrides`` applied.
+    """Returns the preset ``name`` (``tiny``, ``small``, ``elic``, ``hl-small``, ``hl``) with
+    ``overrides`` applied.
 
     Example:
         >>> cfg = get_config("tiny", context="checkerboard")

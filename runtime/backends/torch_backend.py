@@ -1,6 +1,8 @@
 """The reference backend: the stage modules of ``stcm.export.stages`` in PyTorch."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,11 +58,15 @@ def _offsets(a: int, k: int, s: int, p: int) -> range:
     return range(-((k - 1 - a - p) // s), (a + p) // s + 1)
 
 
-def _fast_synthesis(g_s: nn.Sequential) -> nn.Sequential:
-    """g_s with its narrow transposed convolutions in sub-pixel form (new modules; the
-    model's own are left as they are)."""
-    return nn.Sequential(*(SubpixelConvTranspose(m) if isinstance(m, nn.ConvTranspose2d)
-                           and m.out_channels < SUBPIXEL_MAX_CHANNELS else m for m in g_s))
+def _fast_synthesis(g_s: nn.Module) -> nn.Module:
+    """A copy of g_s (either backbone) with its narrow transposed convolutions in sub-pixel
+    form; the model's own modules are left as they are."""
+    fast = copy.deepcopy(g_s)
+    for parent in list(fast.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ConvTranspose2d) and child.out_channels < SUBPIXEL_MAX_CHANNELS:
+                setattr(parent, name, SubpixelConvTranspose(child))
+    return fast
 
 
 @register("torch")

@@ -10,9 +10,9 @@ from stcm.export.operators import TENSORRT_ONNX_OPS, unsupported_ops
 from stcm.models.codec import STCM
 from stcm.models.config import CONTEXTS, get_config
 
-# The four spatial contexts, plus attention blocks (ELIC's, whose Sigmoid/Mul the tiny
-# preset otherwise lacks); "elic" itself takes too long to export in a unit test.
-VARIANTS = [{"context": c} for c in CONTEXTS] + [{"attention": True}]
+# The four spatial contexts, attention blocks (ELIC's, whose Sigmoid/Mul the tiny preset
+# otherwise lacks) and the HL backbone; "elic" itself takes too long to export in a unit test.
+VARIANTS = [{"context": c} for c in CONTEXTS] + [{"attention": True}, {"backbone": "hl"}]
 
 
 def _ops(model: onnx.ModelProto) -> set[str]:

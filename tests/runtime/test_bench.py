@@ -80,6 +80,33 @@ def test_counted_macs_of_the_analysis_transform_match_a_hand_count():
     assert counts["synthesis"] > 0 and counts["steps: network"] > 0
 
 
+def test_counted_macs_of_the_hl_analysis_match_a_hand_count():
+    cfg = get_config("tiny", backbone="hl", high_width=16)
+    n, nh, m = cfg.N, cfg.high_features, cfg.M
+
+    def branch(cin, width):  # three strided stages from the 32x32 bands
+        return (_conv_macs(cin, width, 5, 16, 16) + _bottleneck(width, 16, 16)
+                + _conv_macs(width, width, 5, 8, 8) + _bottleneck(width, 8, 8)
+                + _conv_macs(width, width, 5, 4, 4) + _bottleneck(width, 4, 4))
+
+    # The fixed Haar split (12 MACs per pixel) is a functional convolution, not counted.
+    expected = branch(3, n) + branch(9, nh) + _conv_macs(n + nh, m, 3, 4, 4)
+    assert count_macs(cfg, 64, 64)["analysis"] == expected
+
+
+def test_cli_bench_runs_an_hl_engine(tmp_path, capsys):
+    from stcm.cli import main
+    from stcm.export.onnx import export_engine
+
+    torch.manual_seed(0)
+    export_engine(STCM(get_config("tiny", backbone="hl")).eval(), tmp_path / "hl",
+                  progress=False)
+    assert main(["bench", "--engine", str(tmp_path / "hl"), "--size", "64", "--repeat", "1",
+                 "--tile-size", "4", "--json", str(tmp_path / "b.json")]) == 0
+    assert "synthesis" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["size"] == 64
+
+
 def test_report_and_trace(codec, tmp_path):
     trace = {}
     report = run_bench(codec, [64, 128], repeat=2, trace=trace)

@@ -24,15 +24,18 @@ def test_subpixel_form_refuses_other_geometries():
         SubpixelConvTranspose(nn.ConvTranspose2d(4, 3, 5, stride=2, padding=1))
 
 
-def test_backend_synthesis_matches_the_model_and_leaves_the_model_alone():
+@pytest.mark.parametrize("backbone", ["elic", "hl"])
+def test_backend_synthesis_matches_the_model_and_leaves_the_model_alone(backbone):
     torch.manual_seed(0)
-    model = STCM(get_config("tiny")).eval()
-    before = [type(m) for m in model.g_s]
+    model = STCM(get_config("tiny", backbone=backbone)).eval()
+    before = [type(m) for m in model.g_s.modules()]
     backend = TorchBackend(model)
-    assert [type(m) for m in model.g_s] == before
-    narrow = [m for m in backend.modules["synthesis"] if isinstance(m, SubpixelConvTranspose)]
+    assert [type(m) for m in model.g_s.modules()] == before
+    narrow = [m for m in backend.modules["synthesis"].modules()
+              if isinstance(m, SubpixelConvTranspose)]
     assert len(narrow) == sum(isinstance(m, nn.ConvTranspose2d)
-                              and m.out_channels < SUBPIXEL_MAX_CHANNELS for m in model.g_s) > 0
+                              and m.out_channels < SUBPIXEL_MAX_CHANNELS
+                              for m in model.g_s.modules()) == (1 if backbone == "elic" else 2)
     latent = torch.randn(1, model.cfg.M, 5, 6)
     with torch.no_grad():
         torch.testing.assert_close(backend.run("synthesis", latent)[0], model.g_s(latent),
