@@ -147,8 +147,8 @@ def _tap_classes(weight: torch.Tensor, transposed: bool, stride: int) -> list[to
     convolution; one class per output phase for a transposed convolution of stride s."""
     k = weight.shape[-1]
     if not transposed or stride == 1:
-        return [torch.ones(weight.shape[-2:], dtype=torch.bool)]
-    idx = torch.arange(k)
+        return [torch.ones(weight.shape[-2:], dtype=torch.bool, device=weight.device)]
+    idx = torch.arange(k, device=weight.device)
     return [((idx.view(-1, 1) % stride) == a) & ((idx.view(1, -1) % stride) == b)
             for a in range(stride) for b in range(stride)]
 

@@ -1,5 +1,7 @@
 """Training: rate-distortion optimisation (paper eq. 1) with variable rate, temporal pairs,
-validation, and checkpoints that resume exactly (step, optimizer, RNG) across sessions.
+validation, and checkpoints that resume exactly (step, optimizer, RNG) across sessions, or
+from the weights and step of a checkpoint alone (``resume``, e.g. a campaign's committed
+fp16 copy, which is all a fresh clone has).
 
 Each step draws a quality per image (half the time one of the trained levels, otherwise a
 continuous value, so that interpolated qualities are trained too) and minimises
@@ -9,6 +11,7 @@ reference is coded with no temporal context and the current image reads its late
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -32,6 +35,7 @@ from stcm.models.checkpoint import (CHECKPOINT_NAME, init_weights, load_checkpoi
 from stcm.models.codec import STCM
 from stcm.models.config import ModelConfig
 from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
+from stcm.models.schedule import LR_SCHEDULES, crop_and_batch, learning_rate
 
 STATE_NAME = "train_state.safetensors"
 LOG_NAME = "log.jsonl"
@@ -49,7 +53,12 @@ class TrainConfig:
     crop: int = 256
     lr: float = 1e-4
     aux_lr: float = 1e-3
-    lr_drop_at: float = 0.8  # fraction of ``steps`` after which the learning rate drops 10x
+    lr_schedule: str = "step"  # one of LR_SCHEDULES (models/schedule.py)
+    lr_drop_at: float = 0.8  # ``step``: fraction of ``steps`` after which the lr drops 10x
+    lr_floor: float = 0.01  # ``cosine``: final lr as a fraction of ``lr``
+    warmup: int = 0  # steps of linear lr warm-up after each start with a fresh optimizer
+    final_crop: int | None = None  # crop from ``final_crop_at * steps`` on (batch shrinks)
+    final_crop_at: float = 0.75
     seed: int = 0
     temporal_prob: float = 0.5
     pairs: str | None = None  # CSV of real (reference, current) pairs; else synthetic revisits
@@ -58,9 +67,13 @@ class TrainConfig:
     val_crops: int = 8
     val_every: int = 200
     ckpt_every: int = 200
+    ckpt_minutes: float = 10.0  # also save when this long has passed since the last save
     grad_clip: float = 1.0
     threads: int | None = None
     init: str | None = None  # checkpoint to start from (e.g. a float model, fine-tuned exact)
+    resume: str | None = None  # checkpoint whose weights and step to continue from (fresh Adam)
+    half_copy: str | None = None  # also write an fp16 copy of every checkpoint here
+    device: str = "cpu"
     # Share of training crops from natural photographs (files in a ``photo/`` folder, as
     # ``stcm data fetch`` writes them); no effect without such a folder; None: plain sqrt(area).
     photo_share: float | None = 0.2
@@ -74,6 +87,20 @@ class TrainConfig:
             raise ConfigError(f"temporal_prob must be in [0, 1], got {self.temporal_prob}")
         if self.photo_share is not None and not 0 <= self.photo_share < 1:
             raise ConfigError(f"photo_share must be in [0, 1) or None, got {self.photo_share}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr schedule must be one of {LR_SCHEDULES}, got "
+                              f"{self.lr_schedule!r}")
+        if self.warmup < 0 or not 0 <= self.lr_floor <= 1:
+            raise ConfigError("warmup must be >= 0 and lr_floor in [0, 1]")
+        if self.final_crop is not None and (self.final_crop < 16 or self.final_crop % 16):
+            raise ConfigError(f"final crop must be a multiple of 16 and >= 16, got "
+                              f"{self.final_crop}")
+        if not 0 <= self.final_crop_at <= 1:
+            raise ConfigError(f"final_crop_at must be in [0, 1], got {self.final_crop_at}")
+        if self.init and self.resume:
+            raise ConfigError("give either init (weights, step 0) or resume (weights and step)")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
 
 
 def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -100,26 +127,56 @@ class Trainer:
         self.out = Path(cfg.out)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: this torch build sees no CUDA device")
+        self.device = torch.device(cfg.device)
         paths = list_images(cfg.data)
         if cfg.val:
             self.train_paths, self.val_paths = paths, list_images(cfg.val)
         else:
             self.train_paths, self.val_paths = split_by_scene(paths, cfg.val_fraction, cfg.seed)
-        self.sampler = CropSampler(self.train_paths, crop=cfg.crop, seed=cfg.seed,
-                                   photo_share=cfg.photo_share)
-        self.pairs = PairSampler(cfg.pairs, crop=cfg.crop) if cfg.pairs else None
+        self._samplers: dict[int, tuple] = {}
+        self.sampler, self.pairs = self._samplers_for(cfg.crop)
         self.val = torch.from_numpy(fixed_crops(self.val_paths, cfg.crop, cfg.val_crops, cfg.seed))
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.step = 0
+        self.warm_from = 0  # the step Adam last started with empty moments
+        self.resumed_from: dict | None = None
+        self.fresh_modules: list[str] = []  # modules --init could not lend weights to
+        self.throughput: dict | None = None  # of the last run(): steps/s, megapixels/s
         self.model = STCM(model_cfg)
-        if cfg.init and not (self.out / STATE_NAME).exists():
-            init_weights(self.model, cfg.init)
+        # An earlier run in ``out`` wins over init/resume: rerunning the same command after an
+        # interruption continues it exactly.
+        self.exact_resume = (self.out / STATE_NAME).exists()
+        if cfg.init and not self.exact_resume:
+            self.fresh_modules = init_weights(self.model, cfg.init)
+        if cfg.resume and not self.exact_resume:
+            self._resume_weights(model_cfg, cfg.resume)
+        self.model.to(self.device)
         self.optimizer = self._make_optimizer()
-        if (self.out / STATE_NAME).exists():
+        if self.exact_resume:
             self._resume(model_cfg)
 
     # -- set-up ------------------------------------------------------------------------------
+    def _samplers_for(self, crop: int) -> tuple:
+        """(crop sampler, pair sampler or None) of one crop size, made once."""
+        if crop not in self._samplers:
+            self._samplers[crop] = (
+                CropSampler(self.train_paths, crop=crop, seed=self.cfg.seed,
+                            photo_share=self.cfg.photo_share),
+                PairSampler(self.cfg.pairs, crop=crop) if self.cfg.pairs else None)
+        return self._samplers[crop]
+
+    def _resume_weights(self, model_cfg: ModelConfig, path: str) -> None:
+        saved_cfg, meta = read_metadata(path)
+        if saved_cfg != model_cfg:
+            raise ConfigError(f"{path} holds a model of another config ({saved_cfg.name}); "
+                              "resume it with its own config, or start from it with --init")
+        init_weights(self.model, path)
+        self.step = self.warm_from = int(meta.get("step", 0))
+        self.resumed_from = {"path": str(path), "step": self.step}
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         aux = [self.model.entropy_bottleneck.quantiles]
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
@@ -147,8 +204,12 @@ class Trainer:
                 opt_state["state"].setdefault(int(idx), {})[name] = value
         self.optimizer.load_state_dict(opt_state)
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
         self.rng.bit_generator.state = info["numpy_rng"]
         self.step = int(info["step"])
+        self.warm_from = int(info.get("warm_from", 0))
+        self.resumed_from = info.get("resumed_from")
         if meta.get("step") != self.step:
             raise CheckpointError(f"{self.out}: checkpoint (step {meta.get('step')}) and training "
                                   f"state (step {self.step}) disagree; was a save interrupted?")
@@ -162,22 +223,26 @@ class Trainer:
         return torch.from_numpy(np.where(pick, discrete, continuous)).float()
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        n = self.cfg.batch_size
+        crop, n = crop_and_batch(self.step, self.cfg.steps, self.cfg.crop, self.cfg.batch_size,
+                                 self.cfg.final_crop, self.cfg.final_crop_at)
+        sampler, pairs = self._samplers_for(crop)
         temporal = self.model.cfg.temporal and self.rng.random() < self.cfg.temporal_prob
         if not temporal:
-            return torch.from_numpy(self.sampler.batch(self.rng, n)), None
-        source = self.pairs or self.sampler
+            return torch.from_numpy(sampler.batch(self.rng, n)).to(self.device), None
+        source = pairs or sampler
         refs, curs = zip(*(source.pair(self.rng) for _ in range(n)))
-        return torch.from_numpy(np.stack(curs)), torch.from_numpy(np.stack(refs))
+        return (torch.from_numpy(np.stack(curs)).to(self.device),
+                torch.from_numpy(np.stack(refs)).to(self.device))
 
     def train_step(self) -> dict:
         self.model.train()
         x, ref = self._batch()
-        q = self._qualities(x.shape[0])
+        q = self._qualities(x.shape[0]).to(self.device)
         reference = None
         losses = []
         if ref is not None:
-            ref_loss, ref_out = rd_loss(self.model, ref, self._qualities(ref.shape[0]))
+            ref_loss, ref_out = rd_loss(self.model, ref,
+                                        self._qualities(ref.shape[0]).to(self.device))
             losses.append(ref_loss)
             reference = ref_out.latent.detach()
         loss, out = rd_loss(self.model, x, q, reference)
@@ -188,8 +253,9 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
+        pixels = x[:, 0].numel() * (1 if ref is None else 2)
         return {"loss": loss.item(), "bpp": out.bpp().mean().item(),
-                "psnr": psnr(x, out.x_hat.detach()).mean().item()}
+                "psnr": psnr(x, out.x_hat.detach()).mean().item(), "pixels": pixels}
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -199,40 +265,54 @@ class Trainer:
         for q in VAL_QUALITIES:
             bpps, psnrs = [], []
             for i in range(0, len(self.val), 4):
-                x = self.val[i: i + 4]
+                x = self.val[i: i + 4].to(self.device)
                 out = self.model(x, q)
-                bpps.append(out.bpp())
-                psnrs.append(psnr(x, out.x_hat))
+                bpps.append(out.bpp().cpu())
+                psnrs.append(psnr(x, out.x_hat).cpu())
             result[f"q{q:g}"] = {"bpp": round(float(torch.cat(bpps).mean()), 4),
                                  "psnr": round(float(torch.cat(psnrs).mean()), 3)}
         return result
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, validation: dict | None = None) -> None:
-        """Writes checkpoint and training state (each atomically; the step ties them)."""
+    def save(self, validation: dict | None = None, throughput: dict | None = None) -> None:
+        """Writes checkpoint and training state (each atomically; the step ties them), and
+        the fp16 copy if the run keeps one."""
         meta = {"step": self.step, "train": dataclasses.asdict(self.cfg),
                 "train_images": [str(p) for p in self.train_paths],
                 "val_images": [str(p) for p in self.val_paths]}
         if validation:
             meta["validation"] = validation
+        if throughput:
+            meta["throughput"] = throughput
+        if self.resumed_from:
+            meta["resumed_from"] = self.resumed_from
         opt = self.optimizer.state_dict()
         tensors = {"rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
         for idx, values in opt["state"].items():
             for name, value in values.items():
-                tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).contiguous()
+                tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
         info = {"param_groups": opt["param_groups"], "step": self.step,
-                "numpy_rng": self.rng.bit_generator.state}
+                "numpy_rng": self.rng.bit_generator.state, "warm_from": self.warm_from,
+                "resumed_from": self.resumed_from}
         with atomic_path(self.out / STATE_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"state": json.dumps(info)})
-        save_checkpoint(self.model, self.out / CHECKPOINT_NAME, meta)
+        # The coding tables are computed with NumPy: a CUDA model is saved from a CPU copy.
+        model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
+        save_checkpoint(model, self.out / CHECKPOINT_NAME, meta)
+        if self.cfg.half_copy:
+            save_checkpoint(model, self.cfg.half_copy, meta, half=True)
 
     def _log(self, record: dict) -> None:
         with open(self.out / LOG_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _set_lr(self) -> None:
-        drop = 0.1 if self.step >= int(self.cfg.lr_drop_at * self.cfg.steps) else 1.0
-        self.optimizer.param_groups[0]["lr"] = self.cfg.lr * drop
+        c = self.cfg
+        self.optimizer.param_groups[0]["lr"] = learning_rate(
+            c.lr, self.step, c.steps, schedule=c.lr_schedule, drop_at=c.lr_drop_at,
+            floor=c.lr_floor, warmup=c.warmup, warm_from=self.warm_from)
 
     def run(self) -> dict:
         """Trains until ``cfg.steps``; returns the final validation result."""
@@ -241,7 +321,9 @@ class Trainer:
                    desc="train", unit="step", dynamic_ncols=True)
         ema: dict[str, float] = {}
         validation: dict = {}
-        started = time.perf_counter()
+        started = last_save = time.perf_counter()
+        # Throughput of this process, training steps only (validation and saving excluded).
+        busy, done, pixels = 0.0, 0, 0
         # A job scheduler or an ending session sends SIGTERM: save as for Ctrl-C, not lose up
         # to ckpt_every steps.
         previous = None
@@ -250,7 +332,13 @@ class Trainer:
         try:
             while self.step < self.cfg.steps:
                 self._set_lr()
+                tick = time.perf_counter()
                 stats = self.train_step()
+                busy += time.perf_counter() - tick
+                done += 1
+                pixels += stats.pop("pixels")
+                throughput = {"steps_per_s": round(done / busy, 4),
+                              "megapixels_per_s": round(pixels / busy / 1e6, 4)}
                 for k, v in stats.items():
                     ema[k] = v if k not in ema or not math.isfinite(ema[k]) else 0.9 * ema[k] + 0.1 * v
                 bar.update(1)
@@ -260,17 +348,22 @@ class Trainer:
                 if self.step % self.cfg.val_every == 0 or last:
                     validation = self.validate()
                     self._log({"step": self.step, "train": ema, "val": validation,
-                               "seconds": round(time.perf_counter() - started, 1)})
-                if self.step % self.cfg.ckpt_every == 0 or last:
-                    self.save(validation)
+                               "lr": self.optimizer.param_groups[0]["lr"],
+                               "seconds": round(time.perf_counter() - started, 1),
+                               **throughput})
+                overdue = time.perf_counter() - last_save > 60 * self.cfg.ckpt_minutes
+                if self.step % self.cfg.ckpt_every == 0 or last or overdue:
+                    self.save(validation, throughput)
+                    last_save = time.perf_counter()
         except KeyboardInterrupt:
-            self.save(validation)
+            self.save(validation, throughput if done else None)
             bar.write(f"interrupted: saved step {self.step} to {self.out}; run again to resume")
             raise
         finally:
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        self.throughput = throughput if done else None
         return validation
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -22,9 +23,10 @@ from stcm.errors import StcmError
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a codec on a folder of images",
                        description="Train an STCM codec (rate-distortion loss, variable rate). "
-                       "Resumes automatically when --out holds an earlier run of the same config.")
-    p.add_argument("--config", default="small", help="model preset: tiny, small or elic "
-                   "(default: small)")
+                       "Resumes exactly (optimizer and RNG too) when --out holds an earlier run "
+                       "of the same config.")
+    p.add_argument("--config", help="model preset: tiny, small, elic, hl-small or hl (default: "
+                   "the --resume checkpoint's config, else small)")
     p.add_argument("--context", choices=["diag", "checkerboard", "serial", "none"],
                    help="spatial context variant (default: the preset's, diag)")
     p.add_argument("--context-layers", type=int, help="stacked masked layers (default 3)")
@@ -33,8 +35,14 @@ def _add_train(sub) -> None:
     p.add_argument("--no-temporal", action="store_true", help="drop the temporal context branch")
     p.add_argument("--float", action="store_true", help="float entropy path instead of the exact "
                    "integer one (streams then decode only on the same backend; ablation)")
-    p.add_argument("--init", help="checkpoint to start from, e.g. a float model to fine-tune "
-                   "into an exact one")
+    p.add_argument("--init", help="checkpoint whose weights to start from at step 0, e.g. a "
+                   "float model to fine-tune into an exact one, or one of the other backbone "
+                   "(then only g_a and g_s start fresh)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from this checkpoint's "
+                   "weights and step (fresh optimizer; e.g. a campaign's committed fp16 copy); "
+                   "ignored once --out holds a run, which resumes exactly")
+    p.add_argument("--half-copy", metavar="PATH", help="also write an fp16 copy of every "
+                   "checkpoint to PATH (e.g. the committed resume point of a campaign)")
     p.add_argument("--data", required=True, help="folder of PNG/JPEG/TIFF/GeoTIFF/JP2 images")
     p.add_argument("--val", help="folder of validation images (default: whole files split off "
                    "--data)")
@@ -44,19 +52,36 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=1000, help="target total steps (default 1000)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=256, help="training crop size (default 256)")
+    p.add_argument("--final-crop", type=int, help="crop size from --final-crop-at on; the batch "
+                   "shrinks to keep the pixels per step (e.g. --crop 128 --final-crop 256)")
+    p.add_argument("--final-crop-at", type=float, default=0.75,
+                   help="fraction of --steps where --final-crop starts (default 0.75)")
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-schedule", choices=["step", "cosine"], default="step",
+                   help="step: 10x lower from 80%% of --steps; cosine: down to --lr-floor x lr "
+                   "at --steps (default step)")
+    p.add_argument("--lr-floor", type=float, default=0.01,
+                   help="cosine: final lr as a fraction of --lr (default 0.01)")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up after "
+                   "each start with a fresh optimizer (step 0 or --resume; default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=200)
-    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints "
+                   "(default 200; also saved every --ckpt-minutes and on Ctrl-C or SIGTERM)")
+    p.add_argument("--ckpt-minutes", type=float, default=10.0,
+                   help="longest time between checkpoints (default 10)")
     p.add_argument("--photo-share", type=float, default=0.2,
                    help="share of crops from natural photographs (a photo/ folder under --data, "
                    "as `stcm data fetch` writes it; default 0.2; no effect without one)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where to train (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
+    from stcm.models.checkpoint import read_metadata
     from stcm.models.config import get_config
     from stcm.models.train import TrainConfig, Trainer
 
@@ -71,14 +96,26 @@ def _train(args) -> int:
         overrides["temporal"] = False
     if args.float:
         overrides["exact"] = False
-    model_cfg = get_config(args.config, **overrides)
+    if args.config is None and args.resume:
+        model_cfg = dataclasses.replace(read_metadata(args.resume)[0], **overrides)
+    else:
+        model_cfg = get_config(args.config or "small", **overrides)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs, val=args.val,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads,
-                      init=args.init, photo_share=args.photo_share)
+                      init=args.init, photo_share=args.photo_share, resume=args.resume,
+                      half_copy=args.half_copy, lr_schedule=args.lr_schedule,
+                      lr_floor=args.lr_floor, warmup=args.warmup, final_crop=args.final_crop,
+                      final_crop_at=args.final_crop_at, ckpt_minutes=args.ckpt_minutes,
+                      device=args.device)
     trainer = Trainer(model_cfg, cfg, progress=not args.quiet)
-    if trainer.step:
+    if trainer.fresh_modules:
+        print(f"--init {args.init} is another backbone: {', '.join(trainer.fresh_modules)} "
+              "start fresh, the rest loads", file=sys.stderr)
+    if trainer.exact_resume:
         print(f"resuming {args.out} at step {trainer.step}", file=sys.stderr)
+    elif trainer.resumed_from:
+        print(f"resuming {args.resume} at step {trainer.step} (fresh optimizer)", file=sys.stderr)
     if trainer.step >= cfg.steps:
         print(f"{args.out} is already at step {trainer.step} >= --steps {cfg.steps}; "
               "raise --steps to train further", file=sys.stderr)
@@ -89,6 +126,10 @@ def _train(args) -> int:
         return 130
     for q, v in validation.items():
         print(f"validation {q}: {v['bpp']:.4f} bpp (estimated), {v['psnr']:.2f} dB PSNR")
+    if trainer.throughput:
+        t = trainer.throughput
+        print(f"throughput: {t['steps_per_s']:.3f} steps/s, {t['megapixels_per_s']:.3f} "
+              "megapixels/s (training steps only)")
     print(f"checkpoint: {Path(args.out) / 'checkpoint.safetensors'}")
     return 0
 

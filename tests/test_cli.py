@@ -33,3 +33,20 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "stcm", "--version"], capture_output=True,
                             text=True, check=True)
     assert result.stdout.startswith("stcm ")
+
+
+def test_train_resume_takes_the_checkpoints_config_and_step(image_folder, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["train", "--config", "tiny", "--data", str(image_folder), "--steps", "2",
+                 "--crop", "64", "--batch-size", "2", "--out", str(first), "--quiet",
+                 "--half-copy", str(tmp_path / "resume.safetensors")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "resume.safetensors"), "--data",
+                 str(image_folder), "--steps", "3", "--crop", "64", "--batch-size", "2",
+                 "--lr-schedule", "cosine", "--warmup", "2", "--out", str(tmp_path / "second"),
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "at step 2 (fresh optimizer)" in captured.err and "steps/s" in captured.out
+    assert main(["info", str(tmp_path / "second"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["step"] == 3 and info["config"]["name"] == "tiny"

@@ -5,6 +5,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from stcm.errors import ConfigError, DataError
 from stcm.models.checkpoint import load_checkpoint
@@ -100,3 +101,91 @@ def test_photo_share_reaches_the_sampler_and_the_checkpoint(image_folder, tmp_pa
     trainer.run()
     _, meta = load_checkpoint(tmp_path / "run")
     assert meta["train"]["photo_share"] == 0.35
+
+
+def test_resume_from_a_checkpoint_alone_continues_its_weights_and_step(image_folder, tmp_path):
+    cfg = get_config("tiny")
+    first = Trainer(cfg, _cfg(image_folder, tmp_path / "a", steps=3,
+                              half_copy=str(tmp_path / "resume.safetensors")), progress=False)
+    first.run()
+    # What a fresh clone has: the fp16 copy, no optimizer state, another output folder.
+    half, meta = load_checkpoint(tmp_path / "resume.safetensors")
+    assert meta["step"] == 3
+    stored = load_file(str(tmp_path / "resume.safetensors"))
+    assert all(v.dtype == torch.float16 for k, v in stored.items() if k.startswith("g_a."))
+    second = Trainer(cfg, _cfg(image_folder, tmp_path / "b", steps=5, warmup=4,
+                               resume=str(tmp_path / "resume.safetensors")), progress=False)
+    assert second.step == 3 and second.warm_from == 3 and not second.exact_resume
+    for k, v in second.model.state_dict().items():
+        assert torch.equal(v, half.state_dict()[k]), k
+    second._set_lr()
+    assert second.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 4)  # warming up
+    second.run()
+    _, meta = load_checkpoint(tmp_path / "b")
+    assert meta["step"] == 5 and meta["resumed_from"]["step"] == 3
+    assert meta["throughput"]["steps_per_s"] > 0 and meta["throughput"]["megapixels_per_s"] > 0
+    # Rerunning the same command continues the run in --out exactly, not the file again.
+    again = Trainer(cfg, _cfg(image_folder, tmp_path / "b", steps=6, warmup=4,
+                              resume=str(tmp_path / "resume.safetensors")), progress=False)
+    assert again.exact_resume and again.step == 5 and again.warm_from == 3
+
+
+def test_resume_from_a_checkpoint_of_another_config_is_refused(image_folder, tmp_path):
+    Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "a", steps=1), progress=False).run()
+    with pytest.raises(ConfigError, match="another config"):
+        Trainer(get_config("tiny", backbone="hl"), _cfg(
+            image_folder, tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint.safetensors")),
+            progress=False)
+    with pytest.raises(ConfigError, match="either init"):
+        _cfg(image_folder, tmp_path / "c", init="x", resume="y")
+
+
+def test_crop_schedule_switches_the_crop_and_shrinks_the_batch(image_folder, tmp_path):
+    trainer = Trainer(get_config("tiny", temporal=False),
+                      _cfg(image_folder, tmp_path / "run", steps=4, crop=32, batch_size=4,
+                           final_crop=64, final_crop_at=0.5), progress=False)
+    shapes = []
+    batch = trainer._batch
+
+    def record():
+        x, ref = batch()
+        shapes.append(tuple(x.shape[-3:]) + (x.shape[0],))
+        return x, ref
+
+    trainer._batch = record
+    trainer.run()
+    assert shapes == [(3, 32, 32, 4)] * 2 + [(3, 64, 64, 1)] * 2
+    assert trainer.val.shape[-1] == 32  # validation stays comparable across the switch
+
+
+def test_a_checkpoint_is_written_when_the_time_is_up(image_folder, tmp_path, monkeypatch):
+    trainer = Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "run", steps=3,
+                                               ckpt_every=1000, ckpt_minutes=0), progress=False)
+    saved = []
+    save = trainer.save
+    monkeypatch.setattr(trainer, "save", lambda *a: (saved.append(trainer.step), save(*a)))
+    trainer.run()
+    assert saved == [1, 2, 3]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_training_on_cuda_saves_a_checkpoint_that_loads_on_the_cpu(image_folder, tmp_path):
+    cfg = get_config("tiny")
+    trainer = Trainer(cfg, _cfg(image_folder, tmp_path / "run", steps=3, device="cuda"),
+                      progress=False)
+    assert next(trainer.model.parameters()).is_cuda
+    trainer.run()
+    model, meta = load_checkpoint(tmp_path / "run")
+    assert meta["step"] == 3 and next(model.parameters()).device.type == "cpu"
+    resumed = Trainer(cfg, _cfg(image_folder, tmp_path / "run", steps=4, device="cuda"),
+                      progress=False)
+    assert resumed.step == 3
+    resumed.run()
+
+
+def test_cuda_without_a_device_is_a_clear_error(image_folder, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        Trainer(get_config("tiny"), _cfg(image_folder, tmp_path / "run", device="cuda"),
+                progress=False)
