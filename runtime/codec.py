@@ -46,6 +46,15 @@ DEFAULT_TILE_BATCH = 16  # tiles per step call for exact models: fewer, larger c
 # latent positions for g_s; the halos cover the receptive field that matters.
 ANALYSIS_BLOCK, ANALYSIS_HALO = 2048, 256
 SYNTHESIS_BLOCK, SYNTHESIS_HALO = 128, 16
+# How an image with a temporal reference uses it: "auto" decides per tile (header flags),
+# "on" uses it everywhere (one coding pass; what stcm 0.3 always did).
+TEMPORAL_MODES = ("auto", "on")
+
+
+def check_temporal(temporal) -> None:
+    """ConfigError unless ``temporal`` is one of ``TEMPORAL_MODES``."""
+    if temporal not in TEMPORAL_MODES:
+        raise ConfigError(f"temporal must be one of {TEMPORAL_MODES}, got {temporal!r}")
 
 
 def _load_model(model) -> STCM:
@@ -170,18 +179,24 @@ class Codec:
     # -- arrays --------------------------------------------------------------------------------
     def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
                  georef: Georeference | None = None, extra: dict | None = None,
-                 reference: bytes | None = None, refine: int = 0) -> bytes:
+                 reference: bytes | None = None, refine: int = 0,
+                 temporal: str = "auto") -> bytes:
         """Compresses an image (bands, H, W) or (H, W) of any integer or float dtype.
 
         ``georef`` is stored in the container; ``extra`` (JSON-able) travels in its header.
         ``reference`` is the container of an earlier image of the same place and size (the
-        first of its series): its decoded latent becomes the temporal context.
+        first of its series): its decoded latent becomes the temporal context. ``temporal``
+        says how: ``"auto"`` (default) codes each tile both with and without it and keeps
+        the smaller stream (a flag per tile in the header; a reference that does not help
+        then costs nothing but the flags and encode time), ``"on"`` uses it for every tile
+        (one coding pass).
         ``refine`` > 0 runs that many steps of encode-time latent refinement per band group
         (``stcm.models.refine``): smaller files at the same quality for a much slower
         encode; the stream decodes with any decoder of the model. It needs a checkpoint
         (gradients), not an engine.
         """
         self._check_refine(refine, image)
+        check_temporal(temporal)
         latents = ref_id = None
         if reference is not None:
             if peek_header(reference).reference_id is not None:
@@ -191,7 +206,7 @@ class Codec:
             ref_id = hashlib.sha256(reference).digest()
         with span(self._recorder, "encode", "encode"):
             data, _ = self._compress(image, quality, georef, latents, ref_id, extra,
-                                     refine=refine)
+                                     refine=refine, temporal=temporal)
         return data
 
     def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
@@ -212,10 +227,11 @@ class Codec:
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
                         georefs: list[Georeference | None] | None = None,
-                        refine: int = 0) -> list[bytes]:
+                        refine: int = 0, temporal: str = "auto") -> list[bytes]:
         """Compresses co-registered images of one place (same shape and bands), the first as
-        the temporal reference of all others (paper section 3.4); ``refine`` as in
-        ``compress``, for every image."""
+        the temporal reference of all others (paper section 3.4); ``refine`` and
+        ``temporal`` as in ``compress``, for every image."""
+        check_temporal(temporal)
         if not images:
             raise DataError("compress_series needs at least one image")
         georefs = georefs or [None] * len(images)
@@ -228,7 +244,7 @@ class Codec:
                 raise DataError(f"series images must share one shape: {np.shape(image)} vs "
                                 f"{np.shape(images[0])}")
             out.append(self._compress(image, quality, georef, latents, ref_id,
-                                      refine=refine)[0])
+                                      refine=refine, temporal=temporal)[0])
         return out
 
     def decompress_series(self, blobs: list[bytes]) -> list[np.ndarray]:
@@ -257,14 +273,14 @@ class Codec:
             check_refinable(int(refine), shape[-2], shape[-1])
 
     def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str,
-             refine: int = 0):
+             refine: int = 0, passes: int = 1):
         """A progress bar over all sequential steps (and refinement steps), hooked into the
         scheduler; shown for images of a megapixel or more, or refined ones (refinement is
         slow at any size), and with progress=None only on a terminal."""
         disable = (not self.progress if self.progress is not None else None)
         if pixels < 2 ** 20 and not refine:
             disable = True
-        total = band_groups * (self.scheduler.steps_for(latent_shape) + refine)
+        total = band_groups * (passes * self.scheduler.steps_for(latent_shape) + refine)
         bar = tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
         self.scheduler.on_step = lambda: bar.update(1)
         return bar
@@ -287,7 +303,7 @@ class Codec:
 
     @torch.no_grad()
     def _compress(self, image, quality, georef, references, reference_id, extra=None,
-                  refine: int = 0):
+                  refine: int = 0, temporal: str = "auto"):
         check_quality(quality)
         self._check_refine(refine, image)
         refine = int(refine)
@@ -304,7 +320,9 @@ class Codec:
         latents = []
         ph, pw = pad_amount(h, w)
         latent_shape = ((h + ph) // DOWNSAMPLE, (w + pw) // DOWNSAMPLE)
-        bar = self._bar(len(groups), latent_shape, h * w, "compress", refine)
+        passes = 2 if references is not None and temporal == "auto" else 1
+        bar = self._bar(len(groups), latent_shape, h * w, "compress", refine, passes)
+        intra_tiles: list[int] = []
         for g, x_g in enumerate(groups):
             y = run_blocked(lambda t: self._stage("analysis", t), pad_image(x_g[None]),
                             ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
@@ -325,7 +343,11 @@ class Codec:
                 z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
             with entropy_threads(not self.backend.exact):
                 hyper = self._stage("hyper_synthesis", z_hat)
-                y_hat, tiles = self.scheduler.encode(y, hyper, ref)
+                if ref is None or temporal == "on":
+                    y_hat, tiles = self.scheduler.encode(y, hyper, ref)
+                else:
+                    y_hat, tiles, intra = self._encode_choosing_modes(y, hyper, ref, bar)
+                    intra_tiles += [g * len(tiles) + t for t, i in enumerate(intra) if i]
             for t, data in enumerate(tiles):
                 streams[(g, KIND_Y, t)] = data
             latents.append(y_hat * gain_dec)
@@ -336,9 +358,25 @@ class Codec:
             dtype=image.dtype.name, normalization=norm.to_dict(), quality=quality,
             tile_size=self.tile_size, georef=georef,
             reference_id=short_id(reference_id) if reference_id is not None else None,
-            numerics=self.numerics, extra=extra or {})
+            numerics=self.numerics, extra=extra or {}, intra_tiles=intra_tiles)
         with span(self._recorder, "container write", "container"):
             return write_container(header, streams), latents
+
+    def _encode_choosing_modes(self, y, hyper, ref, bar):
+        """Codes each tile with and without the reference and keeps, per tile, the smaller
+        stream; returns (y_hat, streams, intra flags). Tiles are coded independently given
+        their side input, but the channel context reads earlier groups across tile borders,
+        so a mixed choice is coded once more with the flags in force (the decoder's view)."""
+        with_ref = self.scheduler.encode(y, hyper, ref)
+        alone = self.scheduler.encode(y, hyper, None)
+        intra = [len(b) < len(a) for a, b in zip(with_ref[1], alone[1])]
+        if not any(intra):
+            return (*with_ref, intra)
+        if all(intra):
+            return (*alone, intra)
+        bar.total += self.scheduler.steps_for(tuple(y.shape[-2:]))
+        bar.refresh()
+        return (*self.scheduler.encode(y, hyper, ref, intra), intra)
 
     @torch.no_grad()
     def _decompress(self, data: bytes, references, reference_data: bytes | None = None):
@@ -372,7 +410,8 @@ class Codec:
                 ref = references[g] if references is not None else None
                 with entropy_threads(not self.backend.exact):
                     hyper = self._stage("hyper_synthesis", z_hat)
-                    y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref)
+                    intra = header.intra_mask(g) if ref is not None else None
+                    y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref, intra)
                 latent = y_hat * gain_dec
                 latents.append(latent)
                 x_hat = run_blocked(lambda t: self._stage("synthesis", t), latent,

@@ -38,7 +38,7 @@ MAGIC = b"STCM"
 # 2: compact binary header, 16-byte ids, stream table of (length, CRC32); the quality rule of
 # format 2 keeps enc * dec on the interpolation of the level products (models/gain.py).
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 2.1: flag bit 5, the per-tile temporal mode bitmap
 MAX_RECORD_BYTES = 1 << 31
 DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32

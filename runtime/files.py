@@ -33,11 +33,13 @@ class FileReport:
 
 
 def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY, *,
-                  reference=None, force: bool = False, refine: int = 0) -> FileReport:
+                  reference=None, force: bool = False, refine: int = 0,
+                  temporal: str = "auto") -> FileReport:
     """Compresses an image file (PNG, JPEG, TIFF, GeoTIFF, JPEG 2000) to an stcm container,
     keeping its georeferencing and band descriptions; writes atomically, never over the input.
 
-    ``refine`` > 0: that many steps of encode-time latent refinement (``Codec.compress``).
+    ``refine`` > 0: that many steps of encode-time latent refinement; ``temporal``: how the
+    reference is used (both as in ``Codec.compress``).
     """
     source, target = Path(source), Path(target)
     _check_target(source, target, force)
@@ -45,7 +47,8 @@ def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     data = codec.compress(raster.pixels, quality, georef=raster.georef,
-                          extra=_descriptions(raster), reference=ref, refine=refine)
+                          extra=_descriptions(raster), reference=ref, refine=refine,
+                          temporal=temporal)
     seconds = time.perf_counter() - start
     atomic_write_bytes(target, data)
     return FileReport(source, target, raster.height * raster.width, raster.bands, len(data),

@@ -49,7 +49,9 @@ FLAG_REFERENCE = 1 << 1
 FLAG_NUMERICS = 1 << 2
 FLAG_EXTRA = 1 << 3
 FLAG_DTYPE_RANGE = 1 << 4  # every band normalised by the dtype's own range (uint8: 0..255)
-KNOWN_FLAGS = FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_DTYPE_RANGE
+FLAG_INTRA_TILES = 1 << 5  # a bitmap of tiles coded without the temporal reference follows
+KNOWN_FLAGS = (FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_DTYPE_RANGE
+               | FLAG_INTRA_TILES)
 
 #: The numerics tag of exact entropy stages (the same integers on every backend and device,
 #: ``runtime.backends``); implied by a header, not stored.
@@ -379,6 +381,12 @@ def num_tiles(latent_shape: tuple[int, int], tile_size: int) -> int:
 
 
 # -- the header -------------------------------------------------------------------------------
+def _latent_shape(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of y for an image: padded to a multiple of 64, then / 16."""
+    return (-(-height // PAD_MULTIPLE) * PAD_MULTIPLE // DOWNSAMPLE,
+            -(-width // PAD_MULTIPLE) * PAD_MULTIPLE // DOWNSAMPLE)
+
+
 @dataclass(frozen=True)
 class Header:
     """Everything about a compressed image except its streams.
@@ -402,6 +410,9 @@ class Header:
             backend) is implied and not stored.
         extra: JSON object of application fields (e.g. band descriptions); stored only when
             not empty.
+        intra_tiles: Sorted indexes ``band_group * tiles + tile`` of the y tiles coded without
+            the temporal reference (the encoder's per-tile mode decision); only with a
+            reference; stored as a bitmap only when not empty.
 
     Derived: ``pad``, ``latent_shape``, ``z_shape``, ``band_groups``, ``tiles``.
 
@@ -428,6 +439,7 @@ class Header:
     georef: Georeference | None = None
     numerics: str = EXACT_NUMERICS
     extra: dict = field(default_factory=dict)
+    intra_tiles: tuple[int, ...] = ()
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -457,6 +469,30 @@ class Header:
         set_("extra", _json_object("extra", self.extra))
         if num_tiles(self.latent_shape, self.tile_size) > 0xFFFFFFFF:
             raise field_error("tile_size", f"{self.tile_size} gives more tiles than fit in u32")
+        set_("intra_tiles", self._check_intra_tiles())
+
+    def _check_intra_tiles(self) -> tuple[int, ...]:
+        tiles = self.intra_tiles
+        if not isinstance(tiles, (tuple, list)) or not all(_is_int(t) for t in tiles):
+            raise field_error("intra_tiles", f"must be a sequence of tile indexes, got "
+                              f"{tiles!r:.80}")
+        tiles = tuple(int(t) for t in tiles)
+        if tiles and self.reference_id is None:
+            raise field_error("intra_tiles", "is only meaningful with a temporal reference")
+        total = self.band_groups * self.tiles
+        if any(not 0 <= t < total for t in tiles) or any(a >= b for a, b in zip(tiles, tiles[1:])):
+            raise field_error("intra_tiles", f"must be increasing indexes in 0..{total - 1}, "
+                              f"got {tiles!r:.80}")
+        return tiles
+
+    def intra_mask(self, band_group: int) -> list[bool]:
+        """Per tile of ``band_group``: True where it was coded without the reference."""
+        n = self.tiles
+        mask = [False] * n
+        for t in self.intra_tiles:
+            if t // n == band_group:
+                mask[t % n] = True
+        return mask
 
     def _check_normalization(self) -> dict:
         norm = self.normalization
@@ -497,8 +533,7 @@ class Header:
     @property
     def latent_shape(self) -> tuple[int, int]:
         """(h, w) of y: the padded size / 16."""
-        return ((self.height + self.pad[0]) // DOWNSAMPLE,
-                (self.width + self.pad[1]) // DOWNSAMPLE)
+        return _latent_shape(self.height, self.width)
 
     @property
     def z_shape(self) -> tuple[int, int]:
@@ -552,7 +587,8 @@ class Header:
                 | (FLAG_REFERENCE if self.reference_id is not None else 0)
                 | (FLAG_NUMERICS if self.numerics != EXACT_NUMERICS else 0)
                 | (FLAG_EXTRA if self.extra else 0)
-                | (FLAG_DTYPE_RANGE if dtype_range else 0))
+                | (FLAG_DTYPE_RANGE if dtype_range else 0)
+                | (FLAG_INTRA_TILES if self.intra_tiles else 0))
 
     def to_bytes(self) -> bytes:
         """The header record (``docs/format.md``): flags, model id, then the fields."""
@@ -570,6 +606,11 @@ class Header:
                     out += _F64.pack(lo) + _F64.pack(hi)
         if self.reference_id is not None:
             out += self.reference_id
+        if flags & FLAG_INTRA_TILES:
+            bitmap = bytearray(-(-self.band_groups * self.tiles // 8))
+            for t in self.intra_tiles:
+                bitmap[t >> 3] |= 1 << (t & 7)
+            out += bitmap
         if flags & FLAG_GEOREF:
             out += self.georef.to_bytes()
         if flags & FLAG_NUMERICS:
@@ -622,6 +663,21 @@ class Header:
                     hi.append(reader.f64(f"normalization hi of band {b}"))
         reference_id = (reader.take(MODEL_ID_BYTES, "reference id")
                         if flags & FLAG_REFERENCE else None)
+        intra_tiles: tuple[int, ...] = ()
+        if flags & FLAG_INTRA_TILES:
+            if reference_id is None:
+                raise CorruptError("corrupt stcm header: flag bit 5 (intra tiles) is set "
+                                   "without a reference (flag bit 1)")
+            total = (-(-bands // BAND_GROUP_SIZE)
+                     * num_tiles(_latent_shape(height, width), tile_size))
+            # take() checks the bitmap's bytes are present before anything is allocated.
+            bitmap = reader.take(-(-total // 8), "intra tile bitmap")
+            intra_tiles = tuple(i * 8 + b for i, byte in enumerate(bitmap) if byte
+                                for b in range(8) if byte >> b & 1)
+            if not intra_tiles:
+                raise field_error("intra_tiles", "an empty bitmap stored (not canonical)")
+            if intra_tiles[-1] >= total:
+                raise field_error("intra_tiles", "bits set past the last tile")
         georef = Georeference.from_reader(reader) if flags & FLAG_GEOREF else None
         numerics = EXACT_NUMERICS
         if flags & FLAG_NUMERICS:
@@ -637,7 +693,7 @@ class Header:
         header = cls(model_id=model_id, height=height, width=width, bands=bands, dtype=dtype,
                      normalization={"dtype": dtype, "lo": lo, "hi": hi}, quality=quality,
                      tile_size=tile_size, reference_id=reference_id, georef=georef,
-                     numerics=numerics, extra=extra)
+                     numerics=numerics, extra=extra, intra_tiles=intra_tiles)
         if header.flags != flags:
             raise CorruptError(f"corrupt stcm header: flags {flags:#04x} do not match the "
                                f"fields ({header.flags:#04x}); uint8 ranges of 0..255 must "

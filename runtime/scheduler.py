@@ -107,14 +107,22 @@ class Scheduler:
         return self.backend.run(f"side_{k}", *inputs)[0]
 
     def _run(self, grid: TileGrid, hyper: torch.Tensor, reference: torch.Tensor | None,
-             visit: Visit) -> torch.Tensor:
+             visit: Visit, intra: list[bool] | None = None) -> torch.Tensor:
         valid = grid.valid().to(hyper.device)
+        if reference is not None and intra is not None and all(intra):
+            reference, intra = None, None
+        mixed = reference is not None and intra is not None and any(intra)
+        if mixed:
+            intra_tiles = torch.tensor(intra, device=hyper.device).view(-1, 1, 1, 1)
         y_hat = hyper.new_zeros(1, self.cfg.M, grid.height, grid.width)
         chunks = [range(i, min(i + self.tile_batch, grid.count))
                   for i in range(0, grid.count, self.tile_batch)]
         steps = calls = 0
         for k, sl in enumerate(self.slices):
             side = grid.split(self._side(k, hyper, y_hat, reference))
+            if mixed:  # intra tiles read the side computed with a zero reference
+                side = torch.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None)),
+                                   side)
             programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
                         for c in chunks]
             for t in range(programs[0].num_steps):
@@ -140,9 +148,12 @@ class Scheduler:
                 sel = slice(None)
             yield b, sel, self.quantizer.index(self.staging.download(scale[b][:, sel]))
 
-    def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None
-               ) -> tuple[torch.Tensor, list[bytes]]:
-        """Quantizes and codes y (1, M, h, w); returns (y_hat, one stream per tile)."""
+    def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None,
+               intra: list[bool] | None = None) -> tuple[torch.Tensor, list[bytes]]:
+        """Quantizes and codes y (1, M, h, w); returns (y_hat, one stream per tile).
+
+        ``intra``: per tile, True to code it without the reference (its side input is the
+        one of a zero reference); None: every tile uses ``reference``."""
         grid = TileGrid(y.shape[2], y.shape[3], self.tile_size)
         encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]
         y_tiles = grid.split(y)
@@ -158,12 +169,14 @@ class Scheduler:
                         self.staging.download(symbols[b][:, sel]).astype(np.int32), indexes)
             return symbols + mean
 
-        y_hat = self._run(grid, hyper, reference, visit)
+        y_hat = self._run(grid, hyper, reference, visit, intra)
         return y_hat, [e.finish() for e in encoders]
 
     def decode(self, streams: list[bytes], shape: tuple[int, int], hyper: torch.Tensor,
-               reference: torch.Tensor | None) -> torch.Tensor:
-        """Decodes the latent (1, M, h, w) from one stream per tile."""
+               reference: torch.Tensor | None, intra: list[bool] | None = None
+               ) -> torch.Tensor:
+        """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` as in
+        ``encode``)."""
         grid = TileGrid(shape[0], shape[1], self.tile_size)
         decoders = [GaussianDecoder(s, self.table) for s in streams]
 
@@ -176,7 +189,7 @@ class Scheduler:
                         decoded.astype(np.float32), mean.device).view(mean.shape[1], -1)
             return symbols + mean
 
-        y_hat = self._run(grid, hyper, reference, visit)
+        y_hat = self._run(grid, hyper, reference, visit, intra)
         for d in decoders:
             d.finish()
         return y_hat

@@ -196,6 +196,10 @@ def _add_compress(sub) -> None:
                    help="latent tile size; one ANS stream per tile (default 64 = 1024 px)")
     p.add_argument("--reference", help="the .stcm of the first image of this place's series: "
                    "its latent becomes the temporal context (same size and bands)")
+    p.add_argument("--temporal", choices=["auto", "on"], default="auto",
+                   help="with --reference: auto codes each tile with and without it and keeps "
+                   "the smaller (a reference that does not help costs ~nothing; 2-3x the "
+                   "entropy-coding time); on uses it for every tile (default auto)")
     p.add_argument("--refine", type=int, default=0, metavar="N",
                    help="encode-time latent refinement: N gradient steps per band group on the "
                    "model's own rate-distortion loss before coding: fewer bits for the same "
@@ -213,7 +217,8 @@ def _compress(args) -> int:
     from stcm.runtime.files import compress_file
 
     report = compress_file(_codec(args), args.input, args.output, args.quality,
-                           reference=args.reference, force=args.force, refine=args.refine)
+                           reference=args.reference, force=args.force, refine=args.refine,
+                           temporal=args.temporal)
     print(f"{report.source} -> {report.target}: {report.compressed_bytes:,} bytes, "
           f"{report.bits_per_pixel:.4f} bpp ({report.bands} bands), encode "
           f"{report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
@@ -344,7 +349,8 @@ def _info_container(path: Path, as_json: bool) -> int:
             "bands": h.bands, "dtype": h.dtype, "quality": h.quality,
             "latent": list(h.latent_shape), "tile_size": h.tile_size,
             "georeferenced": h.georef is not None,
-            "reference_id": h.reference_id.hex() if h.reference_id else None, "streams": tiles}
+            "reference_id": h.reference_id.hex() if h.reference_id else None,
+            "intra_tiles": list(h.intra_tiles), "streams": tiles}
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
@@ -359,7 +365,9 @@ def _info_container(path: Path, as_json: bool) -> int:
         crs = crs if len(crs) <= 60 else crs[:57] + "..."
         print(f"  georef    {crs} transform={h.georef.transform} nodata={h.georef.nodata}")
     if h.reference_id:
-        print(f"  reference {h.reference_id.hex()[:16]} (temporal context)")
+        intra = len(h.intra_tiles)
+        print(f"  reference {h.reference_id.hex()[:16]} (temporal context; "
+              f"{h.band_groups * h.tiles - intra} tiles use it, {intra} coded intra)")
     for t in tiles:
         print(f"  stream    group {t['band_group']} {t['kind']} tile {t['tile']:<4} "
               f"{t['bytes']:>9,} bytes @ {t['offset']:<9} crc {t['crc32']}")

@@ -1,4 +1,5 @@
 """stcm.Codec end to end: exact latent round trips, determinism, series, and bad input."""
+import hashlib
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from stcm.models.codec import STCM
 from stcm.models.config import CONTEXTS, get_config
 from stcm.models.revisit import synthetic_revisit
 from stcm.runtime.codec import Codec
+from stcm.runtime.container import read_container
 
 
 def _model(seed=0, **overrides) -> STCM:
@@ -188,3 +190,50 @@ def test_stream_sizes_match_the_estimated_rate_of_the_coded_latent(trained_tiny)
     print(f"ANS overhead: {written} bits written, {estimate:.0f} estimated "
           f"({100 * (written / estimate - 1):+.2f}%)")
     assert abs(written / estimate - 1) < 0.02, f"{written} bits written vs {estimate:.0f} estimated"
+
+
+def test_an_unrelated_reference_costs_no_more_than_coding_alone(trained_tiny):
+    codec = Codec(trained_tiny, tile_size=4)
+    reference = codec.compress(_image(3, 256, 256, seed=2), 0.7)
+    unrelated = _image(3, 256, 256, seed=7)
+    alone = codec.compress(unrelated, 0.7)
+    auto = codec.compress(unrelated, 0.7, reference=reference)
+    always = codec.compress(unrelated, 0.7, reference=reference, temporal="on")
+    # The streams cost no more than coding alone; the file adds the reference id, one flag
+    # bit per tile and at most a byte of record length: well under 0.5 % of any image of
+    # 8 KB or more (this one is ~2.6 KB).
+    payload = lambda data: sum(e.length for e in read_container(data).entries)  # noqa: E731
+    header = read_container(auto).header
+    assert payload(auto) <= payload(alone), (payload(auto), payload(alone))
+    assert len(auto) <= len(alone) + 16 + -(-header.tiles // 8) + 1
+    assert header.intra_tiles, "an unrelated reference should not help every tile"
+    assert len(auto) <= len(always)
+    assert np.array_equal(codec.decompress(auto, reference=reference),
+                          codec.decompress_series([reference, auto])[1])
+
+
+def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
+    codec = Codec(_model(seed=1), tile_size=2)  # 64x64 -> 4x4 latent -> 4 tiles
+    first = _image(3, 64, 64, seed=2)
+    later = np.rint(synthetic_revisit(first / 255.0, np.random.default_rng(0)) * 255
+                    ).astype(np.uint8)
+    reference, ref_latents = codec._compress(first, 0.7, None, None, None)
+
+    def alternate(self, y, hyper, ref, bar):
+        intra = [t % 2 == 0 for t in range(4)]
+        return (*self.scheduler.encode(y, hyper, ref, intra), intra)
+
+    monkeypatch.setattr(Codec, "_encode_choosing_modes", alternate)
+    ref_id = hashlib.sha256(reference).digest()
+    data, enc_latents = codec._compress(later, 0.7, None, ref_latents, ref_id)
+    decoded, dec_latents = codec._decompress(data, ref_latents, reference)
+    assert decoded.header.intra_tiles == (0, 2)
+    assert torch.equal(enc_latents[0], dec_latents[0])
+    # The flags matter: with every tile using the reference the same image codes otherwise.
+    on, _ = codec._compress(later, 0.7, None, ref_latents, ref_id, temporal="on")
+    assert on != data
+
+
+def test_unknown_temporal_mode_is_refused(codec):
+    with pytest.raises(ConfigError, match="temporal must be one of"):
+        codec.compress(_image(3, 32, 32), 0.5, temporal="sometimes")

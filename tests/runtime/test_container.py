@@ -62,7 +62,7 @@ def _v(value: int) -> bytes:
 
 
 def craft(*, flags=0, model=MODEL[:16], height=64, width=64, bands=1, dtype=1, quality=65535,
-          tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=0,
+          tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=1,
           streams=(b"z", b"y")) -> bytes:
     """A container written by hand from docs/format.md, fields unchecked, CRC32 valid.
 
@@ -130,7 +130,7 @@ def test_the_writer_follows_the_documented_layout():
                     quality=1.0, tile_size=4)
     assert write_container(header, {(0, KIND_Z, 0): b"z", (0, KIND_Y, 0): b"y"}) == craft()
     data = craft()
-    assert data[:6] == b"STCM\x02\x00" and data[9:25] == MODEL[:16]
+    assert data[:6] == b"STCM\x02\x01" and data[9:25] == MODEL[:16]
 
 
 @pytest.mark.parametrize("bands,dtype,limit", [(3, "uint8", 32), (1, "uint8", 32),
@@ -285,25 +285,26 @@ def test_versions(sample):
     _, _, data = sample
     for major in (3, 255, 0):
         future = bytearray(data)
-        future[4] = major
+        future[4:6] = bytes([major, 0])
         with pytest.raises(UnsupportedVersionError, match=f"version {major}.0"):
             read_container(bytes(future))
         with pytest.raises(UnsupportedVersionError):
             read_container(bytes(future[:6]))  # checked before anything else
     old = bytearray(data)
-    old[4] = 1  # stcm 0.2 wrote format 1: another header and another quality rule
+    old[4:6] = b"\x01\x00"  # stcm 0.2 wrote format 1: another header and quality rule
     with pytest.raises(UnsupportedVersionError, match=r"1\.0 \(written by stcm 0.2\).*stcm==0.2"):
         read_container(bytes(old))
     # A newer minor may append header fields; this reader skips them. The same bytes in a
     # file of this minor are corruption.
     assert read_container(craft(header_extra=b"\x07new", minor=3)).header.height == 64
+    assert read_container(craft(minor=0)).header.height == 64  # stcm 0.3 wrote 2.0
     with pytest.raises(CorruptError, match="after the last field"):
         read_container(craft(header_extra=b"\x07new"))
 
 
 def test_flags():
-    with pytest.raises(CorruptError, match="unknown flag bits 0x20"):
-        read_container(craft(flags=1 << 5))
+    with pytest.raises(CorruptError, match="unknown flag bits 0x40"):
+        read_container(craft(flags=1 << 6))
     with pytest.raises(CorruptError, match="dtype range"):
         read_container(craft(flags=1 << 4, ranges=b""))  # uint16 has no implied range
     with pytest.raises(TruncatedError, match="reference id"):  # flag set, field absent
@@ -494,3 +495,46 @@ def test_container_is_plain_data(sample):
     c = read_container(bytearray(data))
     assert isinstance(c, Container) and isinstance(c.data, bytes)
     assert read_container(memoryview(data)).header == c.header
+
+
+def test_intra_tile_flags_round_trip_as_a_bitmap_after_the_reference_id():
+    header = make_header(intra_tiles=[1, 6])  # of 2 band groups x 4 tiles
+    assert header.intra_tiles == (1, 6)
+    assert header.intra_mask(0) == [False, True, False, False]
+    assert header.intra_mask(1) == [False, False, True, False]
+    data = write_container(header, make_streams(header))
+    assert read_container(data).header == header
+    plain = make_header()
+    assert len(header.to_bytes()) == len(plain.to_bytes()) + 1  # 8 tiles: one byte
+    assert read_container(write_container(plain, make_streams(plain))).header.intra_tiles == ()
+
+
+@pytest.mark.parametrize("tiles,match", [((3, 1), "increasing"), ((8,), "increasing"),
+                                         ((-1,), "increasing"), ((1.5,), "sequence")])
+def test_intra_tiles_out_of_range_or_unsorted_are_refused(tiles, match):
+    with pytest.raises(CorruptError, match=match):
+        make_header(intra_tiles=tiles)
+
+
+def test_intra_tiles_need_a_reference():
+    with pytest.raises(CorruptError, match="temporal reference"):
+        make_header(reference_id=None, intra_tiles=(0,))
+
+
+@pytest.mark.parametrize("bitmap,match", [(0x00, "empty bitmap"), (0x80 | 0x02, None)])
+def test_a_corrupt_intra_bitmap_is_refused(bitmap, match):
+    from stcm.runtime.header import ByteReader
+
+    # 2 band groups x 1 tile (tile_size 8): the one bitmap byte has 6 padding bits.
+    header = make_header(tile_size=8, intra_tiles=(1,))
+    raw = bytearray(header.to_bytes())
+    at = raw.index(header.reference_id) + len(header.reference_id)
+    assert raw[at] == 0x02
+    raw[at] = bitmap
+    with pytest.raises(CorruptError, match=match or "past the last tile"):
+        Header.from_reader(ByteReader(bytes(raw)))
+    # The flag without a reference id: refused before the bitmap is read.
+    no_ref = bytearray(make_header(reference_id=None).to_bytes())
+    no_ref[0] |= 1 << 5
+    with pytest.raises(CorruptError, match="without a reference"):
+        Header.from_reader(ByteReader(bytes(no_ref)))
