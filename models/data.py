@@ -267,19 +267,24 @@ class CropSampler(_CropReader):
     """
 
     def __init__(self, paths: Iterable[str | Path], crop: int = 256, seed: int = 0,
-                 photo_share: float | None = None):
+                 photo_share: float | None = None, unrelated_share: float = 0.0):
         """Reads the shape of every image (not its pixels).
 
         Args:
             photo_share: Share of the crops taken from images in a ``photo/`` folder
                 (``PHOTO_KIND``), when there are both such images and others; None (or no
                 photo folder) weights every image alike by sqrt(area).
+            unrelated_share: Share of ``pair`` results whose current image is another,
+                independent crop instead of a revisit of the reference.
 
         Raises:
             DataError: ``paths`` is empty, a file is unreadable, ``crop`` is not positive or
-                ``photo_share`` is not in [0, 1).
+                a share is not in [0, 1).
         """
+        if not 0 <= unrelated_share < 1:
+            raise DataError(f"unrelated_share must be in [0, 1), got {unrelated_share}")
         super().__init__([_Raster.inspect(p) for p in paths], crop, seed, photo_share)
+        self.unrelated_share = unrelated_share
 
     @property
     def paths(self) -> list[Path]:
@@ -296,12 +301,15 @@ class CropSampler(_CropReader):
         return np.stack([self.sample(rng) for _ in range(n)])
 
     def pair(self, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (reference, current): a crop and its ``synthetic_revisit``.
+        """Returns (reference, current): a crop and its ``synthetic_revisit`` (or, for a share
+        ``unrelated_share``, another independent crop).
 
         The reference is exactly what ``sample`` returns for the same generator state.
         """
         rng = self._gen(rng)
         reference = self.sample(rng)
+        if self.unrelated_share and rng.random() < self.unrelated_share:
+            return reference, self.sample(rng)
         return reference, synthetic_revisit(reference, rng)
 
     def pairs(self, rng: np.random.Generator | None = None,

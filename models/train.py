@@ -61,6 +61,7 @@ class TrainConfig:
     final_crop_at: float = 0.75
     seed: int = 0
     temporal_prob: float = 0.5
+    unrelated_share: float = 0.1  # of the synthetic pairs: an unrelated crop, not a revisit
     pairs: str | None = None  # CSV of real (reference, current) pairs; else synthetic revisits
     val: str | None = None  # folder of validation scenes; else whole files split off ``data``
     val_fraction: float = 0.1
@@ -164,7 +165,8 @@ class Trainer:
         if crop not in self._samplers:
             self._samplers[crop] = (
                 CropSampler(self.train_paths, crop=crop, seed=self.cfg.seed,
-                            photo_share=self.cfg.photo_share),
+                            photo_share=self.cfg.photo_share,
+                            unrelated_share=self.cfg.unrelated_share),
                 PairSampler(self.cfg.pairs, crop=crop) if self.cfg.pairs else None)
         return self._samplers[crop]
 

@@ -338,3 +338,13 @@ def test_photo_share_outside_its_range_is_rejected(tmp_path, share):
     path = _write_tif(tmp_path / "s.tif", np.zeros((3, 32, 32), np.uint8))
     with pytest.raises(DataError, match="photo_share"):
         CropSampler([path], crop=16, photo_share=share)
+
+
+def test_a_share_of_crop_pairs_is_unrelated(image_folder):
+    sampler = CropSampler(list_images(image_folder), crop=32, unrelated_share=0.5)
+    rng = np.random.default_rng(3)
+    related = [np.corrcoef(*(a.ravel() for a in sampler.pair(rng)))[0, 1] for _ in range(40)]
+    weak = np.mean(np.array(related) < 0.5)
+    assert 0.2 < weak < 0.8
+    with pytest.raises(DataError, match="unrelated_share"):
+        CropSampler(list_images(image_folder), crop=32, unrelated_share=1.0)

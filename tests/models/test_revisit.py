@@ -43,3 +43,25 @@ def test_revisit_keeps_shape_dtype_and_unit_range(shape):
 def test_revisit_rejects_non_image_input(bad):
     with pytest.raises(DataError):
         synthetic_revisit(bad, np.random.default_rng(0))
+
+
+def test_revisits_cover_the_misregistration_of_real_pairs():
+    # The shift step alone, on a vertical edge: where the edge lands shows the shift.
+    from stcm.models.revisit import MAX_SHIFT, _shift
+
+    edge = np.zeros((1, 4, 64), np.float32)
+    edge[:, :, 32:] = 1.0
+    shifts = np.array([(_shift(edge, np.random.default_rng(seed))[0, 0] > 0.5).argmax() - 32
+                       for seed in range(200)])
+    assert np.abs(shifts).max() <= MAX_SHIFT + 1 and MAX_SHIFT >= 3
+    assert (np.abs(shifts) >= 2).mean() > 0.25  # real pairs: 0.5-3 px, not only sub-pixel
+
+
+def test_some_revisits_have_clouds_and_some_are_blurred():
+    image = _image(5, 3, 64, 64)
+    bright, blurred = 0, 0
+    for seed in range(80):
+        out = synthetic_revisit(image, np.random.default_rng(seed))
+        bright += (out > 0.9).mean() > 0.05 > (image > 0.9).mean()
+        blurred += np.abs(np.diff(out, axis=-1)).mean() < 0.8 * np.abs(np.diff(image, axis=-1)).mean()
+    assert 5 <= bright <= 40 and blurred >= 5
