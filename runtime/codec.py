@@ -366,17 +366,20 @@ class Codec:
         """Codes each tile with and without the reference and keeps, per tile, the smaller
         stream; returns (y_hat, streams, intra flags). Tiles are coded independently given
         their side input, but the channel context reads earlier groups across tile borders,
-        so a mixed choice is coded once more with the flags in force (the decoder's view)."""
+        so a mixed choice is coded once more with the flags in force (the decoder's view),
+        and kept only if it is smaller than both uniform choices: the streams then never
+        cost more than coding alone or with the reference everywhere."""
         with_ref = self.scheduler.encode(y, hyper, ref)
         alone = self.scheduler.encode(y, hyper, None)
         intra = [len(b) < len(a) for a, b in zip(with_ref[1], alone[1])]
-        if not any(intra):
-            return (*with_ref, intra)
-        if all(intra):
-            return (*alone, intra)
-        bar.total += self.scheduler.steps_for(tuple(y.shape[-2:]))
-        bar.refresh()
-        return (*self.scheduler.encode(y, hyper, ref, intra), intra)
+        n = len(intra)
+        candidates = [(*with_ref, [False] * n), (*alone, [True] * n)]
+        if 0 < sum(intra) < n:
+            bar.total += self.scheduler.steps_for(tuple(y.shape[-2:]))
+            bar.refresh()
+            candidates.append((*self.scheduler.encode(y, hyper, ref, intra), intra))
+        # Ties go to the reference everywhere: no bitmap.
+        return min(candidates, key=lambda c: sum(map(len, c[1])))
 
     @torch.no_grad()
     def _decompress(self, data: bytes, references, reference_data: bytes | None = None):

@@ -199,15 +199,17 @@ def test_an_unrelated_reference_costs_no_more_than_coding_alone(trained_tiny):
     alone = codec.compress(unrelated, 0.7)
     auto = codec.compress(unrelated, 0.7, reference=reference)
     always = codec.compress(unrelated, 0.7, reference=reference, temporal="on")
-    # The streams cost no more than coding alone; the file adds the reference id, one flag
-    # bit per tile and at most a byte of record length: well under 0.5 % of any image of
-    # 8 KB or more (this one is ~2.6 KB).
+    # By construction the streams cost no more than coding alone or with the reference
+    # everywhere; the file adds the reference id, one flag bit per tile and at most a byte of
+    # record length: well under 0.5 % of any image of 8 KB or more (this one is ~2.6 KB).
     payload = lambda data: sum(e.length for e in read_container(data).entries)  # noqa: E731
     header = read_container(auto).header
-    assert payload(auto) <= payload(alone), (payload(auto), payload(alone))
-    assert len(auto) <= len(alone) + 16 + -(-header.tiles // 8) + 1
-    assert header.intra_tiles, "an unrelated reference should not help every tile"
-    assert len(auto) <= len(always)
+    bitmap = -(-header.tiles // 8)
+    assert payload(auto) <= min(payload(alone), payload(always))
+    assert len(auto) <= len(alone) + 16 + bitmap + 1
+    assert len(auto) <= len(always) + bitmap + 1
+    if payload(always) > payload(alone):  # the reference hurts: some tiles went intra
+        assert header.intra_tiles
     assert np.array_equal(codec.decompress(auto, reference=reference),
                           codec.decompress_series([reference, auto])[1])
 
