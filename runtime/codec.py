@@ -37,6 +37,7 @@ from stcm.runtime.blocks import run_blocked
 from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header, check_model,
                                     check_reference, peek_header, quality_on_grid,
                                     read_container, short_id, write_container)
+from stcm.runtime.grids import check_same_grid
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
 
@@ -199,9 +200,11 @@ class Codec:
         check_temporal(temporal)
         latents = ref_id = None
         if reference is not None:
-            if peek_header(reference).reference_id is not None:
+            ref_header = peek_header(reference)
+            if ref_header.reference_id is not None:
                 raise DataError("the reference must be the first image of its series (a "
                                 "container coded without a reference of its own)")
+            check_same_grid(ref_header.georef, georef, np.shape(image)[-2:])
             _, latents = self._decompress(reference, None)
             ref_id = hashlib.sha256(reference).digest()
         with span(self._recorder, "encode", "encode"):
@@ -235,14 +238,16 @@ class Codec:
         if not images:
             raise DataError("compress_series needs at least one image")
         georefs = georefs or [None] * len(images)
+        for image, georef in zip(images[1:], georefs[1:]):  # before any work
+            if np.shape(image) != np.shape(images[0]):
+                raise DataError(f"series images must share one shape: {np.shape(image)} vs "
+                                f"{np.shape(images[0])}")
+            check_same_grid(georefs[0], georef, np.shape(image)[-2:])
         first, latents = self._compress(images[0], quality, georefs[0], None, None,
                                         refine=refine)
         out = [first]
         ref_id = hashlib.sha256(first).digest()
         for image, georef in zip(images[1:], georefs[1:]):
-            if np.shape(image) != np.shape(images[0]):
-                raise DataError(f"series images must share one shape: {np.shape(image)} vs "
-                                f"{np.shape(images[0])}")
             out.append(self._compress(image, quality, georef, latents, ref_id,
                                       refine=refine, temporal=temporal)[0])
         return out
