@@ -168,15 +168,14 @@ def init_weights(model: STCM, path: str | os.PathLike) -> list[str]:
     differ = sorted(k for k in mine if k not in ignore and mine[k] != theirs[k])
     if set(differ) - _TRANSFORM_FIELDS:
         raise ConfigError(f"cannot start from {path}: its architecture differs in {differ}")
-    fresh = [m.rstrip(".") for m in _TRANSFORM_MODULES] if differ else []
+    skip = _TRANSFORM_MODULES if differ else ()  # str.startswith(()) is always False
     state = {k: v for k, v in source.state_dict().items() if k in model.state_dict()
-             and not (differ and k.startswith(_TRANSFORM_MODULES))}
+             and not k.startswith(skip)}
     missing, _ = model.load_state_dict(state, strict=False)
-    weights = [k for k in missing if not _is_quantizer_state(k)
-               and not (differ and k.startswith(_TRANSFORM_MODULES))]
+    weights = [k for k in missing if not _is_quantizer_state(k) and not k.startswith(skip)]
     if weights:
         raise CheckpointError(f"{path} lacks weights {weights[:5]}")
-    return fresh
+    return [m.rstrip(".") for m in skip]
 
 
 def _is_quantizer_state(key: str) -> bool:

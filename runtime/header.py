@@ -381,10 +381,15 @@ def num_tiles(latent_shape: tuple[int, int], tile_size: int) -> int:
 
 
 # -- the header -------------------------------------------------------------------------------
+def _pad(height: int, width: int) -> tuple[int, int]:
+    """(rows, cols) replicated at the bottom/right so both sides divide 64."""
+    return (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
+
+
 def _latent_shape(height: int, width: int) -> tuple[int, int]:
-    """(h, w) of y for an image: padded to a multiple of 64, then / 16."""
-    return (-(-height // PAD_MULTIPLE) * PAD_MULTIPLE // DOWNSAMPLE,
-            -(-width // PAD_MULTIPLE) * PAD_MULTIPLE // DOWNSAMPLE)
+    """(h, w) of y for an image: the padded size / 16 (also needed before a Header exists)."""
+    ph, pw = _pad(height, width)
+    return (height + ph) // DOWNSAMPLE, (width + pw) // DOWNSAMPLE
 
 
 @dataclass(frozen=True)
@@ -528,7 +533,7 @@ class Header:
     @property
     def pad(self) -> tuple[int, int]:
         """(rows, cols) replicated at the bottom/right so both sides divide 64."""
-        return (-self.height) % PAD_MULTIPLE, (-self.width) % PAD_MULTIPLE
+        return _pad(self.height, self.width)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
