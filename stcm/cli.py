@@ -195,7 +195,8 @@ def _add_compress(sub) -> None:
     p.add_argument("--tile-size", type=int, default=64,
                    help="latent tile size; one ANS stream per tile (default 64 = 1024 px)")
     p.add_argument("--reference", help="the .stcm of the first image of this place's series: "
-                   "its latent becomes the temporal context (same size and bands)")
+                   "its latent becomes the temporal context (same place and bands in the same "
+                   "order; another grid or size is put on this one's)")
     p.add_argument("--temporal", choices=["auto", "on"], default="auto",
                    help="with --reference: auto codes each tile with and without it and keeps "
                    "the smaller (a reference that does not help costs ~nothing; 2-3x the "

@@ -34,8 +34,37 @@ def _tif_bytes(tmp_path, name, h, w, count=1, seed=0):
     return path.read_bytes()
 
 
+def _netcdf_bytes(tmp_path, scene, seed):
+    """A netCDF cube (netCDF-3, which scipy writes and GDAL reads) with the scene's layers."""
+    from scipy.io import netcdf_file
+
+    path = tmp_path / "cube.nc"
+    times = max(band for sc in datasets.SCENES.values() if sc.members == scene.members
+                for _, band in sc.layers)
+    with netcdf_file(path, "w") as nc:
+        for dim, size in (("time", times), ("y", 70), ("x", 66)):
+            nc.createDimension(dim, size)
+        rng = np.random.default_rng(seed)
+        for var in dict.fromkeys(v for v, _ in scene.layers):
+            nc.createVariable(var, "i2", ("time", "y", "x"))[:] = rng.integers(0, 5000, (times, 70, 66))
+    return path.read_bytes()
+
+
 def _member_bytes(tmp_path, scene, member, seed):
     """Bytes that stand in for one member: sized so every conversion step leaves >= 64 px."""
+    if scene.layers:
+        return _netcdf_bytes(tmp_path, scene, seed)
+    if scene.window is not None and not member.endswith("bmng.jpg"):
+        # Large enough for every window cut from this member; few values, so it packs small.
+        row, col = (max(sc.window[i] + sc.window[i + 2] for sc in datasets.SCENES.values()
+                        if member in sc.members) for i in (0, 1))
+        path = tmp_path / "w.tif"
+        data = np.random.default_rng(seed).integers(100, 104, (1, row, col), dtype=np.uint16)
+        with rasterio.open(path, "w", driver="GTiff", width=col, height=row, count=1,
+                           dtype="uint16", crs=CRS.from_epsg(32633), compress="deflate",
+                           transform=from_origin(0, 0, 10, 10)) as ds:
+            ds.write(data)
+        return path.read_bytes()
     if member.endswith("bmng.jpg"):  # the Blue Marble windows index a 5400 x 2700 mosaic
         arr = np.full((2700, 5400, 3), 90, np.uint8)
         buf = io.BytesIO()
@@ -108,7 +137,7 @@ def test_fetch_stacks_bands_and_splits_by_scene(tmp_path):
     _fake_archives(tmp_path, root / "downloads")
     splits = datasets.fetch(root, progress=False)
     names = {split: {p.stem for p in files} for split, files in splits.items()}
-    assert set(names) == {"train", "val", "test"}
+    assert set(names) == {"train", "val", "test", "pairs"}
     assert not (names["train"] & names["val"] or names["train"] & names["test"]
                 or names["val"] & names["test"])
     with rasterio.open(root / "train" / "sentinel2_10m.tif") as ds:
@@ -119,6 +148,18 @@ def test_fetch_stacks_bands_and_splits_by_scene(tmp_path):
         assert ds.count == 3 and ds.dtypes[0] == "uint16"
     with rasterio.open(root / "train" / "spacenet_rotterdam1_ms.tif") as ds:
         assert ds.dtypes[0] == "uint16"
+    # A netCDF cube's date: its variables at that time step, stacked in the listed order.
+    scene = datasets.SCENES["s2_romania_20170711"]
+    cube = root / "raw" / scene.members[0]
+    with rasterio.open(root / "pairs" / "s2_romania_20170711.tif") as ds:
+        assert ds.count == len(scene.layers) and ds.crs is None
+        for b, (var, band) in enumerate(scene.layers):
+            with rasterio.open(f"netcdf:{cube}:{var}") as layer:
+                assert np.array_equal(ds.read(b + 1), layer.read(band))
+    manifest = json.loads((root / "SOURCES.json").read_text())
+    assert set(manifest["pairs"]) == set(datasets.PAIRS)
+    for pair in manifest["pairs"].values():
+        assert Path(pair["reference"]).is_file() and Path(pair["current"]).is_file()
     with rasterio.open(root / "train" / "spacenet_rotterdam2_pan.tif") as ds:
         assert ds.width == 88 - 16 and ds.read().min() > 0  # the nodata margin is cut off
     assert {p.name for p in splits["val"]} >= {"rgbn_5m.tif", "spacenet_atlanta_pan.tif"}
@@ -140,7 +181,7 @@ def test_scenes_seen_by_the_builtin_models_ancestor_are_not_held_out():
     # stcm 0.1's interim model, which the built-in model descends from, trained on these.
     for scene in ("neon_soap_061", "landsat8_30m", "sentinel2_10m", "neon_yell_528000"):
         assert datasets.SCENES[scene][1] == "train"
-    held_out = {s for s, scene in datasets.SCENES.items() if scene.split != "train"}
+    held_out = {s for s, scene in datasets.SCENES.items() if scene.split in ("val", "test")}
     assert held_out == {"rgbn_5m", "neon_osbs_029", "landsat8_224077", "landsat8_224078",
                         "spacenet_atlanta_pan", "spacenet_vegas_pan"}
 
@@ -150,6 +191,7 @@ def test_no_test_place_is_trained_or_validated_on_and_photos_only_train():
         return {s.place or n for n, s in datasets.SCENES.items() if s.split in splits}
 
     assert not places("test") & places("train", "val")
+    assert not places("pairs") & places("train", "val", "test")
     assert not places("val") & places("train")
     assert all(s.split == "train" for s in datasets.SCENES.values() if s.kind)
 

@@ -15,7 +15,7 @@ from stcm.models.checkpoint import save_checkpoint
 from stcm.models.codec import STCM
 from stcm.models.config import CONTEXTS, get_config
 from stcm.models.revisit import synthetic_revisit
-from stcm.runtime.codec import Codec
+from stcm.runtime.codec import Codec, _Reference
 from stcm.runtime.container import read_container
 
 
@@ -123,7 +123,8 @@ def test_series_round_trip_uses_the_first_image_as_reference():
     first = _image(3, 64, 64, seed=2)
     later = [np.rint(synthetic_revisit(first / 255.0, rng) * 255).astype(np.uint8)
              for _ in range(2)]
-    blobs = codec.compress_series([first, *later], 0.7)
+    # "on": an untrained model's reference may save nothing, and auto then codes alone.
+    blobs = codec.compress_series([first, *later], 0.7, temporal="on")
     decoded = codec.decompress_series(blobs)
     assert all(d.shape == first.shape for d in decoded)
     # each later image equals decoding it alone with the reference given
@@ -223,16 +224,19 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
 
     def alternate(self, y, hyper, ref, bar):
         intra = [t % 2 == 0 for t in range(4)]
-        return (*self.scheduler.encode(y, hyper, ref, intra), intra)
+        y_hat, tiles = self.scheduler.encode(y, hyper, ref, intra)
+        # The all-alone choice, made too large to win, so that the mixed container is kept.
+        return y_hat, tiles, intra, (y_hat, [bytes(1 << 16)] * len(tiles))
 
     monkeypatch.setattr(Codec, "_encode_choosing_modes", alternate)
     ref_id = hashlib.sha256(reference).digest()
-    data, enc_latents = codec._compress(later, 0.7, None, ref_latents, ref_id)
-    decoded, dec_latents = codec._decompress(data, ref_latents, reference)
+    ref = _Reference(ref_latents, first.shape[1:])
+    data, enc_latents = codec._compress(later, 0.7, None, ref, ref_id)
+    decoded, dec_latents = codec._decompress(data, ref, reference)
     assert decoded.header.intra_tiles == (0, 2)
     assert torch.equal(enc_latents[0], dec_latents[0])
     # The flags matter: with every tile using the reference the same image codes otherwise.
-    on, _ = codec._compress(later, 0.7, None, ref_latents, ref_id, temporal="on")
+    on, _ = codec._compress(later, 0.7, None, ref, ref_id, temporal="on")
     assert on != data
 
 

@@ -62,7 +62,7 @@ def _v(value: int) -> bytes:
 
 
 def craft(*, flags=0, model=MODEL[:16], height=64, width=64, bands=1, dtype=1, quality=65535,
-          tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=1,
+          tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=2,
           streams=(b"z", b"y")) -> bytes:
     """A container written by hand from docs/format.md, fields unchecked, CRC32 valid.
 
@@ -130,7 +130,7 @@ def test_the_writer_follows_the_documented_layout():
                     quality=1.0, tile_size=4)
     assert write_container(header, {(0, KIND_Z, 0): b"z", (0, KIND_Y, 0): b"y"}) == craft()
     data = craft()
-    assert data[:6] == b"STCM\x02\x01" and data[9:25] == MODEL[:16]
+    assert data[:6] == b"STCM\x02\x02" and data[9:25] == MODEL[:16]
 
 
 @pytest.mark.parametrize("bands,dtype,limit", [(3, "uint8", 32), (1, "uint8", 32),
@@ -303,8 +303,8 @@ def test_versions(sample):
 
 
 def test_flags():
-    with pytest.raises(CorruptError, match="unknown flag bits 0x40"):
-        read_container(craft(flags=1 << 6))
+    with pytest.raises(CorruptError, match="unknown flag bits 0x80"):
+        read_container(craft(flags=1 << 7))
     with pytest.raises(CorruptError, match="dtype range"):
         read_container(craft(flags=1 << 4, ranges=b""))  # uint16 has no implied range
     with pytest.raises(TruncatedError, match="reference id"):  # flag set, field absent
@@ -486,8 +486,8 @@ def test_series_reference():
     with pytest.raises(ModelMismatchError):
         check_reference(later, first + b"x")
     check_reference(read_container(first), None)
-    with pytest.raises(ModelMismatchError):
-        check_reference(read_container(first), first)
+    # An image coded alone (auto's choice when the reference saves nothing) takes any.
+    check_reference(read_container(first), first)
 
 
 def test_container_is_plain_data(sample):
@@ -538,3 +538,63 @@ def test_a_corrupt_intra_bitmap_is_refused(bitmap, match):
     no_ref[0] |= 1 << 5
     with pytest.raises(CorruptError, match="without a reference"):
         Header.from_reader(ByteReader(bytes(no_ref)))
+
+
+# -- reference grid (format 2.2) ---------------------------------------------------------------
+def test_a_reference_grid_round_trips_and_moves_the_canvas():
+    from stcm.runtime.header import ReferenceGrid
+
+    grid = ReferenceGrid((5, 13), (1.0, 0.0, -16.0, 0.0, 1.0, 32.0))
+    # 100x120 behind 5 rows and 13 columns: a 105x133 canvas -> 128x192 padded, latent 8x12.
+    header = make_header(reference_grid=grid, intra_tiles=(0,))
+    assert header.origin == (5, 13) and header.pad == (23, 59)
+    assert header.latent_shape == (8, 12) and header.tiles == 6
+    data = write_container(header, make_streams(header))
+    assert read_container(data).header == header
+    plain = make_header(intra_tiles=(0,))
+    # The grid (2 + 6 * 8 bytes), and the bitmap of 12 tiles takes 2 bytes instead of 1.
+    assert len(header.to_bytes()) == len(plain.to_bytes()) + 2 + 6 * 8 + 1
+    assert plain.origin == (0, 0) and plain.reference_grid is None
+
+
+@pytest.mark.parametrize("origin,mapping,match", [
+    ((16, 0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "origin"),
+    ((0, -1), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "origin"),
+    ((0, 0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "not canonical"),
+    ((1, 0), (1.0, 0.0, float("nan"), 0.0, 1.0, 0.0), "finite"),
+    ((0, 0), (1.0, 2.0, 0.0, 0.5, 1.0, 0.0), "singular"),
+    ((0, 0), (17.0, 0.0, 0.0, 0.0, 1.0, 0.0), "scales"),
+    ((0, 0), (1.0, 0.0, 1e12, 0.0, 1.0, 0.0), "origin beyond"),
+    ((0, 0), (1.0, 0.0, 0.0), "6 numbers"),
+])
+def test_a_reference_grid_out_of_range_is_refused(origin, mapping, match):
+    from stcm.runtime.header import ReferenceGrid
+
+    with pytest.raises(CorruptError, match=match):
+        ReferenceGrid(origin, mapping)
+
+
+def test_a_corrupt_reference_grid_in_the_bytes_is_refused():
+    from stcm.runtime.header import ByteReader, ReferenceGrid
+
+    header = make_header(reference_grid=ReferenceGrid((3, 0), (1.0, 0.0, 0.0, 0.0, 1.0, -3.0)))
+    raw = bytearray(header.to_bytes())
+    at = raw.index(header.reference_id) + len(header.reference_id)
+    assert raw[at:at + 2] == b"\x03\x00"
+    bad = bytearray(raw)
+    bad[at] = 16  # the origin byte past 15
+    with pytest.raises(CorruptError, match="origin"):
+        Header.from_reader(ByteReader(bytes(bad)))
+    bad = bytearray(raw)
+    bad[at + 2:at + 10] = struct.pack("<d", float("inf"))
+    with pytest.raises(CorruptError, match="finite"):
+        Header.from_reader(ByteReader(bytes(bad)))
+    with pytest.raises(TruncatedError):
+        Header.from_reader(ByteReader(bytes(raw[:at + 20])))
+    # The flag without a reference id: refused before the grid is read.
+    no_ref = bytearray(make_header(reference_id=None).to_bytes())
+    no_ref[0] |= 1 << 6
+    with pytest.raises(CorruptError, match="without a reference"):
+        Header.from_reader(ByteReader(bytes(no_ref)))
+    with pytest.raises(CorruptError, match="temporal reference"):
+        make_header(reference_id=None, reference_grid=ReferenceGrid((3, 0)))
