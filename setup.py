@@ -13,13 +13,15 @@ setup(
     description="Deployment-optimized inference engine for learned remote-sensing image compression "
     "(Spatial-Temporal Context Model)",
     python_requires=">=3.10",
-    packages=["stcm", "stcm.models", "stcm.export", "stcm.runtime", "stcm.kernels"],
+    packages=["stcm", "stcm.models", "stcm.export", "stcm.runtime", "stcm.runtime.backends",
+              "stcm.kernels", "stcm.evaluation"],
     package_dir={
         "stcm": "stcm",
         "stcm.models": "models",
         "stcm.export": "export",
         "stcm.runtime": "runtime",
         "stcm.kernels": "kernels",
+        "stcm.evaluation": "evaluation",
     },
     package_data={"stcm": ["samples/*.tif", "samples/*.md", "weights/*.safetensors",
                             "weights/*.md"]},

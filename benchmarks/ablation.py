@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stcm.models.bands import from_band_groups, normalize, to_band_groups
+from stcm.bands import from_band_groups, normalize, to_band_groups
 from stcm.models.checkpoint import load_checkpoint
 from stcm.models.data import list_images
 from stcm.models.revisit import synthetic_revisit
-from stcm.runtime.evaluate import bd_rate, centre_crop
+from stcm.evaluation.evaluate import bd_rate, centre_crop
 from stcm.runtime.imageio import read_raster
 
 

@@ -31,7 +31,7 @@ from common import sample_crops
 from stcm.export.onnx import export_engine
 from stcm.models.checkpoint import load_checkpoint
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
+from stcm.config import get_config
 from stcm.runtime.codec import Codec, default_model_path
 
 

@@ -19,7 +19,7 @@ import torch
 
 from common import median_time, sample_image
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
+from stcm.config import get_config
 from stcm.runtime.codec import Codec
 
 

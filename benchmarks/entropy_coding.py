@@ -22,7 +22,7 @@ import torch
 
 from common import median_time
 from compressai_env import import_compressai
-from stcm.models.config import get_config
+from stcm.config import get_config
 from stcm.runtime.ans import GaussianDecoder, GaussianEncoder, pinned_scale_table
 
 

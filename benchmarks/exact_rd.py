@@ -19,7 +19,7 @@ import numpy as np
 
 from stcm.models.data import list_images
 from stcm.runtime.codec import Codec
-from stcm.runtime.evaluate import centre_crop, mse, psnr
+from stcm.evaluation.evaluate import centre_crop, mse, psnr
 from stcm.runtime.imageio import read_raster
 
 

@@ -18,7 +18,7 @@ import torch
 
 from stcm.models.checkpoint import parameter_counts
 from stcm.models.codec import STCM
-from stcm.models.config import PRESETS
+from stcm.config import PRESETS
 
 
 def _median_time(fn, repeat: int) -> float:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from common import median_time, sample_image
 from compressai_env import import_compressai
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
+from stcm.config import get_config
 from stcm.runtime.codec import Codec
 
 

@@ -7,7 +7,7 @@ Codes the central ``--crop`` crop of each image (its first ``--bands`` bands: on
 by default, so times are per band group) with the built-in model at each quality and each
 refinement step count (``Codec.compress(..., refine=N)``), decodes every stream with a second,
 plain ``Codec`` (the decoder knows nothing of refinement), and measures bpp from the real
-container bytes and PSNR of the decoded image in its own range (``stcm.runtime.evaluate``).
+container bytes and PSNR of the decoded image in its own range (``stcm.evaluation.evaluate``).
 Prints, per image and N, the BD-rate against N = 0 (negative: fewer bits at equal PSNR) and
 the encode time per megapixel; writes everything to ``--json``.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from stcm.runtime.codec import Codec
-from stcm.runtime.evaluate import bd_rate, centre_crop, mse, peak_value, psnr
+from stcm.evaluation.evaluate import bd_rate, centre_crop, mse, peak_value, psnr
 from stcm.runtime.imageio import read_raster
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ import torch
 from stcm.models.revisit import synthetic_revisit
 from stcm.runtime.codec import Codec
 from stcm.runtime.container import read_container
-from stcm.runtime.evaluate import bd_rate, centre_crop, mse, peak_value, psnr
+from stcm.evaluation.evaluate import bd_rate, centre_crop, mse, peak_value, psnr
 from stcm.runtime.imageio import read_raster
 
 ROOT = Path(__file__).resolve().parents[1]

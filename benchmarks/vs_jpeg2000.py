@@ -17,9 +17,9 @@ import platform
 import torch
 
 from common import median_time, sample_image
-from stcm.runtime.classical import Jpeg2000
+from stcm.evaluation.classical import Jpeg2000
 from stcm.runtime.codec import Codec
-from stcm.runtime.evaluate import mse, peak_value, psnr
+from stcm.evaluation.evaluate import mse, peak_value, psnr
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Per-stage export of a trained model to engine files (ONNX, TensorRT). See issue 4."""
+"""Per-stage export of a trained model to engine files: ONNX, TensorRT (docs/engine.md)."""

@@ -19,12 +19,12 @@ import torch
 from tqdm import tqdm
 
 from stcm.errors import OutputExistsError
-from stcm.export.manifest import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, sha256_file,
-                                  write_manifest)
-from stcm.export.stages import is_entropy_stage, StageSignature, build_stages
+from stcm.export.stages import build_stages
+from stcm.manifest import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, StageSignature,
+                           is_entropy_stage, sha256_file, write_manifest)
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM
-from stcm.export.tables import TABLES_NAME, CodingTables
+from stcm.tables import TABLES_NAME, CodingTables
 
 OPSET = 17
 # Example sizes for tracing; every named axis is exported as dynamic.

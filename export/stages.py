@@ -19,7 +19,7 @@ are data, not stages (``tables.py``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,50 +30,8 @@ from stcm.models.context import SpatialContext, anchors_like
 from stcm.models.entropy_parameters import ParamAggregation
 from stcm.models.layers import MaskedConv2d, MaskedResidualBlock
 from stcm.models.quant import exact_layers
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a stage: name, dtype and shape (ints, or names of dynamic axes)."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str = "float32"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TensorSpec":
-        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
-
-
-@dataclass(frozen=True)
-class StageSignature:
-    """The contract of one stage: its inputs and outputs, in call order."""
-
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs], **self.extra}
-
-    @classmethod
-    def from_dict(cls, name: str, d: dict) -> "StageSignature":
-        extra = {k: v for k, v in d.items() if k not in ("inputs", "outputs")}
-        return cls(name, tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
-                   tuple(TensorSpec.from_dict(t) for t in d["outputs"]), extra)
-
-
-ENTROPY_STAGE_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
-
-
-def is_entropy_stage(name: str) -> bool:
-    """Stages whose outputs decide the coded distributions (exact in exact models)."""
-    return name.startswith(ENTROPY_STAGE_PREFIXES)
+from stcm.contexts import context_variant
+from stcm.manifest import StageSignature, TensorSpec
 
 
 def skew_kernel(conv: MaskedConv2d) -> torch.Tensor:
@@ -396,7 +354,7 @@ def apply_stack(spatial: SpatialContext, y_hat: torch.Tensor, valid: torch.Tenso
     layer so a padded edge tile equals the smaller zero-padded one."""
     anchors = None
     x = y_hat * valid
-    if spatial.kind == "checkerboard":
+    if spatial.anchored:
         anchors = anchors_like(y_hat)
         x = x * anchors
     for layer in spatial.stack:
@@ -477,14 +435,14 @@ def build_stages(model: STCM) -> dict[str, tuple[nn.Module, StageSignature]]:
             inputs.append(TensorSpec("reference", lat(cfg.M)))
         stages[f"side_{k}"] = (SideStage(model, k), StageSignature(
             f"side_{k}", tuple(inputs), (TensorSpec("side", lat(hidden)),)))
-        spatial = ep.spatial[k] if cfg.context != "none" else None
+        spatial = ep.spatial[k] if ep.has_spatial else None
         rec_inputs = [TensorSpec("side", tile(hidden)), TensorSpec("valid", tile(1))]
         if spatial is not None:
             rec_inputs.append(TensorSpec("y_hat", tile(ck)))
         stages[f"recompute_{k}"] = (RecomputeStage(spatial, ep.aggregate[k]), StageSignature(
             f"recompute_{k}", tuple(rec_inputs),
             (TensorSpec("mean", tile(ck)), TensorSpec("scale", tile(ck)))))
-        if cfg.context == "diag":
+        if context_variant(cfg.context).wavefront:
             step = WavefrontStep(spatial, ep.aggregate[k])
             col = lambda c: ("batch", c, "rows")  # noqa: E731
             step_inputs = [TensorSpec("side", col(hidden)), TensorSpec("valid", col(1)),

@@ -34,17 +34,16 @@ import logging
 from pathlib import Path
 
 from stcm.errors import ConfigError, EngineError
-from stcm.export.manifest import sha256_file
-from stcm.export.stages import StageSignature
+from stcm.manifest import sha256_file
+from stcm.manifest import StageSignature
 from stcm.models.transforms import DOWNSAMPLE, PAD_MULTIPLE
 
 log = logging.getLogger("stcm.tensorrt")
 
 INSTALL_HINT = "TensorRT is not installed; pip install tensorrt on a GPU host"
 
-#: Stages whose outputs decide the coded distributions: strict FP32 on every build.
-ENTROPY_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
-#: Stages that may run in FP16 when ``fp16=True``.
+#: Stages that may run in FP16 when ``fp16=True`` (the entropy stages,
+#: ``stcm.manifest.is_entropy_stage``, stay strict FP32 on every build).
 FP16_STAGES = frozenset({"analysis", "synthesis"})
 
 #: Padded images are multiples of 64 pixels; the smallest is one 64x64 block.
@@ -100,7 +99,7 @@ def profile_shapes(signature: StageSignature, max_batch: int = 64, max_size: int
     whole-image stages), image sides 64/1024/``max_size``, latent sides those /16, hyper
     latent sides /64, tile sides and rows 1/64/64. Fixed (integer) axes are their value.
 
-    >>> from stcm.export.stages import TensorSpec
+    >>> from stcm.manifest import TensorSpec
     >>> sig = StageSignature("analysis", (TensorSpec("x", ("batch", 3, "height", "width")),),
     ...                      (TensorSpec("y", ("batch", 8, "lat_h", "lat_w")),))
     >>> profile_shapes(sig, max_size=2048)

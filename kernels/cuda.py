@@ -25,6 +25,9 @@ try:
 except Exception:  # not installed, or a broken CUDA install failing at import: no GPU path
     cp = None
 
+#: the array library these operations take and return (None without CuPy)
+xp = cp
+
 __all__ = [
     "available",
     "dequantize_step",

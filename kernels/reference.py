@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the array library these operations take and return
+xp = np
+
 __all__ = [
     "dequantize_step",
     "quantize_step",

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from stcm.atomic import atomic_path
 from stcm.errors import CheckpointError, ConfigError
 from stcm.models.codec import STCM, CodingState
-from stcm.models.config import ModelConfig
+from stcm.config import ModelConfig
 
 FORMAT = "stcm-checkpoint"
 FORMAT_VERSION = "1"

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from stcm.errors import ConfigError, NotFrozenError
-from stcm.models.config import ModelConfig
+from stcm.config import ModelConfig
 from stcm.models.entropy_bottleneck import EntropyBottleneck, FactorizedTables
 from stcm.models.entropy_parameters import EntropyParameters
-from stcm.models.gain import GainUnits, check_quality
-from stcm.models.gaussian import gaussian_likelihood, quantize_noise, quantize_ste, scale_table
+from stcm.models.gain import GainUnits
+from stcm.quality import check_quality
+from stcm.models.gaussian import gaussian_likelihood, quantize_noise, quantize_ste
 from stcm.models.transforms import (PAD_MULTIPLE, analysis, hyper_analysis, hyper_synthesis,
                                     synthesis)
 
@@ -193,7 +194,3 @@ class STCM(nn.Module):
     @property
     def z_tables(self) -> FactorizedTables:
         return self.coding.z
-
-    @property
-    def scale_table(self) -> np.ndarray:
-        return scale_table(self.cfg)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stcm.config import QuantSpec
+from stcm.contexts import context_variant
 from stcm.models.layers import MaskedResidualBlock, masked_conv
-from stcm.models.masks import checkerboard_mask, diag_mask, serial_mask
-from stcm.models.config import QuantSpec
 
 
 def anchors_like(x: torch.Tensor) -> torch.Tensor:
@@ -35,16 +35,14 @@ class SpatialContext(nn.Module):
     def __init__(self, kind: str, channels: int, features: int, layers: int, residual: bool,
                  kernel: int, spec: QuantSpec | None = None):
         super().__init__()
-        if kind == "diag":
-            first, later, res3 = diag_mask(kernel, True), diag_mask(kernel, False), diag_mask(3, False)
-        elif kind == "checkerboard":
-            first = later = checkerboard_mask(kernel)
-            res3 = checkerboard_mask(3)
-        elif kind == "serial":
-            first, later, res3 = serial_mask(kernel), None, None
-        else:
+        variant = context_variant(kind)
+        if not variant.spatial:
             raise ValueError(f"no spatial context stack for {kind!r}")
+        first = variant.first_mask(kernel)
+        later = variant.later_mask(kernel) if variant.stacked else None
+        res3 = variant.later_mask(3) if variant.stacked else None
         self.kind = kind
+        self.anchored = variant.anchored
         self.features = features
         stack: list[nn.Module] = [masked_conv(spec, channels, features, first, signed=True)]
         for _ in range(layers - 1):
@@ -55,7 +53,7 @@ class SpatialContext(nn.Module):
         self.stack = nn.Sequential(*stack)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        if self.kind != "checkerboard":
+        if not self.anchored:
             return self.stack(y_hat)
         anchors = anchors_like(y_hat)
         return self.stack(y_hat * anchors) * (1 - anchors)

@@ -26,11 +26,10 @@ import numpy as np
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from stcm.rasters import open_raster
+from stcm.rasters import IMAGE_SUFFIXES, open_raster
 from stcm.errors import DataError
 from stcm.models.revisit import synthetic_revisit
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".jp2")
 
 # Images of at most this many values (bands * H * W) are read whole once and kept in memory;
 # larger ones are read window by window (re-opened each time, which is safe after a fork).

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stcm.models.config import ModelConfig, QuantSpec
+from stcm.config import ModelConfig, QuantSpec
+from stcm.contexts import context_variant
 from stcm.models.context import SpatialContext
 from stcm.models.layers import qconv
 from stcm.models.quant import ActQuant, quantize_mean
@@ -98,6 +99,7 @@ class EntropyParameters(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.groups = cfg.groups
+        self.has_spatial = context_variant(cfg.context).spatial
         self.channel = nn.ModuleList()
         self.temporal = nn.ModuleList()
         self.spatial = nn.ModuleList()
@@ -153,7 +155,7 @@ class EntropyParameters(nn.Module):
         means, scales = [], []
         for k, sl in enumerate(self.group_slices()):
             side = self.side(k, hyper, y_hat[:, : sl.start] if k else None, y_ref)
-            spatial = self.spatial[k](y_hat[:, sl]) if self.cfg.context != "none" else None
+            spatial = self.spatial[k](y_hat[:, sl]) if self.has_spatial else None
             mean, scale = self.aggregate[k](side, spatial)
             means.append(mean)
             scales.append(scale)

@@ -11,7 +11,7 @@ so that the *product* enc * dec is the linear interpolation of the level product
 ``dec = lerp(enc_l * dec_l) / lerp(enc_l)``. The product is the scale g_s sees relative to
 g_a's output, and g_s is very sensitive to it: interpolating enc and dec separately makes the
 product ~5 % (up to 7 %) too large between levels, which cost 1-3 dB at unchanged rate.
-Training (``GainUnits.gains``) and coding (``coding_gains``) use the same rule.
+Training (``GainUnits.gains``) and coding (``stcm.quality.coding_gains``) use the same rule.
 
 The rule needs only +, * and /, no exp or pow: the decoder gain makes the latent that a later
 image reads as its temporal context, so it must come out bit-identical on every machine, and
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from stcm.errors import ConfigError
 
 
 def interpolate_levels(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
@@ -44,44 +43,6 @@ def interpolate_gains(enc: torch.Tensor, dec: torch.Tensor, quality: torch.Tenso
     linear, dec such that enc * dec is the linear interpolation of the level products."""
     gain_enc = interpolate_levels(enc, quality)
     return gain_enc, interpolate_levels(enc * dec, quality) / gain_enc
-
-
-def coding_gains(enc_levels: np.ndarray, dec_levels: np.ndarray, quality: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(encoder, decoder) gains at one quality from pinned per-level gains (L, M) float32,
-    as the coder uses them: the rule of ``interpolate_gains`` in float64 (the product of two
-    float32 values is exact in float64; then only correctly rounded +, *, /), cast to
-    float32 -- the same bits on every machine.
-
-    Example:
-        >>> enc = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
-        >>> dec = np.array([[1.0, 0.5], [1 / 3, 0.25]], np.float32)
-        >>> [g.tolist() for g in coding_gains(enc, dec, 0.5)]  # products stay 1
-        [[2.0, 3.0], [0.5, 0.3333333432674408]]
-    """
-    enc = np.asarray(enc_levels, dtype=np.float32).astype(np.float64)
-    dec = np.asarray(dec_levels, dtype=np.float32).astype(np.float64)
-    if enc.shape != dec.shape or enc.ndim != 2:
-        raise ValueError(f"level gains must be two (L, M) arrays, got {enc.shape}, {dec.shape}")
-    count = enc.shape[0]
-    if count == 1:
-        return enc[0].astype(np.float32), dec[0].astype(np.float32)
-    pos = min(max(float(quality), 0.0), 1.0) * (count - 1)
-    lo = min(int(math.floor(pos)), count - 2)
-    frac = pos - lo
-
-    def lerp(levels):
-        return levels[lo] * (1.0 - frac) + levels[lo + 1] * frac
-
-    gain_enc = lerp(enc)
-    return gain_enc.astype(np.float32), (lerp(enc * dec) / gain_enc).astype(np.float32)
-
-
-def check_quality(quality) -> None:
-    """Raises ConfigError unless every quality is a finite number in [0, 1]."""
-    q = torch.as_tensor(quality, dtype=torch.float64)
-    if not torch.isfinite(q).all() or (q < 0).any() or (q > 1).any():
-        raise ConfigError(f"quality must be in [0, 1] (0 = smallest file, 1 = best), got {quality}")
 
 
 class GainUnits(nn.Module):

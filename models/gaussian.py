@@ -1,29 +1,12 @@
-"""Gaussian conditional for the latent y: likelihoods, mean-shifted quantisation and the fixed
-scale table that the entropy coder sees."""
+"""Gaussian conditional for the latent y: likelihoods and mean-shifted quantisation (the
+coder's pinned scale table is ``stcm.runtime.ans.pinned_scale_table``)."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
 from stcm.models.bounds import lower_bound
-from stcm.models.config import ModelConfig
 
 LIKELIHOOD_BOUND = 1e-9
-
-
-def scale_table(cfg: ModelConfig) -> np.ndarray:
-    """The fixed log-spaced table of scales (float64), ``scale_levels`` values from
-    ``scale_min`` to ``scale_max``. The coder sees only these values.
-
-    Example:
-        >>> from stcm.models.config import get_config
-        >>> t = scale_table(get_config("tiny"))
-        >>> len(t), round(float(t[0]), 2), round(float(t[-1]), 1)
-        (64, 0.11, 256.0)
-    """
-    return np.exp(np.linspace(math.log(cfg.scale_min), math.log(cfg.scale_max), cfg.scale_levels))
 
 
 def _std_normal_cdf(x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stcm.models.config import QuantSpec
+from stcm.config import QuantSpec
 from stcm.models.quant import ActQuant, QConv2d, QConvTranspose2d
 
 

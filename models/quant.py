@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stcm.models.config import QuantSpec
+from stcm.config import QuantSpec
 
 EXACT_LIMIT = 2 ** 24  # float32 represents every integer of smaller magnitude exactly
 EXP_MIN, EXP_MAX = -60, 60  # keeps every product far from float32 subnormals and overflow

@@ -32,7 +32,7 @@ import torch
 
 from stcm.errors import ConfigError
 from stcm.models.codec import STCM
-from stcm.models.gain import check_quality
+from stcm.quality import check_quality
 from stcm.models.gaussian import gaussian_likelihood
 from stcm.models.quant import ste_round, straight_through
 

@@ -33,7 +33,7 @@ from stcm.errors import CheckpointError, ConfigError
 from stcm.models.checkpoint import (CHECKPOINT_NAME, init_weights, load_checkpoint, read_metadata,
                                    save_checkpoint)
 from stcm.models.codec import STCM
-from stcm.models.config import ModelConfig
+from stcm.config import ModelConfig
 from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
 from stcm.models.schedule import LR_SCHEDULES, crop_and_batch, learning_rate
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stcm.models.config import BACKBONES, ModelConfig
+from stcm.config import BACKBONES, ModelConfig
 from stcm.models.layers import AttentionBlock, ResidualBottleneck, conv, deconv
 from stcm.models.quant import ActQuant
 from stcm.models.wavelet import HaarMerge, HaarSplit

@@ -1,1 +1,2 @@
-"""The engine: wavefront scheduling, entropy coding and the container. See issue 3."""
+"""The engine: backends, the wavefront scheduler, entropy coding, the container and image I/O
+(docs/runtime.md)."""

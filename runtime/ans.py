@@ -29,6 +29,10 @@ appended words always and most byte flips, but not truncation of a y stream: onc
 run out, the state drains to zero, the remaining symbols decode as the lowest symbol (the
 -bound escape marker, zero payload) and the coder ends empty. The container's CRC32 is what
 guarantees integrity; here malformed input only must never crash or hang the decoder.
+
+Errors. A corrupt stream is a ``CorruptError`` (the user's problem); bad arguments are plain
+``TypeError``/``ValueError``/``RuntimeError`` (the caller's bug). Only the scale table, which
+a model config sets, is a ``ConfigError``.
 """
 from __future__ import annotations
 
@@ -109,12 +113,12 @@ def pinned_scale_table(scale_min: float, scale_max: float, levels: int) -> np.nd
 def _check_table(table: np.ndarray) -> np.ndarray:
     """Returns ``table`` as float64 after checking it is a usable scale table."""
     if not isinstance(table, np.ndarray) or table.ndim != 1 or table.size == 0:
-        raise ConfigError("the scale table must be a non-empty 1-D NumPy array")
+        raise TypeError("the scale table must be a non-empty 1-D NumPy array")
     if not np.issubdtype(table.dtype, np.floating):
-        raise ConfigError(f"the scale table must be floating point, got {table.dtype}")
+        raise TypeError(f"the scale table must be floating point, got {table.dtype}")
     table = table.astype(np.float64)
     if not np.all(np.isfinite(table)) or table[0] <= 0 or np.any(np.diff(table) <= 0):
-        raise ConfigError("the scale table must be finite, positive and strictly increasing")
+        raise ValueError("the scale table must be finite, positive and strictly increasing")
     return table
 
 
@@ -157,11 +161,11 @@ class ScaleQuantizer:
             uint8 indexes when the table has at most 256 values, int32 otherwise.
 
         Raises:
-            ConfigError: If ``scales`` is not a real-valued NumPy array.
+            TypeError, ValueError: If ``scales`` is not a real-valued NumPy array.
         """
         if not isinstance(scales, np.ndarray) or not (
                 np.issubdtype(scales.dtype, np.floating) or np.issubdtype(scales.dtype, np.integer)):
-            raise ConfigError("scales must be a real-valued NumPy array")
+            raise TypeError("scales must be a real-valued NumPy array")
         x = scales.astype(np.float32, copy=False)
         idx = np.searchsorted(self.thresholds, x, side="left")
         # searchsorted already sends NaN past the end, but say so explicitly: it is part of the
@@ -225,18 +229,18 @@ def _payload_bits(v: np.ndarray) -> float:
 def _check_bound(bound) -> int:
     if isinstance(bound, bool) or not isinstance(bound, (int, np.integer)) or not (
             2 <= bound <= _MAX_BOUND):
-        raise ConfigError(f"bound must be an integer in 2..{_MAX_BOUND}, got {bound!r}")
+        raise ValueError(f"bound must be an integer in 2..{_MAX_BOUND}, got {bound!r}")
     return int(bound)
 
 
 def _check_int_array(a, name: str, ndim: int) -> np.ndarray:
     """Returns ``a`` as int32 after checking it is an integer NumPy array within int32."""
     if not isinstance(a, np.ndarray) or a.ndim != ndim or not np.issubdtype(a.dtype, np.integer):
-        raise ConfigError(f"{name} must be a {ndim}-D integer NumPy array")
+        raise TypeError(f"{name} must be a {ndim}-D integer NumPy array")
     if a.dtype == np.int32:
         return a
     if a.size and (a.min() < _INT32_MIN or a.max() > _INT32_MAX):
-        raise ConfigError(f"{name} must fit in int32")
+        raise ValueError(f"{name} must fit in int32")
     return a.astype(np.int32)
 
 
@@ -244,19 +248,19 @@ def _check_indexes(indexes, levels: int) -> np.ndarray:
     """Returns ``indexes`` unchanged after checking they are 1-D integers in 0..levels-1."""
     if not isinstance(indexes, np.ndarray) or indexes.ndim != 1 or not np.issubdtype(
             indexes.dtype, np.integer):
-        raise ConfigError("indexes must be a 1-D integer NumPy array")
+        raise TypeError("indexes must be a 1-D integer NumPy array")
     # Checked per call on the hot path, so skip what the dtype already guarantees.
     info = np.iinfo(indexes.dtype)
     if indexes.size and ((info.min < 0 and indexes.min() < 0)
                          or (info.max >= levels and indexes.max() >= levels)):
-        raise ConfigError(f"indexes must lie in 0..{levels - 1}")
+        raise ValueError(f"indexes must lie in 0..{levels - 1}")
     return indexes
 
 
 def _words(data) -> np.ndarray:
     """The uint32 words (native order) of little-endian stream bytes."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ConfigError(f"data must be bytes, got {type(data).__name__}")
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) % 4:
         raise CorruptError(f"an ANS stream is whole 32-bit words, got {len(data)} bytes")
@@ -296,7 +300,7 @@ class GaussianEncoder:
         bound: Half-width of the Gaussian alphabet; ``±bound`` are the escape markers.
 
     Raises:
-        ConfigError: On a bad table or bound.
+        TypeError, ValueError: On a bad table or bound.
 
     Example:
         >>> table = pinned_scale_table(0.11, 256.0, 64)
@@ -324,15 +328,15 @@ class GaussianEncoder:
         """Records one decode step's symbols (1-D int32) and their table indexes (1-D).
 
         Raises:
-            ConfigError: On bad arrays (shapes, dtypes, indexes out of the table, values
-                beyond int32) or after ``finish``.
+            TypeError, ValueError: On bad arrays (shapes, dtypes, indexes out of the table,
+                values beyond int32). RuntimeError: after ``finish``.
         """
         if self._finished:
-            raise ConfigError("push() after finish()")
+            raise RuntimeError("push() after finish()")
         s = _check_int_array(symbols, "symbols", 1)
         idx = _check_indexes(indexes, self.table.size)
         if s.shape != idx.shape:
-            raise ConfigError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
+            raise ValueError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
         if s.size == 0:
             return
         # Compare rather than take abs(): abs() of int32's minimum overflows.
@@ -348,10 +352,10 @@ class GaussianEncoder:
         """Encodes everything pushed and returns the stream (little-endian uint32 words).
 
         Raises:
-            ConfigError: If called twice.
+            RuntimeError: If called twice.
         """
         if self._finished:
-            raise ConfigError("finish() called twice")
+            raise RuntimeError("finish() called twice")
         self._finished = True
         # Consecutive main segments are one batched call: encoding a concatenation in reverse
         # is the same stream as encoding its parts one after the other.
@@ -389,7 +393,7 @@ class GaussianDecoder:
 
     Raises:
         CorruptError: If ``data`` is not whole 32-bit words or ends in a zero word.
-        ConfigError: On a bad table, bound or data type.
+        TypeError, ValueError: On a bad table, bound or data type.
     """
 
     def __init__(self, data: bytes, table: np.ndarray, bound: int = 4096):
@@ -405,10 +409,10 @@ class GaussianDecoder:
 
         Raises:
             CorruptError: If an escaped symbol decodes beyond int32.
-            ConfigError: On bad indexes or after ``finish``.
+            TypeError, ValueError: On bad indexes; RuntimeError after ``finish``.
         """
         if self._finished:
-            raise ConfigError("pop() after finish()")
+            raise RuntimeError("pop() after finish()")
         idx = _check_indexes(indexes, self.table.size)
         n = idx.size
         if n == 0:
@@ -455,7 +459,7 @@ def gaussian_bits(symbols: np.ndarray, indexes: np.ndarray, table: np.ndarray,
         The total in bits.
 
     Raises:
-        ConfigError: On bad arguments.
+        TypeError, ValueError: On bad arguments.
 
     Example:
         >>> table = np.array([1.0])
@@ -467,7 +471,7 @@ def gaussian_bits(symbols: np.ndarray, indexes: np.ndarray, table: np.ndarray,
     s = _check_int_array(symbols, "symbols", 1)
     idx = _check_indexes(indexes, table.size)
     if s.shape != idx.shape:
-        raise ConfigError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
+        raise ValueError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
     if s.size == 0:
         return 0.0
     s = s.astype(np.int64)
@@ -505,7 +509,7 @@ class FactorizedCoder:
             in int32.
 
     Raises:
-        ConfigError: On bad shapes or values.
+        TypeError, ValueError: On bad shapes or values.
 
     Example:
         >>> pmfs = np.array([[0.25, 0.5, 0.25], [0.5, 0.5, 0.0]])
@@ -518,21 +522,21 @@ class FactorizedCoder:
 
     def __init__(self, pmfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray):
         if not isinstance(pmfs, np.ndarray) or pmfs.ndim != 2 or 0 in pmfs.shape:
-            raise ConfigError("pmfs must be a non-empty 2-D NumPy array")
+            raise TypeError("pmfs must be a non-empty 2-D NumPy array")
         if not np.issubdtype(pmfs.dtype, np.floating):
-            raise ConfigError(f"pmfs must be floating point, got {pmfs.dtype}")
+            raise TypeError(f"pmfs must be floating point, got {pmfs.dtype}")
         pmfs = pmfs.astype(np.float64)
         if not np.all(np.isfinite(pmfs)) or np.any(pmfs < 0):
-            raise ConfigError("pmfs must be finite and non-negative")
+            raise ValueError("pmfs must be finite and non-negative")
         channels, width = pmfs.shape
         lengths = _check_int_array(lengths, "lengths", 1).astype(np.int64)
         offsets = _check_int_array(offsets, "offsets", 1).astype(np.int64)
         if lengths.shape != (channels,) or offsets.shape != (channels,):
-            raise ConfigError(f"lengths and offsets must have shape ({channels},)")
+            raise ValueError(f"lengths and offsets must have shape ({channels},)")
         if np.any(lengths < 1) or np.any(lengths > width):
-            raise ConfigError(f"lengths must lie in 1..{width}")
+            raise ValueError(f"lengths must lie in 1..{width}")
         if np.any(offsets - 1 < _INT32_MIN) or np.any(offsets + lengths > _INT32_MAX):
-            raise ConfigError("offsets - 1 .. offsets + lengths must fit in int32")
+            raise ValueError("offsets - 1 .. offsets + lengths must fit in int32")
         self.lengths, self.offsets = lengths, offsets
         self.probabilities: list[np.ndarray] = []  # normalized, escape entries included
         self._models = []
@@ -540,7 +544,7 @@ class FactorizedCoder:
             row = pmfs[c, :lengths[c]]
             total = float(row.sum())
             if total > 1.0 + 1e-6:
-                raise ConfigError(f"row {c} of pmfs sums to {total} > 1")
+                raise ValueError(f"row {c} of pmfs sums to {total} > 1")
             escape = max((1.0 - total) / 2.0, _MIN_PROBABILITY)
             p = np.concatenate([[escape], row, [escape]])
             self.probabilities.append(p / p.sum())
@@ -563,11 +567,11 @@ class FactorizedCoder:
         """Encodes (C, n) integer symbols; returns the stream (little-endian uint32 words).
 
         Raises:
-            ConfigError: On a bad shape, dtype or values beyond int32.
+            TypeError, ValueError: On a bad shape, dtype or values beyond int32.
         """
         s = _check_int_array(symbols, "symbols", 2)
         if s.shape[0] != self.channels:
-            raise ConfigError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
+            raise ValueError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
         entries, payloads = self._split(s)
         coder = _AnsCoder()
         for c in reversed(range(self.channels)):
@@ -583,10 +587,10 @@ class FactorizedCoder:
         Raises:
             CorruptError: If ``data`` is not whole 32-bit words, is not consumed exactly, or
                 decodes to a symbol beyond int32.
-            ConfigError: On a bad ``n`` or data type.
+            TypeError, ValueError: On a bad ``n`` or data type.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
         n = int(n)
         coder = _decoder(data)
         out = np.empty((self.channels, n), np.int64)
@@ -610,11 +614,11 @@ class FactorizedCoder:
         Escaped symbols cost their escape entry plus the payload, as in ``gaussian_bits``.
 
         Raises:
-            ConfigError: On bad symbols.
+            TypeError, ValueError: On bad symbols.
         """
         s = _check_int_array(symbols, "symbols", 2)
         if s.shape[0] != self.channels:
-            raise ConfigError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
+            raise ValueError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
         entries, payloads = self._split(s)
         total = 0.0
         for c in range(self.channels):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
+import numpy as np
 
 
-def run_blocked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, block: int,
-                halo: int, up: int = 1, down: int = 1) -> torch.Tensor:
-    """Applies ``fn`` to (1, C, H, W) ``x`` in blocks of ``block`` with ``halo`` on each side.
+def run_blocked(fn: Callable, x, block: int, halo: int, up: int = 1, down: int = 1):
+    """Applies ``fn`` to (1, C, H, W) ``x`` (a NumPy or CuPy array) in blocks of ``block``
+    with ``halo`` on each side.
 
     ``fn`` scales spatial sizes by up/down (g_a: down=16, g_s: up=16); ``block`` and ``halo``
     are in input units and must be multiples of ``down``. Inputs no larger than one block
@@ -35,7 +35,7 @@ def run_blocked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, blo
             a1, b1 = min(r1 + halo, h), min(c1 + halo, w)
             y = fn(x[:, :, a0:a1, b0:b1])
             if out is None:
-                out = y.new_empty(1, y.shape[1], h * up // down, w * up // down)
+                out = np.empty_like(y, shape=(1, y.shape[1], h * up // down, w * up // down))
             top, left = (r0 - a0) * up // down, (c0 - b0) * up // down
             rows, cols = (r1 - r0) * up // down, (c1 - c0) * up // down
             out[:, :, r0 * up // down: r1 * up // down, c0 * up // down: c1 * up // down] = \

@@ -4,7 +4,7 @@
     data = codec.compress(image, quality=0.75)  # image: (bands, H, W), any dtype and band count
     image_back = codec.decompress(data)
 
-Pipeline per group of 3 bands (``stcm.models.bands``): normalise, pad to a multiple of 64,
+Pipeline per group of 3 bands (``stcm.bands``): normalise, pad to a multiple of 64,
 g_a and the quality gain, z through the factorized prior, h_s, then the scheduler codes y
 tile by tile and step by step; decoding mirrors it and ends with g_s. With ``refine=N`` the
 encoder first improves y and z of each band group by N gradient steps on the model's own
@@ -14,37 +14,37 @@ first image alone and every later one with the first image's latent as temporal 
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from stcm import kernels
+from stcm.bands import (BandNormalization, denormalize, from_band_groups, normalize,
+                        to_band_groups)
 from stcm.errors import ConfigError, DataError, ModelMismatchError
-from stcm.models.bands import (BandNormalization, denormalize, from_band_groups, normalize,
-                               to_band_groups)
-from stcm.models.checkpoint import load_checkpoint, model_fingerprint
-from stcm.models.codec import STCM, pad_image
-from stcm.models.gain import check_quality
-from stcm.models.refine import check_refinable, refine_latents
-from stcm.models.transforms import DOWNSAMPLE
-from stcm.export.tables import CodingTables
+from stcm.quality import check_quality
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
-from stcm.runtime.backends.base import ALIASES, get_backend
+from stcm.runtime.backends.base import backend_name, get_backend
 from stcm.runtime.blocks import run_blocked
-from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Georeference, Header, check_model,
+from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Header, check_model,
                                     check_reference, peek_header, quality_on_grid,
                                     read_container, short_id, write_container)
+from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_cells,
                                 reference_grid, resample_latent)
-from stcm.runtime.header import IDENTITY_GRID, ReferenceGrid, latent_shape_of
+from stcm.runtime.header import (DOWNSAMPLE, IDENTITY_GRID, MAX_TILE_SIZE, ReferenceGrid,
+                                 latent_shape_of, padding_of)
 from stcm.runtime.profile import Recorder, span
-from stcm.runtime.scheduler import Scheduler, code_z, decode_z, entropy_threads
+from stcm.runtime.scheduler import Scheduler, code_z, decode_z
+from stcm.runtime.transfer import on_device_of, to_host
+
+if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
+    from stcm.models.codec import STCM
 
 DEFAULT_QUALITY = 0.75
 DEFAULT_TILE_BATCH = 16  # tiles per step call for exact models: fewer, larger calls
@@ -61,17 +61,6 @@ def check_temporal(temporal) -> None:
     """ConfigError unless ``temporal`` is one of ``TEMPORAL_MODES``."""
     if temporal not in TEMPORAL_MODES:
         raise ConfigError(f"temporal must be one of {TEMPORAL_MODES}, got {temporal!r}")
-
-
-def _load_model(model) -> STCM:
-    if model is None:
-        model = default_model_path()
-        if not model.is_file():
-            raise ConfigError(f"no built-in default model at {model}; pass a checkpoint "
-                              "(stcm train writes one) with --model / Codec(model=...)")
-    if not isinstance(model, STCM):
-        model, _ = load_checkpoint(model)
-    return model.eval()
 
 
 def default_model_path() -> Path:
@@ -98,8 +87,13 @@ class Codec:
         progress: show a progress bar on large images (None: only on a terminal).
         strict_numerics: refuse streams encoded with other float numerics (another backend
             or device), which would decode to wrong pixels; False only to measure that.
-        device: ``cpu`` or ``cuda`` for the torch backend (the scheduler's caches then stay
-            on the GPU and only a step's parameters and symbols cross to the host).
+        device: ``cpu`` or ``cuda``: where the torch backend runs the model, or which
+            onnxruntime execution provider runs an engine (with CuPy, the scheduler's
+            arrays then stay on the GPU and only a step's indexes and symbols cross to the
+            host: ``stcm.kernels.select``).
+        engine_options: options of an engine's backend (onnxruntime: ``providers``, a list
+            of execution providers, and ``threads``, the float transforms' intra-op threads;
+            tensorrt: ``gpu``, the device index).
 
     Example:
         >>> import numpy as np
@@ -115,27 +109,39 @@ class Codec:
                  engine: str | os.PathLike | None = None, backend: str | None = None,
                  tile_size: int = 64, tile_batch: int | None = None, naive: bool = False,
                  progress: bool | None = False, strict_numerics: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", engine_options: dict | None = None):
         if engine is not None:
             if model is not None:
                 raise ConfigError("give a model or an engine, not both")
+        elif engine_options:
+            raise ConfigError("engine_options configure an engine's backend; this codec runs "
+                              "a checkpoint (pass engine=DIR)")
+        if engine is not None:
             from stcm.runtime.engine import load_engine
 
-            if ALIASES.get(backend, backend) == "torch":
+            if backend is not None and backend_name(backend) == "torch":
                 raise ConfigError("the torch backend runs checkpoints (--model), not engine "
                                   "directories; use --backend onnxruntime or tensorrt with "
                                   "--engine")
-            self.tables, self.backend = load_engine(engine, backend or "onnxruntime")
+            self.tables, self.backend = load_engine(engine, backend or "onnxruntime",
+                                                    device=device, **(engine_options or {}))
             self.model = None
         else:
-            model = self.model = _load_model(model)
-            if not model.frozen:  # checkpoints carry pinned tables; older ones do not
-                model.freeze()
-            self.tables = CodingTables.from_model(model, model_fingerprint(model))
-            name = ALIASES.get(backend or "torch", backend or "torch")
+            name = backend_name(backend or "torch")
             if name != "torch":
                 raise ConfigError(f"the {name} backend runs exported engines: run `stcm export "
                                   "CHECKPOINT DIR`, then use --engine DIR")
+            # Checkpoints need torch and stcm.models; imported here so engines never do.
+            from stcm.runtime.backends.torch_backend import load_model, model_tables
+
+            if model is None:
+                model = default_model_path()
+                if not model.is_file():
+                    raise ConfigError(f"no built-in default model at {model}; pass a "
+                                      "checkpoint (stcm train writes one) with --model / "
+                                      "Codec(model=...)")
+            model = self.model = load_model(model)
+            self.tables = model_tables(model)
             self.backend = get_backend("torch", model, device)
         if tile_batch is None:
             tile_batch = DEFAULT_TILE_BATCH if self.backend.batch_invariant else 1
@@ -146,8 +152,9 @@ class Codec:
             # coded with several tiles per call would not decode exactly elsewhere.
             raise ConfigError("tile_batch > 1 needs exact (integer) step networks; this model "
                               "or backend is float, use tile_batch=1")
-        if not 1 <= tile_size <= 4096:
-            raise ConfigError(f"tile_size must be in 1..4096 latent positions, got {tile_size}")
+        if not 1 <= tile_size <= MAX_TILE_SIZE:
+            raise ConfigError(f"tile_size must be in 1..{MAX_TILE_SIZE} latent positions, got "
+                              f"{tile_size}")
         self.cfg = self.tables.config
         self.model_id = self.tables.model_id
         self.table = pinned_scale_table(self.cfg.scale_min, self.cfg.scale_max,
@@ -155,7 +162,8 @@ class Codec:
         t = self.tables
         self.z_coder = FactorizedCoder(t.z_pmfs, t.z_lengths, t.z_offsets)
         self.device = self.backend.device
-        self.medians = t.medians.to(self.device)
+        self.xp = kernels.select(self.device).xp  # NumPy, or CuPy on a GPU
+        self.medians = self.xp.asarray(t.z_medians)
         self.tile_size = tile_size
         self.scheduler = Scheduler(self.backend, self.cfg, self.table, tile_size, tile_batch,
                                    naive)
@@ -179,7 +187,7 @@ class Codec:
             return self.backend.numerics
         return self.backend.numerics + ("-naive" if self.scheduler.naive else "")
 
-    def _stage(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+    def _stage(self, name: str, *inputs):
         return self.backend.run(name, *inputs)[0]
 
     # -- arrays --------------------------------------------------------------------------------
@@ -300,17 +308,31 @@ class Codec:
                               "model decodes the result")
         shape = np.shape(image) if image is not None else ()
         if len(shape) >= 2:
+            from stcm.models.refine import check_refinable  # a checkpoint's codec: torch is here
+
             check_refinable(int(refine), shape[-2], shape[-1])
 
+    def _refine(self, x, quality, y, z, steps, reference, gain_dec, on_step):
+        """Encode-time refinement of (y, z) (``stcm.models.refine``), on the torch backend's
+        tensors; returns the refined pair as runtime arrays."""
+        from stcm.models.refine import refine_latents
+
+        tensor = self.backend.to_tensor
+        refined = refine_latents(self.model, tensor(x), quality, tensor(y), tensor(z), steps,
+                                 reference=None if reference is None else tensor(reference),
+                                 gain_dec=tensor(gain_dec), on_step=on_step)
+        return self.backend.from_tensor(refined.y), self.backend.from_tensor(refined.z)
+
     def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str,
-             refine: int = 0, passes: int = 1):
+             refine: int = 0, passes: int = 1, tile_size: int | None = None):
         """A progress bar over all sequential steps (and refinement steps), hooked into the
         scheduler; shown for images of a megapixel or more, or refined ones (refinement is
         slow at any size), and with progress=None only on a terminal."""
         disable = (not self.progress if self.progress is not None else None)
         if pixels < 2 ** 20 and not refine:
             disable = True
-        total = band_groups * (passes * self.scheduler.steps_for(latent_shape) + refine)
+        steps = self.scheduler.steps_for(latent_shape, tile_size)
+        total = band_groups * (passes * steps + refine)
         bar = tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
         self.scheduler.on_step = lambda: bar.update(1)
         return bar
@@ -331,7 +353,6 @@ class Codec:
                             "transpose channels-last arrays with np.moveaxis(a, -1, 0)")
         return image
 
-    @torch.no_grad()
     def _compress(self, image, quality, georef, reference: "_Reference | None", reference_id,
                   extra=None, refine: int = 0, temporal: str = "auto", *,
                   canvas_fallback: bool = True):
@@ -340,8 +361,9 @@ class Codec:
         refine = int(refine)
         quality = quality_on_grid(quality)  # code at exactly the quality the header stores
         image = self._as_bands(image)
+        xp = self.xp
         x, norm = normalize(image)
-        groups = torch.from_numpy(to_band_groups(x)).to(self.device)
+        groups = xp.asarray(to_band_groups(x))
         h, w = image.shape[1:]
         if (temporal == "auto" and canvas_fallback and reference is not None
                 and reference.grid is not None and reference.grid.origin != (0, 0)):
@@ -366,8 +388,9 @@ class Codec:
                 top, left = reference.grid.origin
             references = reference.on_grid(latent_shape_of(top + h, left + w))
             # The canvas: the image after ``top`` rows and ``left`` columns of its edge.
-            groups = F.pad(groups, (left, 0, top, 0), mode="replicate") if top or left else groups
-        gain_enc, gain_dec = (g.to(self.device) for g in self.tables.gains(quality))
+            if top or left:
+                groups = xp.pad(groups, ((0, 0), (0, 0), (top, 0), (left, 0)), mode="edge")
+        gain_enc, gain_dec = (xp.asarray(g) for g in self.tables.gains(quality))
         streams: dict[tuple[int, int, int], bytes] = {}
         latents = []
         latent_shape = latent_shape_of(top + h, left + w)
@@ -380,7 +403,7 @@ class Codec:
         alone = ({}, []) if (references is not None and temporal == "auto"
                              and (top, left) == (0, 0)) else None
         for g, x_g in enumerate(groups):
-            y = run_blocked(lambda t: self._stage("analysis", t), pad_image(x_g[None]),
+            y = run_blocked(lambda t: self._stage("analysis", t), _pad_image(xp, x_g[None]),
                             ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
             z = self._stage("hyper_analysis", y)
             ref = references[g] if references is not None else None
@@ -391,13 +414,11 @@ class Codec:
                 # The refined z is coded as it is, not h_a(refined y): the search optimised
                 # the pair, and the decoder only ever sees z_hat.
                 with span(self._recorder, "refine", "refine"):
-                    refined = refine_latents(self.model, x_g[None], quality, y, z, refine,
-                                             reference=ref, gain_dec=gain_dec,
-                                             on_step=lambda: bar.update(1))
-                y, z = refined.y, refined.z
+                    y, z = self._refine(x_g[None], quality, y, z, refine, ref, gain_dec,
+                                        on_step=lambda: bar.update(1))
             with span(self._recorder, "z encode", "ans"):
                 z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
-            with entropy_threads(not self.backend.exact):
+            with self.backend.entropy_threads():
                 hyper = self._stage("hyper_synthesis", z_hat)
                 if ref is None or temporal == "on":
                     y_hat, tiles = self.scheduler.encode(y, hyper, ref)
@@ -450,7 +471,6 @@ class Codec:
         # Ties go to the reference everywhere: no bitmap.
         return (*min(candidates, key=lambda c: sum(map(len, c[1]))), alone)
 
-    @torch.no_grad()
     def _decompress(self, data: bytes, reference: "_Reference | None",
                     reference_data: bytes | None = None):
         with span(self._recorder, "container read", "container"):
@@ -472,37 +492,43 @@ class Codec:
                                 f"groups, this one {header.band_groups}")
             reference = _Reference(reference.latents, reference.size, header.reference_grid)
             references = reference.on_grid(header.latent_shape)
-        if header.tile_size != self.tile_size:
-            self.scheduler.tile_size = header.tile_size  # the stream decides, not the caller
-        gain_dec = self.tables.gains(header.quality)[1].to(self.device)
+        gain_dec = self.xp.asarray(self.tables.gains(header.quality)[1])
         norm = BandNormalization.from_dict(header.normalization)
         groups, latents = [], []
         bar = self._bar(header.band_groups, header.latent_shape,
-                        header.height * header.width, "decompress")
+                        header.height * header.width, "decompress", tile_size=header.tile_size)
         try:
             for g in range(header.band_groups):
                 with span(self._recorder, "z decode", "ans"):
                     z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
-                                     (self.cfg.N, *header.z_shape), self.medians)
+                                     (self.cfg.N, *header.z_shape), self.medians, self.device)
                 tiles = [container.stream(g, KIND_Y, t) for t in range(header.tiles)]
                 ref = references[g] if references is not None else None
-                with entropy_threads(not self.backend.exact):
+                with self.backend.entropy_threads():
                     hyper = self._stage("hyper_synthesis", z_hat)
                     intra = header.intra_mask(g) if ref is not None else None
-                    y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref, intra)
+                    # The stream's tile size decides, not this codec's.
+                    y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref, intra,
+                                                  tile_size=header.tile_size)
                 latent = y_hat * gain_dec
                 latents.append(latent)
                 x_hat = run_blocked(lambda t: self._stage("synthesis", t), latent,
                                     SYNTHESIS_BLOCK, SYNTHESIS_HALO, up=DOWNSAMPLE)
                 top, left = header.origin
                 x_hat = x_hat[0, :, top: top + header.height, left: left + header.width]
-                groups.append(x_hat.clamp(0, 1).cpu().numpy())
+                groups.append(to_host(self.xp.clip(x_hat, 0, 1)))
         finally:
-            self.scheduler.tile_size = self.tile_size
             self.scheduler.on_step = None
             bar.close()
         pixels = denormalize(from_band_groups(np.stack(groups), header.bands), norm)
         return DecodedImage(pixels, header.georef, header), latents
+
+
+def _pad_image(xp, x):
+    """Replicates (1, C, H, W) at the bottom and right to multiples of 64 (the transforms'
+    and hyper transforms' strides); replicated borders cost fewer bits than zeros."""
+    ph, pw = padding_of(*x.shape[-2:])
+    return xp.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x
 
 
 @dataclass
@@ -510,22 +536,22 @@ class _Reference:
     """A decoded temporal reference: its latents (one (1, M, h, w) tensor per band group),
     its size in pixels (height, width), and where it lies against the image it helps code
     (``runtime.grids``; None: on its grid)."""
-    latents: list[torch.Tensor]
+    latents: list  # NumPy or CuPy arrays, on the codec's device
     size: tuple[int, int]
     grid: ReferenceGrid | None = None
 
     @classmethod
-    def decoded(cls, image: "DecodedImage", latents: list[torch.Tensor]) -> "_Reference":
+    def decoded(cls, image: "DecodedImage", latents: list) -> "_Reference":
         return cls(latents, (image.header.height, image.header.width))
 
-    def on_grid(self, latent_shape: tuple[int, int]) -> list[torch.Tensor]:
+    def on_grid(self, latent_shape: tuple[int, int]) -> list:
         """The latents resampled onto an image's latent grid (the same tensors when it is
         the reference's own)."""
         if self.grid is None and all(t.shape[-2:] == latent_shape for t in self.latents):
             return self.latents
         mapping = self.grid.mapping if self.grid is not None else None
-        return [torch.from_numpy(resample_latent(t[0].cpu().numpy(), mapping, self.size,
-                                                 latent_shape))[None].to(t.device)
+        return [on_device_of(t, resample_latent(to_host(t[0]), mapping, self.size,
+                                                latent_shape)[None])
                 for t in self.latents]
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 from stcm.errors import (CorruptError, ModelMismatchError, NotStcmFileError, TruncatedError,
                          UnsupportedVersionError)
+from stcm.runtime.fields import ByteReader, write_varint
+from stcm.runtime.georeference import Georeference
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, DTYPES, KIND_Y, KIND_Z,
-                                 MAX_TILE_SIZE, MODEL_ID_BYTES, PAD_MULTIPLE, ByteReader,
-                                 Georeference, Header, num_tiles, quality_on_grid, tile_grid,
-                                 write_varint)
+                                 MAX_TILE_SIZE, MODEL_ID_BYTES, PAD_MULTIPLE, Header, num_tiles,
+                                 quality_on_grid, tile_grid)
 
 __all__ = [
     "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "MAX_RECORD_BYTES", "DEFAULT_MAX_PIXELS",

@@ -29,8 +29,8 @@ from rasterio.errors import CRSError
 from rasterio.warp import transform as warp_points
 
 from stcm.errors import DataError
-from stcm.runtime.header import (DOWNSAMPLE, IDENTITY_GRID, Georeference, ReferenceGrid,
-                                 check_mapping)
+from stcm.runtime.georeference import Georeference
+from stcm.runtime.header import DOWNSAMPLE, IDENTITY_GRID, ReferenceGrid, check_mapping
 
 Mapping = tuple[float, float, float, float, float, float]
 

@@ -11,17 +11,18 @@ checks guard writing and reading. NumPy and torch are not imported here.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from stcm.errors import CorruptError, TruncatedError
+from stcm.runtime.fields import (F64, MAX_JSON_BYTES, U16, ByteReader, canonical_json,
+                                 field_error, int_field, is_int, is_number, json_object,
+                                 parse_json_object, unzigzag, write_varint, zigzag)
+from stcm.runtime.georeference import Georeference
 
-__all__ = ["DTYPES", "MODEL_ID_BYTES", "QUALITY_STEPS", "Georeference", "Header",
-           "ReferenceGrid", "quality_on_grid", "tile_grid", "num_tiles", "ByteReader", "write_varint"]
+__all__ = ["DTYPES", "MODEL_ID_BYTES", "QUALITY_STEPS", "Header", "ReferenceGrid",
+           "quality_on_grid", "tile_grid", "num_tiles"]
 
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 _INTEGER_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
@@ -35,7 +36,6 @@ BAND_GROUP_SIZE = 3
 MAX_BANDS = 65535
 MAX_SIDE = 2 ** 31 - 1
 MAX_TILE_SIZE = 4096
-MAX_JSON_BYTES = 1 << 20
 #: Ids are the first 16 bytes of a sha256 digest: 128 bits tell models and references apart
 #: (they identify, they do not authenticate) and save 32 bytes per image.
 MODEL_ID_BYTES = 16
@@ -64,41 +64,6 @@ MAX_GRID_SCALE = 16.0
 #: ``runtime.backends``); implied by a header, not stored.
 EXACT_NUMERICS = "exact-int24"
 
-_F64 = struct.Struct("<d")
-_U16 = struct.Struct("<H")
-_EPSG = re.compile(r"EPSG:([1-9][0-9]{0,8})")
-_CRS_NONE, _CRS_EPSG, _CRS_TEXT = 0, 1, 2
-_TRANSFORM_NONE, _TRANSFORM_NORTH_UP, _TRANSFORM_FULL = 0, 1, 2
-
-
-def field_error(name: str, message: str) -> CorruptError:
-    return CorruptError(f"invalid stcm header field '{name}': {message}")
-
-
-def _is_int(v: Any) -> bool:
-    # bool is an int subclass, but True as a height is surely a bug (or a corrupt file).
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_numpy_real(v: Any) -> bool:
-    # NumPy scalars (e.g. a nodata read from a raster) are accepted without importing NumPy.
-    return type(v).__module__ == "numpy" and hasattr(v, "dtype") and v.dtype.kind in "uif"
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) or _is_numpy_real(v)
-
-
-def _int(name: str, v: Any, lo: int, hi: int | None = None) -> int:
-    if _is_numpy_real(v) and v.dtype.kind in "ui":  # e.g. a size taken from array.shape
-        v = int(v)
-    if not _is_int(v):
-        raise field_error(name, f"must be an integer, got {type(v).__name__} {v!r:.60}")
-    if v < lo or (hi is not None and v > hi):
-        bound = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-        raise field_error(name, f"must be {bound}, got {v}")
-    return int(v)
-
 
 def quality_on_grid(quality: float) -> float:
     """The quality a header stores for ``quality``: the nearest k / 65535 in [0, 1].
@@ -106,254 +71,10 @@ def quality_on_grid(quality: float) -> float:
     >>> quality_on_grid(0.75) == 49151 / 65535
     True
     """
-    if not _is_number(quality) or not 0.0 <= float(quality) <= 1.0:
+    if not is_number(quality) or not 0.0 <= float(quality) <= 1.0:
         raise field_error("quality", f"must be a number in [0, 1], got {quality!r:.60}")
     return round(float(quality) * QUALITY_STEPS) / QUALITY_STEPS
 
-
-def canonical_json(value: Any) -> str:
-    """The one JSON serialisation stcm writes: sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
-
-
-def _json_object(name: str, value: Any) -> dict:
-    """``value`` exactly as a reader sees it after a JSON round trip (tuples become lists)."""
-    if not isinstance(value, dict):
-        raise field_error(name, f"must be a JSON object (dict), got {type(value).__name__}")
-    try:
-        return json.loads(canonical_json(value))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise field_error(name, f"is not JSON-serialisable: {exc}") from exc
-
-
-def parse_json_object(raw: bytes, name: str) -> dict:
-    """Strict JSON object: UTF-8, no duplicate keys, no NaN/Infinity tokens."""
-    def pairs(items):
-        seen = {}
-        for k, v in items:
-            if k in seen:
-                raise ValueError(f"duplicate key {k!r:.40}")
-            seen[k] = v
-        return seen
-
-    def no_constant(token):
-        raise ValueError(f"{token} is not valid JSON")
-
-    try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs,
-                           parse_constant=no_constant)
-    except UnicodeDecodeError as exc:
-        raise field_error(name, f"is not UTF-8 ({exc})") from exc
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-        raise field_error(name, f"is not valid JSON ({str(exc)[:200]})") from exc
-    if not isinstance(value, dict):
-        raise field_error(name, f"must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-# -- bytes ------------------------------------------------------------------------------------
-def write_varint(value: int) -> bytes:
-    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on all but the last.
-
-    >>> write_varint(300).hex()
-    'ac02'
-    """
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"varint needs a non-negative integer, got {value!r}")
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _zigzag(value: int) -> int:
-    return 2 * value if value >= 0 else -2 * value - 1
-
-
-def _unzigzag(value: int) -> int:
-    return value >> 1 if not value & 1 else -((value + 1) >> 1)
-
-
-class ByteReader:
-    """Reads a bounded byte range front to back; every read past its end is a TruncatedError
-    naming what was being read, every malformed value a CorruptError."""
-
-    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None,
-                 what: str = "stcm header"):
-        self.data = data
-        self.pos = start
-        self.end = len(data) if end is None else end
-        self.what = what
-
-    @property
-    def remaining(self) -> int:
-        return self.end - self.pos
-
-    def take(self, n: int, name: str) -> bytes:
-        if n > self.remaining:
-            raise TruncatedError(f"truncated {self.what}: {name} needs {n} bytes, "
-                                 f"{self.remaining} left")
-        chunk = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
-        return chunk
-
-    def u8(self, name: str) -> int:
-        return self.take(1, name)[0]
-
-    def u16(self, name: str) -> int:
-        return _U16.unpack(self.take(2, name))[0]
-
-    def f64(self, name: str) -> float:
-        return _F64.unpack(self.take(8, name))[0]
-
-    def varint(self, name: str, hi: int = 2 ** 64 - 1) -> int:
-        """A minimal (canonical) LEB128 integer <= ``hi``."""
-        value = shift = 0
-        for i in range(10):
-            byte = self.u8(name)
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if byte == 0 and i > 0:
-                    raise field_error(name, "varint has a redundant trailing zero byte")
-                if value > hi:
-                    raise field_error(name, f"must be <= {hi}, got {value}")
-                return value
-        raise field_error(name, "varint longer than 10 bytes")
-
-    def text(self, name: str, limit: int) -> bytes:
-        return self.take(self.varint(f"{name} length", limit), name)
-
-
-# -- georeferencing ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Georeference:
-    """Where an image lies on Earth, and which value marks missing pixels.
-
-    Attributes:
-        crs: Coordinate reference system as ``"EPSG:<code>"`` when it is exactly an EPSG
-            code (stored in 1-5 bytes), else as WKT; or None.
-        transform: The 6 affine coefficients (a, b, c, d, e, f) of rasterio's ``Affine[:6]``,
-            mapping (col, row) to (x, y): x = a*col + b*row + c, y = d*col + e*row + f; or None.
-        nodata: The value of missing pixels (NaN and +-inf allowed), or None.
-
-    Raises:
-        CorruptError: A field has the wrong type, or the transform is not 6 finite numbers.
-
-    >>> Georeference("EPSG:32633", (10, 0, 500000, 0, -10, 5000000), float("nan")).transform[0]
-    10.0
-    """
-
-    crs: str | None
-    transform: tuple[float, float, float, float, float, float] | None
-    nodata: float | None
-
-    def __post_init__(self):
-        if self.crs is not None:
-            if not isinstance(self.crs, str) or not self.crs:
-                raise field_error("georef.crs", f"must be a non-empty string or None, "
-                                  f"got {self.crs!r:.60}")
-            try:
-                encoded = self.crs.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise field_error("georef.crs", f"is not encodable as UTF-8: {exc}") from exc
-            if len(encoded) > MAX_JSON_BYTES:
-                raise field_error("georef.crs", f"is {len(encoded)} bytes, more than "
-                                  f"{MAX_JSON_BYTES}")
-        if self.transform is not None:
-            t = self.transform
-            if (not isinstance(t, (tuple, list)) or len(t) != 6
-                    or not all(_is_number(v) for v in t)):
-                raise field_error("georef.transform", f"must be 6 numbers or None, got {t!r:.80}")
-            values = tuple(float(v) for v in t)
-            if not all(math.isfinite(v) for v in values):
-                raise field_error("georef.transform", f"must be finite, got {values}")
-            object.__setattr__(self, "transform", values)
-        if self.nodata is not None:
-            if not _is_number(self.nodata):
-                raise field_error("georef.nodata", f"must be a number or None, got "
-                                  f"{self.nodata!r:.60}")
-            object.__setattr__(self, "nodata", float(self.nodata))
-
-    def _key(self):
-        # NaN nodata must compare equal to itself, or no georeferenced header would round-trip.
-        nan = self.nodata is not None and math.isnan(self.nodata)
-        return self.crs, self.transform, "nan" if nan else self.nodata
-
-    def __eq__(self, other):
-        if not isinstance(other, Georeference):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def to_bytes(self) -> bytes:
-        out = bytearray()
-        epsg = _EPSG.fullmatch(self.crs) if self.crs is not None else None
-        if self.crs is None:
-            out.append(_CRS_NONE)
-        elif epsg:
-            out += bytes([_CRS_EPSG]) + write_varint(int(epsg.group(1)))
-        else:
-            text = self.crs.encode("utf-8")
-            out += bytes([_CRS_TEXT]) + write_varint(len(text)) + text
-        t = self.transform
-        if t is None:
-            out.append(_TRANSFORM_NONE)
-        elif t[1] == 0.0 and t[3] == 0.0:  # north-up: b = d = 0 (also -0.0, which == 0.0)
-            out.append(_TRANSFORM_NORTH_UP)
-            out += b"".join(_F64.pack(t[i]) for i in (0, 2, 4, 5))
-        else:
-            out.append(_TRANSFORM_FULL)
-            out += b"".join(_F64.pack(v) for v in t)
-        if self.nodata is None:
-            out.append(0)
-        else:
-            out += b"\x01" + _F64.pack(self.nodata)
-        return bytes(out)
-
-    @classmethod
-    def from_reader(cls, reader: ByteReader) -> Georeference:
-        kind = reader.u8("georef.crs kind")
-        if kind == _CRS_NONE:
-            crs = None
-        elif kind == _CRS_EPSG:
-            crs = f"EPSG:{reader.varint('georef.crs EPSG code', 999_999_999)}"
-            if crs == "EPSG:0":
-                raise field_error("georef.crs", "EPSG code 0 does not exist")
-        elif kind == _CRS_TEXT:
-            raw = reader.text("georef.crs", MAX_JSON_BYTES)
-            try:
-                crs = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise field_error("georef.crs", f"is not UTF-8 ({exc})") from exc
-            if _EPSG.fullmatch(crs):
-                raise field_error("georef.crs", "an EPSG code stored as text (not canonical)")
-        else:
-            raise field_error("georef.crs", f"unknown kind {kind} (0 none, 1 EPSG, 2 text)")
-        kind = reader.u8("georef.transform kind")
-        if kind == _TRANSFORM_NONE:
-            transform = None
-        elif kind == _TRANSFORM_NORTH_UP:
-            a, c, e, f = (reader.f64("georef.transform") for _ in range(4))
-            transform = (a, 0.0, c, 0.0, e, f)
-        elif kind == _TRANSFORM_FULL:
-            transform = tuple(reader.f64("georef.transform") for _ in range(6))
-            if transform[1] == 0.0 and transform[3] == 0.0:
-                raise field_error("georef.transform", "a north-up transform stored in full "
-                                  "(not canonical)")
-        else:
-            raise field_error("georef.transform", f"unknown kind {kind} (0 none, 1 north-up, "
-                              "2 full)")
-        kind = reader.u8("georef.nodata kind")
-        if kind not in (0, 1):
-            raise field_error("georef.nodata", f"unknown kind {kind} (0 none, 1 float64)")
-        nodata = reader.f64("georef.nodata") if kind else None
-        return cls(crs=crs, transform=transform, nodata=nodata)
 
 
 # -- tiles ------------------------------------------------------------------------------------
@@ -369,10 +90,10 @@ def tile_grid(latent_shape: tuple[int, int], tile_size: int) -> tuple[int, int]:
     >>> tile_grid((10, 4), 4)
     (3, 1)
     """
-    if not _is_int(tile_size) or tile_size < 1:
+    if not is_int(tile_size) or tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
     if (not isinstance(latent_shape, (tuple, list)) or len(latent_shape) != 2
-            or not all(_is_int(v) and v >= 1 for v in latent_shape)):
+            or not all(is_int(v) and v >= 1 for v in latent_shape)):
         raise ValueError(f"latent_shape must be two positive integers, got {latent_shape!r}")
     return -(-latent_shape[0] // tile_size), -(-latent_shape[1] // tile_size)
 
@@ -392,7 +113,7 @@ def check_mapping(mapping: Any) -> tuple[float, ...]:
     (``runtime.grids``), or CorruptError: not 6 finite numbers, a 2x2 part that is singular
     or scales by more than ``MAX_GRID_SCALE``, or an origin beyond ``MAX_SIDE``."""
     if (not isinstance(mapping, (tuple, list)) or len(mapping) != 6
-            or not all(_is_number(v) for v in mapping)):
+            or not all(is_number(v) for v in mapping)):
         raise field_error("reference_grid", f"must be 6 numbers, got {mapping!r:.80}")
     a, b, c, d, e, f = values = tuple(float(v) for v in mapping)
     if not all(math.isfinite(v) for v in values):
@@ -430,7 +151,7 @@ class ReferenceGrid:
     def __post_init__(self):
         origin = self.origin
         if (not isinstance(origin, (tuple, list)) or len(origin) != 2
-                or not all(_is_int(v) and 0 <= v < DOWNSAMPLE for v in origin)):
+                or not all(is_int(v) and 0 <= v < DOWNSAMPLE for v in origin)):
             raise field_error("reference_grid.origin", f"must be 2 integers in "
                               f"0..{DOWNSAMPLE - 1}, got {origin!r:.60}")
         object.__setattr__(self, "origin", (int(origin[0]), int(origin[1])))
@@ -440,7 +161,7 @@ class ReferenceGrid:
                               "canonical)")
 
     def to_bytes(self) -> bytes:
-        return bytes(self.origin) + b"".join(_F64.pack(v) for v in self.mapping)
+        return bytes(self.origin) + b"".join(F64.pack(v) for v in self.mapping)
 
     @classmethod
     def from_reader(cls, reader: ByteReader) -> ReferenceGrid:
@@ -449,14 +170,14 @@ class ReferenceGrid:
 
 
 # -- the header -------------------------------------------------------------------------------
-def _pad(height: int, width: int) -> tuple[int, int]:
+def padding_of(height: int, width: int) -> tuple[int, int]:
     """(rows, cols) replicated at the bottom/right so both sides divide 64."""
     return (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
 
 
 def latent_shape_of(height: int, width: int) -> tuple[int, int]:
     """(h, w) of y for an image: the padded size / 16 (also needed before a Header exists)."""
-    ph, pw = _pad(height, width)
+    ph, pw = padding_of(height, width)
     return (height + ph) // DOWNSAMPLE, (width + pw) // DOWNSAMPLE
 
 
@@ -527,14 +248,14 @@ class Header:
                 raise field_error(name, f"must be {MODEL_ID_BYTES} bytes (a sha256 prefix), "
                                   f"got {v!r:.80}")
             set_(name, bytes(v))
-        set_("height", _int("height", self.height, 1, MAX_SIDE))
-        set_("width", _int("width", self.width, 1, MAX_SIDE))
-        set_("bands", _int("bands", self.bands, 1, MAX_BANDS))
+        set_("height", int_field("height", self.height, 1, MAX_SIDE))
+        set_("width", int_field("width", self.width, 1, MAX_SIDE))
+        set_("bands", int_field("bands", self.bands, 1, MAX_BANDS))
         if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise field_error("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r:.60}")
         set_("normalization", self._check_normalization())
         set_("quality", quality_on_grid(self.quality))
-        set_("tile_size", _int("tile_size", self.tile_size, 1, MAX_TILE_SIZE))
+        set_("tile_size", int_field("tile_size", self.tile_size, 1, MAX_TILE_SIZE))
         if self.georef is not None and not isinstance(self.georef, Georeference):
             raise field_error("georef", f"must be a Georeference or None, got "
                               f"{type(self.georef).__name__}")
@@ -542,7 +263,7 @@ class Header:
                 or not 0 < len(self.numerics) <= 255 or not self.numerics.isprintable()):
             raise field_error("numerics", f"must be 1-255 printable ASCII characters, got "
                               f"{self.numerics!r:.60}")
-        set_("extra", _json_object("extra", self.extra))
+        set_("extra", json_object("extra", self.extra))
         if self.reference_grid is not None:
             if not isinstance(self.reference_grid, ReferenceGrid):
                 raise field_error("reference_grid", f"must be a ReferenceGrid or None, got "
@@ -556,7 +277,7 @@ class Header:
 
     def _check_intra_tiles(self) -> tuple[int, ...]:
         tiles = self.intra_tiles
-        if not isinstance(tiles, (tuple, list)) or not all(_is_int(t) for t in tiles):
+        if not isinstance(tiles, (tuple, list)) or not all(is_int(t) for t in tiles):
             raise field_error("intra_tiles", f"must be a sequence of tile indexes, got "
                               f"{tiles!r:.80}")
         tiles = tuple(int(t) for t in tiles)
@@ -592,7 +313,7 @@ class Header:
             if not isinstance(values, (list, tuple)) or len(values) != self.bands:
                 raise field_error("normalization", f"{key} must list one number per band "
                                   f"({self.bands}), got {values!r:.80}")
-            if not all(_is_number(v) for v in values):
+            if not all(is_number(v) for v in values):
                 raise field_error("normalization", f"{key} holds a non-number: {values!r:.80}")
             out[key] = [float(v) for v in values]
             if not all(math.isfinite(v) for v in out[key]):
@@ -618,7 +339,7 @@ class Header:
         """(rows, cols) replicated at the bottom/right so both sides of the canvas (origin
         and image) divide 64."""
         top, left = self.origin
-        return _pad(top + self.height, left + self.width)
+        return padding_of(top + self.height, left + self.width)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -660,7 +381,7 @@ class Header:
         Raises:
             KeyError: No such stream in a container with this header.
         """
-        ok = (_is_int(band_group) and 0 <= band_group < self.band_groups and _is_int(tile)
+        ok = (is_int(band_group) and 0 <= band_group < self.band_groups and is_int(tile)
               and ((kind == KIND_Z and tile == 0) or (kind == KIND_Y and 0 <= tile < self.tiles)))
         if not ok:
             raise KeyError(f"no stream (band_group={band_group!r}, kind={kind!r}, tile={tile!r})"
@@ -688,14 +409,14 @@ class Header:
         out = bytearray([flags]) + self.model_id
         out += write_varint(self.height) + write_varint(self.width) + write_varint(self.bands)
         out.append(DTYPES.index(self.dtype))
-        out += _U16.pack(round(self.quality * QUALITY_STEPS))
+        out += U16.pack(round(self.quality * QUALITY_STEPS))
         out += write_varint(self.tile_size)
         if not flags & FLAG_DTYPE_RANGE:
             for lo, hi in zip(self.normalization["lo"], self.normalization["hi"]):
                 if self.dtype in _INTEGER_DTYPES:
-                    out += write_varint(_zigzag(int(lo))) + write_varint(int(hi - lo))
+                    out += write_varint(zigzag(int(lo))) + write_varint(int(hi - lo))
                 else:
-                    out += _F64.pack(lo) + _F64.pack(hi)
+                    out += F64.pack(lo) + F64.pack(hi)
         if self.reference_id is not None:
             out += self.reference_id
         if flags & FLAG_REFERENCE_GRID:
@@ -748,7 +469,7 @@ class Header:
             lo, hi = [], []
             for b in range(bands):
                 if dtype in _INTEGER_DTYPES:
-                    low = _unzigzag(reader.varint(f"normalization lo of band {b}", 2 ** 64 - 1))
+                    low = unzigzag(reader.varint(f"normalization lo of band {b}", 2 ** 64 - 1))
                     span = reader.varint(f"normalization range of band {b}", 2 ** 64 - 1)
                     lo.append(float(low))
                     hi.append(float(low + span))

@@ -34,17 +34,17 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 from stcm.atomic import atomic_path
-from stcm.rasters import open_raster
+from stcm.rasters import IMAGE_SUFFIXES, open_raster
 from stcm.errors import DataError, OutputExistsError
 
-from stcm.runtime.container import Georeference
+from stcm.runtime.georeference import Georeference
 
 
 #: Pixel dtypes read and written; GeoTIFF holds them all.
 SUPPORTED_DTYPES = tuple(np.dtype(t) for t in
                          ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"))
-#: Suffixes read_raster accepts (rasterio may read more; these are the ones promised).
-READ_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
+#: Suffixes read_raster accepts.
+READ_SUFFIXES = IMAGE_SUFFIXES
 #: Suffixes write_raster accepts, mapped to the GDAL driver.
 WRITE_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".png": "PNG", ".jp2": "JP2OpenJPEG"}
 PNG_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))

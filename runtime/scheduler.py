@@ -14,47 +14,33 @@ Determinism: float results of the networks that decide the coded distributions c
 the number of tiles in one call and with the thread count (measured: 1x1 convolutions at
 batch 8 vs 1 on 2 threads, and the small model's hyper synthesis on 1 vs 2 threads, differ in
 the last bits). So each tile is computed alone (``tile_batch=1``), and this whole entropy
-path runs on one thread (``entropy_threads``): a tile's parameters then depend on nothing but
-the tile. Exact models (``ModelConfig.exact``, docs/determinism.md) compute integers that
+path runs on one thread (``Backend.entropy_threads``): a tile's parameters then depend on
+nothing but the tile. Exact models (``ModelConfig.exact``, docs/determinism.md) compute integers that
 do not depend on any of this: they run with any ``tile_batch`` and thread count.
+
+Arrays live on the backend's device (NumPy on the CPU, CuPy on a GPU); the per-step glue
+(scale indexes, quantisation, the wavefront's layout) is ``stcm.kernels.select(device)``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
-from stcm.models.config import ModelConfig
-from stcm.models.masks import num_decode_steps
+from stcm import kernels
+from stcm.config import ModelConfig
+from stcm.contexts import context_variant
 from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer)
 from stcm.runtime.backends.base import Backend
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
-from stcm.runtime.transfer import HostStaging
+from stcm.runtime.transfer import HostStaging, to_host
 from stcm.runtime.wavefront import WavefrontProgram
 
 # visit(k, t, tiles, program, mean, scale) -> y_hat of the step's positions, (b, C, n)
-Visit = Callable[[int, int, range, GroupProgram, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def entropy_threads(pin: bool = True):
-    """Runs the block on one intra-op thread when ``pin`` (float entropy models): float
-    reductions then take the same path whatever the machine's or the caller's thread
-    setting (restored afterwards). Exact models need no pinning."""
-    if not pin:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+Visit = Callable[[int, int, range, GroupProgram, object, object], object]
 
 
 @dataclass(frozen=True)
@@ -72,7 +58,7 @@ class Scheduler:
                  tile_size: int = 64, tile_batch: int = 1, naive: bool = False):
         self.backend = backend
         self.cfg = cfg
-        self.context = cfg.context
+        self.context = context_variant(cfg.context)
         self.table = table
         self.quantizer = ScaleQuantizer(table)
         self.tile_size = tile_size
@@ -82,47 +68,51 @@ class Scheduler:
         self.on_step: Callable[[], None] | None = None  # progress hook, called after each step
         self.recorder: Recorder | None = None  # timing spans (runtime/profile.py)
         self.staging = HostStaging()
+        self.ops = kernels.select(backend.device)
+        self.thresholds = self.ops.xp.asarray(self.quantizer.thresholds)
         starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
         self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
 
-    def steps_for(self, shape: tuple[int, int]) -> int:
-        """Sequential steps to code a latent of this shape (all groups)."""
-        grid = TileGrid(shape[0], shape[1], self.tile_size)
-        return len(self.cfg.groups) * num_decode_steps(self.context, *grid.frame)
+    def steps_for(self, shape: tuple[int, int], tile_size: int | None = None) -> int:
+        """Sequential steps to code a latent of this shape (all groups) in tiles of
+        ``tile_size`` (None: this scheduler's)."""
+        grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
+        return len(self.cfg.groups) * self.context.num_steps(*grid.frame)
 
-    def _program(self, k: int, side: torch.Tensor, valid: torch.Tensor) -> GroupProgram:
+    def _program(self, k: int, side, valid) -> GroupProgram:
         channels = self.cfg.groups[k]
-        if self.context == "diag" and not self.naive:
+        if self.context.wavefront and not self.naive:
             extra = self.backend.signatures[f"step_{k}"].extra
             return WavefrontProgram(self.backend, k, channels, side, valid, extra["radius"],
                                     [tuple(c) for c in extra["caches"]])
         return RecomputeProgram(self.backend, k, self.context, channels, side, valid)
 
-    def _side(self, k: int, hyper, y_hat, reference) -> torch.Tensor:
+    def _side(self, k: int, hyper, y_hat, reference):
         inputs = [hyper]
         if k > 0:
             inputs.append(y_hat[:, : self.slices[k].start])
         if self.cfg.temporal:
-            inputs.append(reference if reference is not None else torch.zeros_like(y_hat))
+            inputs.append(reference if reference is not None else np.zeros_like(y_hat))
         return self.backend.run(f"side_{k}", *inputs)[0]
 
-    def _run(self, grid: TileGrid, hyper: torch.Tensor, reference: torch.Tensor | None,
-             visit: Visit, intra: list[bool] | None = None) -> torch.Tensor:
-        valid = grid.valid().to(hyper.device)
+    def _run(self, grid: TileGrid, hyper, reference, visit: Visit,
+             intra: list[bool] | None = None):
+        xp = self.ops.xp
+        valid = grid.valid(xp)
         if reference is not None and intra is not None and all(intra):
             reference, intra = None, None
         mixed = reference is not None and intra is not None and any(intra)
         if mixed:
-            intra_tiles = torch.tensor(intra, device=hyper.device).view(-1, 1, 1, 1)
-        y_hat = hyper.new_zeros(1, self.cfg.M, grid.height, grid.width)
+            intra_tiles = xp.asarray(intra).reshape(-1, 1, 1, 1)
+        y_hat = np.zeros_like(hyper, shape=(1, self.cfg.M, grid.height, grid.width))
         chunks = [range(i, min(i + self.tile_batch, grid.count))
                   for i in range(0, grid.count, self.tile_batch)]
         steps = calls = 0
         for k, sl in enumerate(self.slices):
             side = grid.split(self._side(k, hyper, y_hat, reference))
             if mixed:  # intra tiles read the side computed with a zero reference
-                side = torch.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None)),
-                                   side)
+                side = xp.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None)),
+                                side)
             programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
                         for c in chunks]
             for t in range(programs[0].num_steps):
@@ -134,11 +124,11 @@ class Scheduler:
                 steps += 1
                 if self.on_step is not None:
                     self.on_step()
-            y_hat[:, sl] = grid.merge(torch.cat([p.latent() for p in programs]))
+            y_hat[:, sl] = grid.merge(xp.concatenate([p.latent() for p in programs]))
         self.trace = StepTrace(steps, calls)
         return y_hat
 
-    def _symbol_layout(self, program: GroupProgram, t: int, scale: torch.Tensor):
+    def _symbol_layout(self, program: GroupProgram, t: int, scale):
         """Per tile of the chunk: the mask of coded positions and their scale indexes, in
         coding order (channel-major, then the step's positions)."""
         present = program.valid_at(t)
@@ -146,10 +136,11 @@ class Scheduler:
             sel = present[b]
             if bool(sel.all()):  # the common case: a view instead of two boolean gathers
                 sel = slice(None)
-            yield b, sel, self.quantizer.index(self.staging.download(scale[b][:, sel]))
+            indexes = self.ops.scale_to_index(scale[b][:, sel], self.thresholds)
+            yield b, sel, self.staging.download(indexes)
 
-    def encode(self, y: torch.Tensor, hyper: torch.Tensor, reference: torch.Tensor | None,
-               intra: list[bool] | None = None) -> tuple[torch.Tensor, list[bytes]]:
+    def encode(self, y, hyper, reference, intra: list[bool] | None = None
+               ) -> tuple[object, list[bytes]]:
         """Quantizes and codes y (1, M, h, w); returns (y_hat, one stream per tile).
 
         ``intra``: per tile, True to code it without the reference (its side input is the
@@ -162,32 +153,31 @@ class Scheduler:
         def visit(k, t, tiles, program, mean, scale):
             rows, cols = program.positions[t]
             values = y_tiles[tiles.start: tiles.stop, slices[k]][:, :, rows, cols]
-            symbols = torch.round(values - mean)
+            symbols, y_hat = self.ops.quantize_step(values, mean)
             with span(self.recorder, "ans encode", "ans"):
                 for b, sel, indexes in self._symbol_layout(program, t, scale):
-                    encoders[tiles.start + b].push(
-                        self.staging.download(symbols[b][:, sel]).astype(np.int32), indexes)
-            return symbols + mean
+                    encoders[tiles.start + b].push(self.staging.download(symbols[b][:, sel]),
+                                                   indexes)
+            return y_hat
 
         y_hat = self._run(grid, hyper, reference, visit, intra)
         return y_hat, [e.finish() for e in encoders]
 
-    def decode(self, streams: list[bytes], shape: tuple[int, int], hyper: torch.Tensor,
-               reference: torch.Tensor | None, intra: list[bool] | None = None
-               ) -> torch.Tensor:
+    def decode(self, streams: list[bytes], shape: tuple[int, int], hyper, reference,
+               intra: list[bool] | None = None, tile_size: int | None = None):
         """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` as in
-        ``encode``)."""
-        grid = TileGrid(shape[0], shape[1], self.tile_size)
+        ``encode``) of ``tile_size`` positions (the stream's; None: this scheduler's)."""
+        grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
         decoders = [GaussianDecoder(s, self.table) for s in streams]
 
         def visit(k, t, tiles, program, mean, scale):
-            symbols = torch.zeros_like(mean)
+            symbols = np.zeros_like(mean, dtype=np.int32)
             with span(self.recorder, "ans decode", "ans"):
                 for b, sel, indexes in self._symbol_layout(program, t, scale):
                     decoded = decoders[tiles.start + b].pop(indexes)
                     symbols[b][:, sel] = self.staging.upload(
-                        decoded.astype(np.float32), mean.device).view(mean.shape[1], -1)
-            return symbols + mean
+                        decoded.astype(np.int32), self.backend.device).reshape(mean.shape[1], -1)
+            return self.ops.dequantize_step(symbols, mean)
 
         y_hat = self._run(grid, hyper, reference, visit, intra)
         for d in decoders:
@@ -195,17 +185,18 @@ class Scheduler:
         return y_hat
 
 
-def code_z(coder: FactorizedCoder, z: torch.Tensor, medians: torch.Tensor
-           ) -> tuple[torch.Tensor, bytes]:
-    """Quantizes z around its medians and codes it; returns (z_hat, stream)."""
-    symbols = torch.round(z - medians.view(1, -1, 1, 1))
-    data = coder.encode(symbols[0].reshape(z.shape[1], -1).cpu().numpy().astype(np.int32))
-    return symbols + medians.view(1, -1, 1, 1), data
+def code_z(coder: FactorizedCoder, z, medians) -> tuple[object, bytes]:
+    """Quantizes z (1, N, hz, wz) around its medians (N,) and codes it; returns
+    (z_hat, stream)."""
+    medians = medians.reshape(1, -1, 1, 1)
+    symbols = np.rint(z - medians)
+    data = coder.encode(to_host(symbols[0]).reshape(z.shape[1], -1).astype(np.int32))
+    return symbols + medians, data
 
 
-def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int],
-             medians: torch.Tensor) -> torch.Tensor:
-    """Decodes z_hat (1, N, hz, wz)."""
+def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int], medians,
+             device: str = "cpu"):
+    """Decodes z_hat (1, N, hz, wz) onto ``device``, where ``medians`` (N,) lives."""
     n, hz, wz = shape
-    symbols = torch.from_numpy(coder.decode(data, hz * wz).astype(np.float32)).view(1, n, hz, wz)
-    return symbols.to(medians.device) + medians.view(1, -1, 1, 1)
+    symbols = coder.decode(data, hz * wz).astype(np.float32).reshape(1, n, hz, wz)
+    return HostStaging.upload(symbols, device) + medians.reshape(1, -1, 1, 1)

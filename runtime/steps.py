@@ -20,17 +20,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
-import torch
 
-from stcm.models.masks import decode_step_index, num_decode_steps
+from stcm.contexts import ContextVariant
 from stcm.runtime.backends.base import Backend
 
 
-def step_positions(context: str, th: int, tw: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def step_positions(context: ContextVariant, th: int, tw: int
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each step, the (rows, cols) of the frame positions it decodes, in coding order
     (rows ascending, then columns)."""
-    steps = decode_step_index(context, th, tw)
-    return [np.nonzero(steps == t) for t in range(num_decode_steps(context, th, tw))]
+    steps = context.step_index(th, tw)
+    return [np.nonzero(steps == t) for t in range(context.num_steps(th, tw))]
 
 
 class GroupProgram(ABC):
@@ -43,10 +43,12 @@ class GroupProgram(ABC):
         channels: the group's channel count.
         side: (B, A, th, tw) the group's side projection, split into tiles.
         valid: (B, 1, th, tw) real positions of each tile.
+
+    Arrays are float32, NumPy or CuPy (the backend's device, ``stcm.kernels.select``).
     """
 
-    def __init__(self, backend: Backend, k: int, context: str, channels: int,
-                 side: torch.Tensor, valid: torch.Tensor):
+    def __init__(self, backend: Backend, k: int, context: ContextVariant, channels: int, side,
+                 valid):
         self.backend = backend
         self.k = k
         self.channels = channels
@@ -58,21 +60,21 @@ class GroupProgram(ABC):
     def num_steps(self) -> int:
         return len(self.positions)
 
-    def valid_at(self, t: int) -> torch.Tensor:
+    def valid_at(self, t: int):
         """(B, n) bool: which of step t's positions exist in each tile."""
         rows, cols = self.positions[t]
         return self.valid[:, 0, rows, cols] > 0
 
     @abstractmethod
-    def params(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, t: int) -> tuple:
         """(mean, scale), each (B, C, n), of the positions of step t."""
 
     @abstractmethod
-    def update(self, t: int, y_hat: torch.Tensor) -> None:
+    def update(self, t: int, y_hat) -> None:
         """Records the decoded values (B, C, n) of step t."""
 
     @abstractmethod
-    def latent(self) -> torch.Tensor:
+    def latent(self):
         """(B, C, th, tw) decoded latent of the group (zeros where padding)."""
 
 
@@ -82,18 +84,18 @@ class RecomputeProgram(GroupProgram):
     def __init__(self, backend, k, context, channels, side, valid):
         super().__init__(backend, k, context, channels, side, valid)
         b, _, th, tw = side.shape
-        self.uses_latent = context != "none"
-        self.y_hat = side.new_zeros(b, channels, th, tw)
+        self.uses_latent = context.spatial
+        self.y_hat = np.zeros_like(side, shape=(b, channels, th, tw))
 
-    def params(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, t: int) -> tuple:
         rows, cols = self.positions[t]
         inputs = (self.side, self.valid) + ((self.y_hat,) if self.uses_latent else ())
         mean, scale = self.backend.run(f"recompute_{self.k}", *inputs)
         return mean[:, :, rows, cols], scale[:, :, rows, cols]
 
-    def update(self, t: int, y_hat: torch.Tensor) -> None:
+    def update(self, t: int, y_hat) -> None:
         rows, cols = self.positions[t]
         self.y_hat[:, :, rows, cols] = y_hat * self.valid[:, :, rows, cols]
 
-    def latent(self) -> torch.Tensor:
+    def latent(self):
         return self.y_hat

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from stcm.errors import ConfigError
 
@@ -48,25 +48,30 @@ class TileGrid:
         return [(r * th, c * tw, min(th, self.height - r * th), min(tw, self.width - c * tw))
                 for r in range(rows) for c in range(cols)]
 
-    def valid(self) -> torch.Tensor:
-        """(T, 1, th, tw) float mask of each tile's real positions."""
+    def valid(self, xp=np):
+        """(T, 1, th, tw) float32 mask of each tile's real positions (an ``xp`` array)."""
         th, tw = self.frame
-        mask = torch.zeros(self.count, 1, th, tw)
+        mask = xp.zeros((self.count, 1, th, tw), xp.float32)
         for t, (_, _, h, w) in enumerate(self.boxes()):
             mask[t, :, :h, :w] = 1
         return mask
 
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) -> (T, C, th, tw), zero-padded."""
+    def split(self, x):
+        """(1, C, h, w) -> (T, C, th, tw), zero-padded (NumPy or CuPy, as ``x``)."""
         th, tw = self.frame
-        out = x.new_zeros(self.count, x.shape[1], th, tw)
+        out = _zeros_like(x, (self.count, x.shape[1], th, tw))
         for t, (r, c, h, w) in enumerate(self.boxes()):
             out[t, :, :h, :w] = x[0, :, r: r + h, c: c + w]
         return out
 
-    def merge(self, tiles: torch.Tensor) -> torch.Tensor:
+    def merge(self, tiles):
         """(T, C, th, tw) -> (1, C, h, w), dropping the padding."""
-        out = tiles.new_zeros(1, tiles.shape[1], self.height, self.width)
+        out = _zeros_like(tiles, (1, tiles.shape[1], self.height, self.width))
         for t, (r, c, h, w) in enumerate(self.boxes()):
             out[0, :, r: r + h, c: c + w] = tiles[t, :, :h, :w]
         return out
+
+
+def _zeros_like(a, shape):
+    """Zeros of ``shape`` in ``a``'s dtype and array library (NumPy or CuPy)."""
+    return np.zeros_like(a, shape=shape)  # NEP 18: CuPy arrays dispatch to CuPy

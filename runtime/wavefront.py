@@ -9,32 +9,17 @@ validity column, the last 2r+1 columns of the decoded latent and the previous 2r
 every later masked layer's input; the stage returns (mean, scale) of the anti-diagonal and
 the new column of each cache, which the program stores. Cells outside the tile are re-zeroed
 after every layer, so the result equals the zero-padded full-tensor computation.
+
+The layout's operations (skew, unskew, the masked scatter of a step) are ``stcm.kernels``':
+their NumPy specification on the CPU, their CuPy twins on a GPU.
 """
 from __future__ import annotations
 
-import torch
+import numpy as np
 
+from stcm import kernels
+from stcm.contexts import VARIANTS
 from stcm.runtime.steps import GroupProgram
-
-
-def skew(x: torch.Tensor, pad_left: int = 0) -> torch.Tensor:
-    """(B, C, h, w) -> (B, C, h, pad_left + h + w - 1) with x[..., i, j] at column pad_left+i+j."""
-    b, c, h, w = x.shape
-    out = x.new_zeros(b, c, h, pad_left + h + w - 1)
-    for i in range(h):
-        out[:, :, i, pad_left + i: pad_left + i + w] = x[:, :, i]
-    return out
-
-
-def unskew(s: torch.Tensor, w: int, pad_left: int = 0) -> torch.Tensor:
-    """Inverse of ``skew``."""
-    h = s.shape[2]
-    return torch.stack([s[:, :, i, pad_left + i: pad_left + i + w] for i in range(h)], dim=2)
-
-
-def to_columns(x: torch.Tensor, pad_left: int = 0) -> torch.Tensor:
-    """(B, C, h, w) -> skewed, column-major (B, pad_left + h + w - 1, C, h)."""
-    return skew(x, pad_left).permute(0, 3, 1, 2).contiguous()
 
 
 class WavefrontProgram(GroupProgram):
@@ -47,25 +32,26 @@ class WavefrontProgram(GroupProgram):
 
     def __init__(self, backend, k, channels, side, valid, radius: int,
                  caches: list[tuple[int, int]]):
-        super().__init__(backend, k, "diag", channels, side, valid)
+        super().__init__(backend, k, VARIANTS["diag"], channels, side, valid)
+        self.ops = kernels.select(backend.device)
         b, _, th, tw = side.shape
         self.tw = tw
         self.pad = 2 * max([radius] + [r for _, r in caches])
         columns = self.pad + th + tw - 1
-        self.side_columns = to_columns(side)
-        self.valid_columns = to_columns(valid)
+        self.side_columns = self.ops.skew_columns(side, 0)
+        self.valid_columns = self.ops.skew_columns(valid, 0)
         self.radius = radius
-        self.y_cache = side.new_zeros(b, columns, channels, th)
-        self.caches = [(side.new_zeros(b, columns, c, th), r) for c, r in caches]
+        self.y_cache = np.zeros_like(side, shape=(b, columns, channels, th))
+        self.caches = [(np.zeros_like(side, shape=(b, columns, c, th)), r) for c, r in caches]
         self.stage = f"step_{k}"
         # Step t's positions are the contiguous rows of skewed column t.
         self.row_slices = [slice(int(rows[0]), int(rows[-1]) + 1) for rows, _ in self.positions]
 
-    def valid_at(self, t: int) -> torch.Tensor:
+    def valid_at(self, t: int):
         # The step's positions are one column of the skewed layout: a slice, not a gather.
         return self.valid_columns[:, t, 0, self.row_slices[t]] > 0
 
-    def params(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, t: int) -> tuple:
         col = self.pad + t
         windows = [cache[:, col - 2 * r: col] for cache, r in self.caches]
         mean, scale, *columns = self.backend.run(
@@ -76,11 +62,10 @@ class WavefrontProgram(GroupProgram):
         rows = self.row_slices[t]
         return mean[:, :, rows], scale[:, :, rows]
 
-    def update(self, t: int, y_hat: torch.Tensor) -> None:
+    def update(self, t: int, y_hat) -> None:
         rows = self.row_slices[t]
-        self.y_cache[:, self.pad + t, :, rows] = y_hat * self.valid_columns[:, t, :, rows]
+        self.ops.scatter_column(self.y_cache, self.pad + t, rows, y_hat,
+                                self.valid_columns[:, t, :, rows])
 
-    def latent(self) -> torch.Tensor:
-        h = self.y_cache.shape[-1]
-        return torch.stack([self.y_cache[:, self.pad + i: self.pad + i + self.tw, :, i]
-                            for i in range(h)], dim=2).permute(0, 3, 2, 1)
+    def latent(self):
+        return self.ops.unskew_columns(self.y_cache, self.tw, self.pad)

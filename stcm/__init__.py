@@ -42,7 +42,7 @@ def __getattr__(name):
 
         return Codec
     if name == "ModelConfig":
-        from stcm.models.config import ModelConfig
+        from stcm.config import ModelConfig
 
         return ModelConfig
     raise AttributeError(f"module 'stcm' has no attribute {name!r}")

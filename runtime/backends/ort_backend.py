@@ -1,14 +1,17 @@
-"""The onnxruntime backend: runs an engine's ONNX stages (CPU here; CUDA/TensorRT execution
-providers where onnxruntime-gpu is installed)."""
+"""The onnxruntime backend: runs an engine's ONNX stages (CPU here; the CUDA execution
+provider where onnxruntime-gpu is installed and ``device="cuda"`` asks for it).
+
+It imports neither torch nor ``stcm.models``: NumPy arrays in and out (with the CUDA
+provider too: inputs and outputs cross to the host by IO binding)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
-from stcm.export.stages import StageSignature, is_entropy_stage
+from stcm.errors import ConfigError
+from stcm.manifest import StageSignature, is_entropy_stage
 from stcm.runtime.backends.base import Backend, register
 
 # CUDA EP settings for exact stages: no TF32, and cuDNN's default algorithm (implicit GEMM,
@@ -16,27 +19,43 @@ from stcm.runtime.backends.base import Backend, register
 _CUDA_EXACT = {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}
 
 
-def _providers(requested: list[str] | None) -> list[str]:
+DEVICE_PROVIDERS = {"cpu": ["CPUExecutionProvider"],
+                    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def _providers(requested: list[str] | None, device: str) -> list[str]:
     available = ort.get_available_providers()
     if requested:
         return [p for p in requested if p in available] or ["CPUExecutionProvider"]
-    preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return [p for p in preferred if p in available]
+    if device not in DEVICE_PROVIDERS:
+        raise ConfigError(f"device must be one of {sorted(DEVICE_PROVIDERS)}, got {device!r}")
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ConfigError("device cuda asked for, but this onnxruntime has no CUDA execution "
+                          f"provider (it has {', '.join(available)}); install onnxruntime-gpu")
+    return [p for p in DEVICE_PROVIDERS[device] if p in available]
 
 
 @register("onnxruntime")
 class OrtBackend(Backend):
-    """One InferenceSession per stage, created on first use."""
+    """One InferenceSession per stage, created on first use.
+
+    Args:
+        folder, manifest: the engine directory and its verified manifest.
+        providers: onnxruntime execution providers, in order of preference (None: those of
+            ``device``); unavailable ones are dropped.
+        threads: intra-op threads of the float transforms (None: onnxruntime's default).
+        device: ``cpu`` or ``cuda`` (the CUDA execution provider; refused when missing).
+    """
 
     name = "onnxruntime"
 
     def __init__(self, folder: Path, manifest: dict, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, device: str = "cpu"):
         self.folder = Path(folder)
         self.entries = manifest["stages"]
         super().__init__({n: StageSignature.from_dict(n, e) for n, e in self.entries.items()},
                          exact=bool(manifest["config"].get("exact", False)))
-        self.providers = _providers(providers)
+        self.providers = _providers(providers, device)
         self.threads = threads
         self.sessions: dict[str, ort.InferenceSession] = {}
         self.output_names = {n: [o["name"] for o in e["outputs"]] for n, e in self.entries.items()}
@@ -72,8 +91,8 @@ class OrtBackend(Backend):
 
     def _run(self, stage, inputs):
         session = self._session(stage)
-        feed = {name: np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
-                for name, t in zip(self.input_names[stage], inputs)}
+        feed = {name: np.ascontiguousarray(a, dtype=np.float32)
+                for name, a in zip(self.input_names[stage], inputs)}
         if "CUDAExecutionProvider" in self.providers:
             # IO binding: inputs are copied to the device once, outputs come back to the host
             # without an extra session-side copy. Untested here (no GPU on this machine).
@@ -86,4 +105,4 @@ class OrtBackend(Backend):
             outputs = binding.copy_outputs_to_cpu()
         else:
             outputs = session.run(self.output_names[stage], feed)
-        return tuple(torch.from_numpy(o) for o in outputs)
+        return tuple(outputs)

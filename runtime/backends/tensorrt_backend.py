@@ -4,9 +4,10 @@
     Codec(engine=DIR, backend="tensorrt")
 
 Each stage's plan is deserialized on first use and gets one execution context. A call copies
-its CPU inputs to CUDA tensors (torch owns all device memory), sets the input shapes, sizes
+its NumPy inputs to CUDA tensors (torch owns all device memory), sets the input shapes, sizes
 the outputs from the shapes TensorRT infers, enqueues ``execute_async_v3`` on torch's current
-CUDA stream, copies the outputs into pinned host tensors and synchronizes. Inputs outside a
+CUDA stream, copies the outputs into pinned host tensors, synchronizes and returns them as
+NumPy arrays. Inputs outside a
 stage's optimization profile (an image larger than the export's ``max_size``, tiles larger
 than 64, more tiles per call than ``max_batch``) are refused with a ``ConfigError`` before
 TensorRT sees them.
@@ -27,10 +28,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from stcm.errors import ConfigError, EngineError
-from stcm.export.stages import StageSignature
+from stcm.manifest import StageSignature
 from stcm.runtime.backends.base import Backend, register
 
 
@@ -112,7 +114,7 @@ class TensorRTBackend(Backend):
         self._loaded[stage] = (engine, context, inputs)
         return engine, context, inputs
 
-    def _check_profile(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> None:
+    def _check_profile(self, stage: str, inputs: tuple[np.ndarray, ...]) -> None:
         profile = self.plans["stages"][stage].get("profile", {})
         for spec, tensor in zip(self.signatures[stage].inputs, inputs):
             if spec.name not in profile:
@@ -136,10 +138,10 @@ class TensorRTBackend(Backend):
         with torch.cuda.device(self.gpu):
             stream = torch.cuda.current_stream(self.gpu)
             device_inputs = []  # kept alive until the stream is synchronized
-            for spec, tensor in zip(sig.inputs, inputs):
+            for spec, array in zip(sig.inputs, inputs):
                 if spec.name not in plan_inputs:
                     continue
-                x = tensor.detach().to(self.gpu, torch.float32).contiguous()
+                x = torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.gpu)
                 device_inputs.append(x)
                 if not context.set_input_shape(spec.name, tuple(x.shape)):
                     raise EngineError(f"TensorRT refused shape {tuple(x.shape)} for {stage} "
@@ -163,4 +165,4 @@ class TensorRTBackend(Backend):
                 h.copy_(y, non_blocking=True)
                 host.append(h)
             stream.synchronize()
-        return tuple(host)
+        return tuple(h.numpy() for h in host)

@@ -8,7 +8,7 @@ from onnx import helper
 from stcm.export.onnx import OPSET, export_engine
 from stcm.export.operators import TENSORRT_ONNX_OPS, unsupported_ops
 from stcm.models.codec import STCM
-from stcm.models.config import CONTEXTS, get_config
+from stcm.config import CONTEXTS, get_config
 
 # The four spatial contexts, attention blocks (ELIC's, whose Sigmoid/Mul the tiny preset
 # otherwise lacks) and the HL backbone; "elic" itself takes too long to export in a unit test.

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from stcm.models.config import CONTEXTS, get_config
+from stcm.config import CONTEXTS, get_config
 from stcm.models.entropy_parameters import EntropyParameters
-from stcm.models.masks import decode_step_index, diag_mask, num_decode_steps
+from stcm.contexts import decode_step_index, diag_mask, num_decode_steps
 
 
 def _dependencies(ep: EntropyParameters, y: torch.Tensor, hyper, ref, k: int, i: int, j: int):

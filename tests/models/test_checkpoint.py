@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 from stcm.errors import CheckpointError
 from stcm.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
+from stcm.config import get_config
 
 
 @pytest.mark.parametrize("context", ["diag", "checkerboard"])

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stcm.models.gain import GainUnits, coding_gains, interpolate_gains, interpolate_levels
+from stcm.models.gain import GainUnits, interpolate_gains, interpolate_levels
+from stcm.quality import coding_gains
 
 
 def _levels(seed=0, levels=6, channels=16):

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from stcm.errors import ConfigError, NotFrozenError
-from stcm.models.bands import denormalize, from_band_groups, normalize, to_band_groups
+from stcm.bands import denormalize, from_band_groups, normalize, to_band_groups
 from stcm.models.codec import STCM
-from stcm.models.config import PRESETS, ModelConfig, get_config
+from stcm.config import PRESETS, ModelConfig, get_config
 
 
 @pytest.fixture(scope="module")

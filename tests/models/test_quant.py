@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from stcm.models.codec import STCM
-from stcm.models.config import CONTEXTS, get_config
+from stcm.config import CONTEXTS, get_config
 from stcm.models.quant import (EXACT_LIMIT, ActQuant, QConv2d, QConvTranspose2d, ceil_log2,
                                exact_layers, pow2, quantize_mean, quantize_weights)
 
@@ -156,7 +156,7 @@ def test_onnxruntime_computes_the_same_exact_results_as_torch(tmp_path):
     import onnxruntime as ort
 
     from stcm.export.onnx import export_stage
-    from stcm.export.stages import StageSignature, TensorSpec
+    from stcm.manifest import StageSignature, TensorSpec
 
     layer = _exact_layer(seed=3)
     layer.coded_weights()

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from stcm.errors import ConfigError, DataError
 from stcm.models.checkpoint import load_checkpoint
-from stcm.models.config import get_config
+from stcm.config import get_config
 from stcm.models.train import TrainConfig, Trainer, rd_loss
 
 

@@ -6,7 +6,7 @@ import torch
 from stcm.errors import ConfigError
 from stcm.models.checkpoint import init_weights, save_checkpoint
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
+from stcm.config import get_config
 from stcm.models.wavelet import HaarMerge, HaarSplit, haar_merge, haar_split
 
 

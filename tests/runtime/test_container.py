@@ -22,7 +22,7 @@ from stcm.runtime.container import (KIND_Y, KIND_Z, Container, Georeference, Hea
                                     StreamEntry, check_model, check_reference, num_tiles,
                                     peek_header, quality_on_grid, read_container, short_id,
                                     tile_grid, write_container)
-from stcm.runtime.header import write_varint
+from stcm.runtime.fields import write_varint
 
 MODEL = hashlib.sha256(b"model A").digest()
 WKT = ('PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",'
@@ -523,7 +523,7 @@ def test_intra_tiles_need_a_reference():
 
 @pytest.mark.parametrize("bitmap,match", [(0x00, "empty bitmap"), (0x80 | 0x02, None)])
 def test_a_corrupt_intra_bitmap_is_refused(bitmap, match):
-    from stcm.runtime.header import ByteReader
+    from stcm.runtime.fields import ByteReader
 
     # 2 band groups x 1 tile (tile_size 8): the one bitmap byte has 6 padding bits.
     header = make_header(tile_size=8, intra_tiles=(1,))
@@ -575,7 +575,8 @@ def test_a_reference_grid_out_of_range_is_refused(origin, mapping, match):
 
 
 def test_a_corrupt_reference_grid_in_the_bytes_is_refused():
-    from stcm.runtime.header import ByteReader, ReferenceGrid
+    from stcm.runtime.fields import ByteReader
+    from stcm.runtime.header import ReferenceGrid
 
     header = make_header(reference_grid=ReferenceGrid((3, 0), (1.0, 0.0, 0.0, 0.0, 1.0, -3.0)))
     raw = bytearray(header.to_bytes())

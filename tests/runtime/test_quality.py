@@ -5,7 +5,7 @@ import pytest
 
 import stcm
 from stcm.runtime.codec import Codec
-from stcm.runtime.evaluate import mse, peak_value, psnr
+from stcm.evaluation.evaluate import mse, peak_value, psnr
 from stcm.runtime.imageio import read_raster
 
 

@@ -1,4 +1,6 @@
-"""The engine manifest: what an engine directory holds, pinned file by file by sha256.
+"""The engine manifest: what an engine directory holds, pinned file by file by sha256, and
+the signature of each stage (the contract between ``stcm export``, which writes engines, and
+the runtime, which reads them; no torch in here).
 
     manifest.json
     {"format": "stcm-engine", "format_version": 2, "model_id": hex, "config": {...},
@@ -14,12 +16,14 @@ file is an ``EngineError`` naming it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stcm.atomic import atomic_write_bytes
 from stcm.digest import sha256_file
 from stcm.errors import ConfigError, EngineError
-from stcm.models.config import ModelConfig
+from stcm.config import ModelConfig
+from stcm.contexts import context_variant
 
 FORMAT = "stcm-engine"
 FORMAT_VERSION = 3  # 2: pinned level gains, exact entropy stages; 3: the product rule between
@@ -27,12 +31,56 @@ FORMAT_VERSION = 3  # 2: pinned level gains, exact entropy stages; 3: the produc
 MANIFEST_NAME = "manifest.json"
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a stage: name, dtype and shape (ints, or names of dynamic axes)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class StageSignature:
+    """The contract of one stage: its inputs and outputs, in call order."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs], **self.extra}
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "StageSignature":
+        extra = {k: v for k, v in d.items() if k not in ("inputs", "outputs")}
+        return cls(name, tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+                   tuple(TensorSpec.from_dict(t) for t in d["outputs"]), extra)
+
+
+ENTROPY_STAGE_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
+
+
+def is_entropy_stage(name: str) -> bool:
+    """Stages whose outputs decide the coded distributions (exact in exact models)."""
+    return name.startswith(ENTROPY_STAGE_PREFIXES)
+
+
 def required_stages(cfg: ModelConfig) -> set[str]:
     """The stages an engine of this config must contain."""
     names = {"analysis", "hyper_analysis", "hyper_synthesis", "synthesis"}
     for k in range(len(cfg.groups)):
         names |= {f"side_{k}", f"recompute_{k}"}
-        if cfg.context == "diag":
+        if context_variant(cfg.context).wavefront:
             names.add(f"step_{k}")
     return names
 

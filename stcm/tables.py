@@ -3,7 +3,7 @@
 Pinned gains per quality level, the factorized prior's probability tables and medians, the
 model config and the model id. They come from a frozen model (``from_model``) or from an
 engine directory (``load``), and every backend computes the same gains from them with the
-same float64 code (``models.gain.coding_gains``), so encoder and decoder agree whichever
+same float64 code (``stcm.quality.coding_gains``), so encoder and decoder agree whichever
 backend or machine each uses.
 """
 from __future__ import annotations
@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from stcm.atomic import atomic_path
 from stcm.errors import CheckpointError
-from stcm.models.config import ModelConfig
-from stcm.models.gain import coding_gains
+from stcm.config import ModelConfig
+from stcm.quality import coding_gains
 
 TABLES_NAME = "tables.safetensors"
 
@@ -41,19 +40,16 @@ class CodingTables:
 
     @classmethod
     def from_model(cls, model, model_id: bytes) -> "CodingTables":
+        """The tables of a frozen ``stcm.models.codec.STCM`` (read duck-typed: no torch here)."""
         coding = model.coding
         tables = coding.z
         return cls(model.cfg, model_id, coding.gain_enc, coding.gain_dec,
                    tables.pmfs, tables.lengths, tables.offsets, tables.medians)
 
-    def gains(self, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(encoder gain, decoder gain), each (1, M, 1, 1), for one quality in [0, 1]."""
-        return tuple(torch.from_numpy(g).view(1, -1, 1, 1)
+    def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
+        """(encoder gain, decoder gain), each float32 (1, M, 1, 1), for one quality in [0, 1]."""
+        return tuple(g.reshape(1, -1, 1, 1)
                      for g in coding_gains(self.gain_enc, self.gain_dec, quality))
-
-    @property
-    def medians(self) -> torch.Tensor:
-        return torch.from_numpy(self.z_medians)
 
     def save(self, folder: str | os.PathLike) -> Path:
         path = Path(folder) / TABLES_NAME

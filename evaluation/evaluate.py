@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from stcm.atomic import atomic_path
 from stcm.errors import ConfigError, DataError, OutputExistsError, StcmError
-from stcm.runtime.classical import (YES, ClassicalCodec, HevcIntra, Support, ffmpeg_version,
+from stcm.evaluation.classical import (YES, ClassicalCodec, HevcIntra, Support, ffmpeg_version,
                                     ffmpeg_x265)
 from stcm.runtime.codec import Codec
 from stcm.runtime.imageio import read_raster

@@ -10,9 +10,9 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from stcm.contexts import CONTEXTS, context_variant
 from stcm.errors import ConfigError
 
-CONTEXTS = ("diag", "checkerboard", "serial", "none")
 # Main transforms (models/transforms.py): ``elic`` (ELIC's strided convolutions and residual
 # bottlenecks) or ``hl`` (HL-RSCompNet-style: a Haar split into a low- and a high-frequency
 # branch). Both give the same latent contract (M channels at 1/16), so the entropy model,
@@ -23,6 +23,8 @@ BACKBONES = ("elic", "hl")
 # images scaled to [0, 1]. Log-spaced and wider at the top than daily-image codecs use, because
 # remote-sensing users ask for high fidelity (the paper trains up to ~46 dB PSNR).
 DEFAULT_LAMBDAS = (0.002, 0.0058, 0.0166, 0.048, 0.139, 0.4)
+# Scale indexes are one byte on every path.
+MAX_SCALE_LEVELS = 256
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class ModelConfig:
             value = getattr(self, attr)
             if not isinstance(value, int) or value < (0 if attr == "res_blocks" else 1):
                 problems.append(f"{attr} must be a positive integer, got {value!r}")
+        if isinstance(self.scale_levels, int) and not 2 <= self.scale_levels <= MAX_SCALE_LEVELS:
+            problems.append(f"scale_levels must be in 2..{MAX_SCALE_LEVELS}, got "
+                            f"{self.scale_levels}")
         if self.backbone not in BACKBONES:
             problems.append(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.backbone == "hl" and self.attention:
@@ -126,8 +131,10 @@ class ModelConfig:
             problems.append(f"context must be one of {CONTEXTS}, got {self.context!r}")
         if self.context_layers < 1:
             problems.append(f"context_layers must be >= 1, got {self.context_layers}")
-        if self.context == "serial" and self.context_layers != 1:
-            problems.append("the serial context is a single masked layer (context_layers=1)")
+        variant = context_variant(self.context) if self.context in CONTEXTS else None
+        if variant and variant.spatial and not variant.stacked and self.context_layers != 1:
+            problems.append(f"the {self.context} context is a single masked layer "
+                            "(context_layers=1)")
         if self.context_kernel < 3 or self.context_kernel % 2 == 0:
             problems.append(f"context_kernel must be odd and >= 3, got {self.context_kernel}")
         if not self.lambdas or any(not (v > 0) for v in self.lambdas):
@@ -154,7 +161,7 @@ class ModelConfig:
 
     def context_features(self, k: int) -> int:
         """Width of group k's spatial-context features (0 without a spatial context)."""
-        if self.context == "none":
+        if not context_variant(self.context).spatial:
             return 0
         width = self.context_mult * self.groups[k]
         return min(width, self.context_max_features) if self.context_max_features else width
@@ -239,6 +246,8 @@ def get_config(name: str, **overrides) -> ModelConfig:
         base = PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
-    if overrides.get("context") == "serial" and "context_layers" not in overrides:
-        overrides["context_layers"] = 1  # serial is one raster-masked layer by definition
+    context = overrides.get("context")
+    if (context in CONTEXTS and not context_variant(context).stacked
+            and "context_layers" not in overrides):
+        overrides["context_layers"] = 1  # a single-layer variant (serial) by definition
     return base.replace(**overrides) if overrides else base

@@ -179,13 +179,23 @@ def fit_image(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(tiled[:, :size, :size])
 
 
+def preset_model(name: str):
+    """A model preset with seeded random weights: timing, not compression."""
+    from stcm.config import PRESETS
+    from stcm.models.codec import STCM
+
+    torch.manual_seed(0)
+    return STCM(PRESETS[name]).eval()
+
+
 def run_bench(codec, sizes: list[int], repeat: int = 5, quality: float = 0.75,
               image: np.ndarray | None = None, trace: dict | None = None,
               progress=None) -> BenchReport:
     """Times ``codec`` on square images of each size (the bundled sample, or ``image``
     fitted to the size). ``trace``, if given, receives the Chrome trace of one encode and
     one decode of the first size."""
-    recorder = Recorder(sync=torch.cuda.synchronize if codec.device.type == "cuda" else None)
+    gpu = "cuda" in codec.backend.device_numerics  # the stages run there, whatever the arrays
+    recorder = Recorder(sync=torch.cuda.synchronize if gpu else None)
     previous = codec.recorder
     rate = gemm_rate()
     results = []

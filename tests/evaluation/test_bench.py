@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
-from stcm.runtime.bench import (CATEGORIES, breakdown, count_macs, format_report, merge_traces,
+from stcm.config import get_config
+from stcm.evaluation.bench import (CATEGORIES, breakdown, count_macs, format_report, merge_traces,
                                 run_bench)
 from stcm.runtime.codec import Codec
 from stcm.runtime.profile import Recorder

@@ -13,11 +13,11 @@ from stcm.cli import main
 from stcm.errors import OutputExistsError
 from stcm.models.checkpoint import save_checkpoint
 from stcm.models.codec import STCM
-from stcm.models.config import get_config
-from stcm.runtime.classical import (CODECS, YES, HevcIntra, Jpeg2000, ffmpeg_x265, get_codecs,
+from stcm.config import get_config
+from stcm.evaluation.classical import (CODECS, YES, HevcIntra, Jpeg2000, ffmpeg_x265, get_codecs,
                                     parse_y4m_444, rgb_to_ycbcr, ycbcr_to_rgb)
 from stcm.runtime.codec import Codec
-from stcm.runtime.evaluate import (CSV_COLUMNS, OUTPUTS, CodecInfo, EvalResult, ImageInfo,
+from stcm.evaluation.evaluate import (CSV_COLUMNS, OUTPUTS, CodecInfo, EvalResult, ImageInfo,
                                    Measurement, StcmCodec, _bd_rates, bd_rate, centre_crop,
                                    evaluate, write_results)
 from stcm.runtime.imageio import Raster, write_raster

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stcm.errors import DataError
-from stcm.models.bands import (
+from stcm.bands import (
     BandNormalization,
     denormalize,
     from_band_groups,
@@ -184,6 +184,6 @@ def test_band_groups_reject_bad_shapes():
 
 
 def test_bands_module_does_not_import_torch():
-    code = "import sys, stcm.models.bands; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, stcm.bands; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
