@@ -247,7 +247,8 @@ def get_config(name: str, **overrides) -> ModelConfig:
     except KeyError:
         raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
     context = overrides.get("context")
-    if (context in CONTEXTS and not context_variant(context).stacked
+    variant = context_variant(context) if context in CONTEXTS else None
+    if (variant and variant.spatial and not variant.stacked
             and "context_layers" not in overrides):
         overrides["context_layers"] = 1  # a single-layer variant (serial) by definition
     return base.replace(**overrides) if overrides else base
