@@ -41,7 +41,7 @@ from stcm.runtime.header import (DOWNSAMPLE, IDENTITY_GRID, MAX_TILE_SIZE, Refer
                                  latent_shape_of, padding_of)
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z
-from stcm.runtime.transfer import on_device_of, to_host
+from stcm.runtime.transfer import HostStaging, to_host
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
     from stcm.models.codec import STCM
@@ -110,13 +110,12 @@ class Codec:
                  tile_size: int = 64, tile_batch: int | None = None, naive: bool = False,
                  progress: bool | None = False, strict_numerics: bool = True,
                  device: str = "cpu", engine_options: dict | None = None):
-        if engine is not None:
-            if model is not None:
-                raise ConfigError("give a model or an engine, not both")
-        elif engine_options:
+        if engine is None and engine_options:
             raise ConfigError("engine_options configure an engine's backend; this codec runs "
                               "a checkpoint (pass engine=DIR)")
         if engine is not None:
+            if model is not None:
+                raise ConfigError("give a model or an engine, not both")
             from stcm.runtime.engine import load_engine
 
             if backend is not None and backend_name(backend) == "torch":
@@ -386,7 +385,8 @@ class Codec:
                                 "bands")
             if reference.grid is not None:
                 top, left = reference.grid.origin
-            references = reference.on_grid(latent_shape_of(top + h, left + w))
+            references = reference.on_grid(latent_shape_of(top + h, left + w),
+                                           self.device)
             # The canvas: the image after ``top`` rows and ``left`` columns of its edge.
             if top or left:
                 groups = xp.pad(groups, ((0, 0), (0, 0), (top, 0), (left, 0)), mode="edge")
@@ -491,7 +491,7 @@ class Codec:
                 raise DataError(f"the reference image has {len(reference.latents)} band "
                                 f"groups, this one {header.band_groups}")
             reference = _Reference(reference.latents, reference.size, header.reference_grid)
-            references = reference.on_grid(header.latent_shape)
+            references = reference.on_grid(header.latent_shape, self.device)
         gain_dec = self.xp.asarray(self.tables.gains(header.quality)[1])
         norm = BandNormalization.from_dict(header.normalization)
         groups, latents = [], []
@@ -544,14 +544,14 @@ class _Reference:
     def decoded(cls, image: "DecodedImage", latents: list) -> "_Reference":
         return cls(latents, (image.header.height, image.header.width))
 
-    def on_grid(self, latent_shape: tuple[int, int]) -> list:
-        """The latents resampled onto an image's latent grid (the same tensors when it is
-        the reference's own)."""
+    def on_grid(self, latent_shape: tuple[int, int], device: str) -> list:
+        """The latents resampled onto an image's latent grid, as arrays on ``device`` (the
+        same arrays when it is the reference's own grid)."""
         if self.grid is None and all(t.shape[-2:] == latent_shape for t in self.latents):
             return self.latents
         mapping = self.grid.mapping if self.grid is not None else None
-        return [on_device_of(t, resample_latent(to_host(t[0]), mapping, self.size,
-                                                latent_shape)[None])
+        return [HostStaging.upload(resample_latent(to_host(t[0]), mapping, self.size,
+                                                   latent_shape)[None], device)
                 for t in self.latents]
 
 

@@ -47,7 +47,3 @@ def to_host(array) -> np.ndarray:
     """A NumPy or CuPy array's values as a NumPy array (the same array for NumPy)."""
     return array if isinstance(array, np.ndarray) else array.get()
 
-
-def on_device_of(like, array: np.ndarray):
-    """A NumPy array as an array of ``like``'s library and device (itself for NumPy)."""
-    return array if isinstance(like, np.ndarray) else kernels.cuda.xp.asarray(array)
