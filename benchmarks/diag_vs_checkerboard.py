@@ -43,7 +43,7 @@ def main() -> None:
         enc, data = median_time(lambda: codec.compress(image, args.quality), args.repeat)
         dec, _ = median_time(lambda: codec.decompress(data), args.repeat)
         results[context] = {"encode_s_per_mp": enc / mp, "decode_s_per_mp": dec / mp,
-                            "steps": codec.scheduler.trace.steps, "bytes": len(data)}
+                            "steps": codec.sequential_steps(*image.shape), "bytes": len(data)}
     d, c = results["diag"], results["checkerboard"]
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.config} (random init), {args.size}x{args.size}, tiles of {args.tile_size}, "

@@ -49,7 +49,7 @@ def main() -> None:
     diff = int(np.abs(out_fast.astype(int) - out_naive.astype(int)).max())
     if fast.cfg.exact:
         assert diff == 0, "exact model: naive and wavefront must decode identically"
-    steps = fast.scheduler.trace.steps
+    steps = fast.sequential_steps(*image.shape)
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"model {fast.cfg.name} ({'trained' if args.checkpoint else 'random init'}), "
           f"{args.size}x{args.size}, tile {args.tile_size}, {steps} sequential steps")

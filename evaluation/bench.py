@@ -220,7 +220,7 @@ def run_bench(codec, sizes: list[int], repeat: int = 5, quality: float = 0.75,
                 if progress:
                     progress()
             codec.recorder = previous
-            steps = codec.scheduler.trace.steps * max(1, -(-img.shape[0] // 3))
+            steps = codec.sequential_steps(img.shape[0], size, size)
             median = {w: {k: statistics.median(r[k] for r in runs[w]) for k in runs[w][0]}
                       for w in runs}
             results.append(SizeResult(

@@ -7,7 +7,7 @@ A decode step maps its scales to table indexes, rounds ``y - mean`` to the symbo
 the decoded symbols back to the mean) and writes ``y_hat`` into the cache column, masked.
 
 Every function here is the bit-exact specification of its CUDA twin: float32 in, float32 out
-(``scale_to_index`` excepted, which casts like ``ScaleQuantizer.index``), no broadcasting
+(``scale_to_index`` excepted: real input cast to float32, uint8 out), no broadcasting
 beyond what is documented, and ``ValueError``/``TypeError`` on bad arguments. The argument
 checks work on any array with ``shape`` and ``dtype``, so the CUDA module reuses them.
 """
@@ -202,7 +202,7 @@ def unskew_columns(s: np.ndarray, w: int, pad: int) -> np.ndarray:
 
 
 def scale_to_index(scales: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Maps scales to scale-table indexes, as ``stcm.runtime.ans.ScaleQuantizer.index``.
+    """Maps scales to scale-table indexes (``stcm.runtime.ans.ScaleQuantizer.index`` is this).
 
     The index is the number of thresholds strictly below the float32 value of the scale:
     scales at or below the first threshold (zero, negatives, -inf) map to 0, NaN and scales

@@ -33,7 +33,7 @@ from stcm.errors import CheckpointError, ConfigError
 from stcm.models.checkpoint import (CHECKPOINT_NAME, init_weights, load_checkpoint, read_metadata,
                                    save_checkpoint)
 from stcm.models.codec import STCM
-from stcm.config import ModelConfig
+from stcm.config import ModelConfig, get_config
 from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
 from stcm.models.schedule import LR_SCHEDULES, crop_and_batch, learning_rate
 
@@ -102,6 +102,15 @@ class TrainConfig:
             raise ConfigError("give either init (weights, step 0) or resume (weights and step)")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+
+
+def model_config(preset: str | None = None, resume: str | None = None,
+                 **overrides) -> ModelConfig:
+    """The config to train: ``preset`` (a ``stcm.config.PRESETS`` name) with ``overrides``;
+    without a preset, the ``resume`` checkpoint's config with them, else ``small``'s."""
+    if preset is None and resume:
+        return dataclasses.replace(read_metadata(resume)[0], **overrides)
+    return get_config(preset or "small", **overrides)
 
 
 def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ import constriction
 import numpy as np
 
 from stcm.errors import ConfigError, CorruptError
+from stcm.kernels.reference import scale_to_index
 
 __all__ = [
     "FactorizedCoder",
@@ -126,12 +127,14 @@ class ScaleQuantizer:
     """Maps predicted scales to indexes into the scale table.
 
     The thresholds are the float32-rounded geometric midpoints of neighbouring table values,
-    so a scale maps to the nearest table value in the log domain. ``index`` is a pure
-    function of the float32 value of its input: the encoder and the decoder only need to see
-    bit-identical float32 scales to pick identical indexes.
+    so a scale maps to the nearest table value in the log domain. The mapping itself is
+    ``stcm.kernels.reference.scale_to_index`` (the one specification, which the runtime's
+    steps and the CUDA twin follow): a pure function of the float32 value of its input, so
+    the encoder and the decoder only need to see bit-identical float32 scales to pick
+    identical indexes.
 
     Attributes:
-        table: The float64 scale table.
+        table: The float64 scale table (at most 256 values: indexes are uint8).
         thresholds: float32, ``len(table) - 1`` increasing geometric midpoints.
 
     Example:
@@ -142,36 +145,23 @@ class ScaleQuantizer:
 
     def __init__(self, table: np.ndarray):
         self.table = _check_table(table)
+        if self.table.size > 256:
+            raise ValueError(f"at most 256 scale levels fit uint8 indexes, got {self.table.size}")
         # float64 products of 2**-12 multiples and their sqrt are correctly rounded IEEE
         # operations, so these thresholds are identical on every platform.
         self.thresholds = np.sqrt(self.table[:-1] * self.table[1:]).astype(np.float32)
-        self._dtype = np.uint8 if self.table.size <= 256 else np.int32
 
     def index(self, scales: np.ndarray) -> np.ndarray:
-        """Returns the table index of each scale, same shape as ``scales``.
-
-        The index is the number of thresholds strictly below the scale: scales below the
-        table (zero or negative included) map to 0, scales above it and NaN map to the last
-        index. Inputs are first cast to float32.
-
-        Args:
-            scales: Real-valued array of any shape.
-
-        Returns:
-            uint8 indexes when the table has at most 256 values, int32 otherwise.
+        """uint8 table indexes of ``scales`` (any shape, cast to float32 first): the number
+        of thresholds strictly below each; scales below the table (zero or negative
+        included) map to 0, scales above it and NaN to the last index.
 
         Raises:
-            TypeError, ValueError: If ``scales`` is not a real-valued NumPy array.
+            TypeError: If ``scales`` is not a real-valued NumPy array.
         """
-        if not isinstance(scales, np.ndarray) or not (
-                np.issubdtype(scales.dtype, np.floating) or np.issubdtype(scales.dtype, np.integer)):
+        if not isinstance(scales, np.ndarray):
             raise TypeError("scales must be a real-valued NumPy array")
-        x = scales.astype(np.float32, copy=False)
-        idx = np.searchsorted(self.thresholds, x, side="left")
-        # searchsorted already sends NaN past the end, but say so explicitly: it is part of the
-        # contract, not an accident of NumPy's sort order.
-        idx = np.where(np.isnan(x), self.thresholds.size, idx)
-        return idx.astype(self._dtype)
+        return scale_to_index(scales, self.thresholds)
 
 
 # ------------------------------------------------------------------------- escape payloads

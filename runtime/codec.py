@@ -14,6 +14,7 @@ first image alone and every later one with the first image's latent as temporal 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Header, check_model,
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_cells,
                                 reference_grid, resample_latent)
-from stcm.runtime.header import (DOWNSAMPLE, IDENTITY_GRID, MAX_TILE_SIZE, ReferenceGrid,
+from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, IDENTITY_GRID, MAX_TILE_SIZE, ReferenceGrid,
                                  latent_shape_of, padding_of)
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z
@@ -186,6 +187,12 @@ class Codec:
             return self.backend.numerics
         return self.backend.numerics + ("-naive" if self.scheduler.naive else "")
 
+    def sequential_steps(self, bands: int, height: int, width: int) -> int:
+        """Sequential decode steps (the wavefront's critical path) of a ``bands`` x
+        ``height`` x ``width`` image in this codec's tiles: every band group's plan."""
+        groups = -(-bands // BAND_GROUP_SIZE)
+        return groups * self.scheduler.plan(latent_shape_of(height, width)).steps
+
     def _stage(self, name: str, *inputs):
         return self.backend.run(name, *inputs)[0]
 
@@ -324,17 +331,15 @@ class Codec:
 
     def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str,
              refine: int = 0, passes: int = 1, tile_size: int | None = None):
-        """A progress bar over all sequential steps (and refinement steps), hooked into the
-        scheduler; shown for images of a megapixel or more, or refined ones (refinement is
-        slow at any size), and with progress=None only on a terminal."""
+        """A progress bar over all sequential steps (and refinement steps), for the
+        scheduler's ``on_step``; shown for images of a megapixel or more, or refined ones
+        (refinement is slow at any size), and with progress=None only on a terminal."""
         disable = (not self.progress if self.progress is not None else None)
         if pixels < 2 ** 20 and not refine:
             disable = True
-        steps = self.scheduler.steps_for(latent_shape, tile_size)
+        steps = self.scheduler.plan(latent_shape, tile_size).steps
         total = band_groups * (passes * steps + refine)
-        bar = tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
-        self.scheduler.on_step = lambda: bar.update(1)
-        return bar
+        return tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
 
     @staticmethod
     def _as_bands(image) -> np.ndarray:
@@ -396,6 +401,7 @@ class Codec:
         latent_shape = latent_shape_of(top + h, left + w)
         passes = 2 if references is not None and temporal == "auto" else 1
         bar = self._bar(len(groups), latent_shape, h * w, "compress", refine, passes)
+        step = functools.partial(bar.update, 1)
         intra_tiles: list[int] = []
         # auto on the image's own grid also gets every tile coded alone: the container of
         # the image coded without a reference, kept if smaller (no reference id, bitmap or
@@ -415,13 +421,13 @@ class Codec:
                 # the pair, and the decoder only ever sees z_hat.
                 with span(self._recorder, "refine", "refine"):
                     y, z = self._refine(x_g[None], quality, y, z, refine, ref, gain_dec,
-                                        on_step=lambda: bar.update(1))
+                                        on_step=step)
             with span(self._recorder, "z encode", "ans"):
                 z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
             with self.backend.entropy_threads():
                 hyper = self._stage("hyper_synthesis", z_hat)
                 if ref is None or temporal == "on":
-                    y_hat, tiles = self.scheduler.encode(y, hyper, ref)
+                    y_hat, tiles = self.scheduler.encode(y, hyper, ref, on_step=step)
                 else:
                     y_hat, tiles, intra, (y_alone, tiles_alone) = self._encode_choosing_modes(
                         y, hyper, ref, bar)
@@ -434,7 +440,6 @@ class Codec:
                 streams[(g, KIND_Y, t)] = data
             latents.append(y_hat * gain_dec)
         bar.close()
-        self.scheduler.on_step = None
         header = Header(
             model_id=short_id(self.model_id), height=h, width=w, bands=image.shape[0],
             dtype=image.dtype.name, normalization=norm.to_dict(), quality=quality,
@@ -459,15 +464,17 @@ class Codec:
         and kept only if it is smaller than both uniform choices: the streams then never
         cost more than coding alone or with the reference everywhere. Also returns the
         all-alone (y_hat, streams)."""
-        with_ref = self.scheduler.encode(y, hyper, ref)
-        alone = self.scheduler.encode(y, hyper, None)
+        step = functools.partial(bar.update, 1)
+        with_ref = self.scheduler.encode(y, hyper, ref, on_step=step)
+        alone = self.scheduler.encode(y, hyper, None, on_step=step)
         intra = [len(b) < len(a) for a, b in zip(with_ref[1], alone[1])]
         n = len(intra)
         candidates = [(*with_ref, [False] * n), (*alone, [True] * n)]
         if 0 < sum(intra) < n:
-            bar.total += self.scheduler.steps_for(tuple(y.shape[-2:]))
+            bar.total += self.scheduler.plan(tuple(y.shape[-2:])).steps
             bar.refresh()
-            candidates.append((*self.scheduler.encode(y, hyper, ref, intra), intra))
+            candidates.append((*self.scheduler.encode(y, hyper, ref, intra, on_step=step),
+                               intra))
         # Ties go to the reference everywhere: no bitmap.
         return (*min(candidates, key=lambda c: sum(map(len, c[1]))), alone)
 
@@ -509,7 +516,8 @@ class Codec:
                     intra = header.intra_mask(g) if ref is not None else None
                     # The stream's tile size decides, not this codec's.
                     y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref, intra,
-                                                  tile_size=header.tile_size)
+                                                  tile_size=header.tile_size,
+                                                  on_step=functools.partial(bar.update, 1))
                 latent = y_hat * gain_dec
                 latents.append(latent)
                 x_hat = run_blocked(lambda t: self._stage("synthesis", t), latent,
@@ -518,7 +526,6 @@ class Codec:
                 x_hat = x_hat[0, :, top: top + header.height, left: left + header.width]
                 groups.append(to_host(self.xp.clip(x_hat, 0, 1)))
         finally:
-            self.scheduler.on_step = None
             bar.close()
         pixels = denormalize(from_band_groups(np.stack(groups), header.bands), norm)
         return DecodedImage(pixels, header.georef, header), latents

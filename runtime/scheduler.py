@@ -18,6 +18,11 @@ path runs on one thread (``Backend.entropy_threads``): a tile's parameters then 
 nothing but the tile. Exact models (``ModelConfig.exact``, docs/determinism.md) compute integers that
 do not depend on any of this: they run with any ``tile_batch`` and thread count.
 
+What a run does is decided before it starts, as data: ``Scheduler.plan(shape)`` is a ``Plan``
+(the tile grid, and per channel group its channels, its number of sequential steps and the
+chunks of tiles each step call holds); ``encode`` and ``decode`` execute one. Progress bars
+and step counts read the plan rather than state left on the scheduler.
+
 Arrays live on the backend's device (NumPy on the CPU, CuPy on a GPU); the per-step glue
 (scale indexes, quantisation, the wavefront's layout) is ``stcm.kernels.select(device)``.
 """
@@ -44,11 +49,32 @@ Visit = Callable[[int, int, range, GroupProgram, object, object], object]
 
 
 @dataclass(frozen=True)
-class StepTrace:
-    """Counts of one coding run, for profiling and tests."""
+class GroupPlan:
+    """One channel group's part of a plan: its index and channels, its sequential steps, and
+    the tiles of each step call (every step visits every chunk, in order)."""
 
+    group: int
+    channels: slice
     steps: int
-    program_calls: int
+    chunks: tuple[range, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A coding run of one latent: the tiling and the groups in coding order."""
+
+    grid: TileGrid
+    groups: tuple[GroupPlan, ...]
+
+    @property
+    def steps(self) -> int:
+        """Sequential steps of the whole run."""
+        return sum(g.steps for g in self.groups)
+
+    @property
+    def calls(self) -> int:
+        """Step-stage calls of the whole run."""
+        return sum(g.steps * len(g.chunks) for g in self.groups)
 
 
 class Scheduler:
@@ -64,8 +90,6 @@ class Scheduler:
         self.tile_size = tile_size
         self.tile_batch = max(1, tile_batch)
         self.naive = naive
-        self.trace = StepTrace(0, 0)
-        self.on_step: Callable[[], None] | None = None  # progress hook, called after each step
         self.recorder: Recorder | None = None  # timing spans (runtime/profile.py)
         self.staging = HostStaging()
         self.ops = kernels.select(backend.device)
@@ -73,11 +97,15 @@ class Scheduler:
         starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
         self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
 
-    def steps_for(self, shape: tuple[int, int], tile_size: int | None = None) -> int:
-        """Sequential steps to code a latent of this shape (all groups) in tiles of
-        ``tile_size`` (None: this scheduler's)."""
+    def plan(self, shape: tuple[int, int], tile_size: int | None = None) -> Plan:
+        """The run that codes a latent of ``shape`` (h, w) in tiles of ``tile_size`` positions
+        (None: this scheduler's), ``tile_batch`` tiles per step call."""
         grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
-        return len(self.cfg.groups) * self.context.num_steps(*grid.frame)
+        chunks = tuple(range(i, min(i + self.tile_batch, grid.count))
+                       for i in range(0, grid.count, self.tile_batch))
+        steps = self.context.num_steps(*grid.frame)
+        return Plan(grid, tuple(GroupPlan(k, sl, steps, chunks)
+                                for k, sl in enumerate(self.slices)))
 
     def _program(self, k: int, side, valid) -> GroupProgram:
         channels = self.cfg.groups[k]
@@ -95,9 +123,10 @@ class Scheduler:
             inputs.append(reference if reference is not None else np.zeros_like(y_hat))
         return self.backend.run(f"side_{k}", *inputs)[0]
 
-    def _run(self, grid: TileGrid, hyper, reference, visit: Visit,
-             intra: list[bool] | None = None):
+    def _run(self, plan: Plan, hyper, reference, visit: Visit, intra: list[bool] | None,
+             on_step: Callable[[], None] | None):
         xp = self.ops.xp
+        grid = plan.grid
         valid = grid.valid(xp)
         if reference is not None and intra is not None and all(intra):
             reference, intra = None, None
@@ -105,27 +134,25 @@ class Scheduler:
         if mixed:
             intra_tiles = xp.asarray(intra).reshape(-1, 1, 1, 1)
         y_hat = np.zeros_like(hyper, shape=(1, self.cfg.M, grid.height, grid.width))
-        chunks = [range(i, min(i + self.tile_batch, grid.count))
-                  for i in range(0, grid.count, self.tile_batch)]
-        steps = calls = 0
-        for k, sl in enumerate(self.slices):
+        for group in plan.groups:
+            k, chunks = group.group, group.chunks
             side = grid.split(self._side(k, hyper, y_hat, reference))
             if mixed:  # intra tiles read the side computed with a zero reference
                 side = xp.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None)),
                                 side)
             programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
                         for c in chunks]
-            for t in range(programs[0].num_steps):
+            if programs[0].num_steps != group.steps:
+                raise AssertionError(f"group {k}: the program has {programs[0].num_steps} "
+                                     f"steps, the plan {group.steps}")
+            for t in range(group.steps):
                 with span(self.recorder, f"group {k} step {t}", "step", group=k, step=t):
                     for tiles, program in zip(chunks, programs):
                         mean, scale = program.params(t)
                         program.update(t, visit(k, t, tiles, program, mean, scale))
-                        calls += 1
-                steps += 1
-                if self.on_step is not None:
-                    self.on_step()
-            y_hat[:, sl] = grid.merge(xp.concatenate([p.latent() for p in programs]))
-        self.trace = StepTrace(steps, calls)
+                if on_step is not None:
+                    on_step()
+            y_hat[:, group.channels] = grid.merge(xp.concatenate([p.latent() for p in programs]))
         return y_hat
 
     def _symbol_layout(self, program: GroupProgram, t: int, scale):
@@ -139,13 +166,15 @@ class Scheduler:
             indexes = self.ops.scale_to_index(scale[b][:, sel], self.thresholds)
             yield b, sel, self.staging.download(indexes)
 
-    def encode(self, y, hyper, reference, intra: list[bool] | None = None
-               ) -> tuple[object, list[bytes]]:
+    def encode(self, y, hyper, reference, intra: list[bool] | None = None,
+               on_step: Callable[[], None] | None = None) -> tuple[object, list[bytes]]:
         """Quantizes and codes y (1, M, h, w); returns (y_hat, one stream per tile).
 
         ``intra``: per tile, True to code it without the reference (its side input is the
-        one of a zero reference); None: every tile uses ``reference``."""
-        grid = TileGrid(y.shape[2], y.shape[3], self.tile_size)
+        one of a zero reference); None: every tile uses ``reference``. ``on_step`` is called
+        after each sequential step (progress)."""
+        plan = self.plan(tuple(y.shape[2:]))
+        grid = plan.grid
         encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]
         y_tiles = grid.split(y)
         slices = self.slices
@@ -160,14 +189,18 @@ class Scheduler:
                                                    indexes)
             return y_hat
 
-        y_hat = self._run(grid, hyper, reference, visit, intra)
+        y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
         return y_hat, [e.finish() for e in encoders]
 
     def decode(self, streams: list[bytes], shape: tuple[int, int], hyper, reference,
-               intra: list[bool] | None = None, tile_size: int | None = None):
-        """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` as in
-        ``encode``) of ``tile_size`` positions (the stream's; None: this scheduler's)."""
-        grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
+               intra: list[bool] | None = None, tile_size: int | None = None,
+               on_step: Callable[[], None] | None = None):
+        """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` and
+        ``on_step`` as in ``encode``) of ``tile_size`` positions (the stream's; None: this
+        scheduler's)."""
+        plan = self.plan(shape, tile_size)
+        if len(streams) != plan.grid.count:
+            raise ValueError(f"{len(streams)} streams for {plan.grid.count} tiles")
         decoders = [GaussianDecoder(s, self.table) for s in streams]
 
         def visit(k, t, tiles, program, mean, scale):
@@ -179,7 +212,7 @@ class Scheduler:
                         decoded.astype(np.int32), self.backend.device).reshape(mean.shape[1], -1)
             return self.ops.dequantize_step(symbols, mean)
 
-        y_hat = self._run(grid, hyper, reference, visit, intra)
+        y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
         for d in decoders:
             d.finish()
         return y_hat

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -82,9 +81,7 @@ def _add_train(sub) -> None:
 
 
 def _train(args) -> int:
-    from stcm.models.checkpoint import read_metadata
-    from stcm.config import get_config
-    from stcm.models.train import TrainConfig, Trainer
+    from stcm.models.train import TrainConfig, Trainer, model_config
 
     overrides = {}
     if args.context:
@@ -97,10 +94,7 @@ def _train(args) -> int:
         overrides["temporal"] = False
     if args.float:
         overrides["exact"] = False
-    if args.config is None and args.resume:
-        model_cfg = dataclasses.replace(read_metadata(args.resume)[0], **overrides)
-    else:
-        model_cfg = get_config(args.config or "small", **overrides)
+    model_cfg = model_config(args.config, args.resume, **overrides)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs, val=args.val,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads,
@@ -260,29 +254,12 @@ def _add_demo(sub) -> None:
 
 
 def _demo(args) -> int:
-    import time
-
-    from stcm import SAMPLES_DIR
-    from stcm.evaluation.evaluate import mse, peak_value, psnr
-    from stcm.runtime.imageio import read_raster
+    from stcm.evaluation.demo import run_demo
 
     codec = _codec(args)
     print(f"model {codec.cfg.name} ({codec.model_id.hex()[:12]}), quality {args.quality}")
-    for path in sorted(SAMPLES_DIR.glob("*.tif")):
-        raster = read_raster(path)
-        start = time.perf_counter()
-        data = codec.compress(raster.pixels, args.quality, georef=raster.georef)
-        encode = time.perf_counter() - start
-        start = time.perf_counter()
-        back = codec.decompress(data)
-        decode = time.perf_counter() - start
-        # The PSNR of `stcm eval`: peak = the dtype's full range (255, 65535).
-        quality = psnr(mse(raster.pixels, back), peak_value(raster.pixels))
-        mp = raster.height * raster.width / 1e6
-        print(f"{path.name}: {raster.bands} bands {raster.pixels.dtype} "
-              f"{raster.height}x{raster.width} -> {len(data):,} bytes, "
-              f"{8 * len(data) / (raster.height * raster.width):.3f} bpp, PSNR {quality:.2f} dB, "
-              f"encode {encode:.2f} s, decode {decode:.2f} s ({decode / mp:.2f} s/MP)")
+    for result in run_demo(codec, args.quality):
+        print(result)
     return 0
 
 
@@ -294,85 +271,10 @@ def _add_info(sub) -> None:
 
 
 def _info(args) -> int:
-    from stcm.models.checkpoint import load_checkpoint, parameter_counts
+    from stcm.runtime.describe import describe, format_description
 
-    path = Path(args.path)
-    if path.is_file() and _magic(path) == b"STCM":
-        return _info_container(path, args.json)
-    model, meta = load_checkpoint(args.path)
-    info = {"kind": "checkpoint", "config": model.cfg.to_dict(),
-            "parameters": parameter_counts(model),
-            "step": meta.get("step"), "validation": meta.get("validation", {})}
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    cfg = model.cfg
-    print(f"stcm checkpoint: {args.path}")
-    print(f"  model     {cfg.name}: N={cfg.N} M={cfg.M} groups={list(cfg.groups)} "
-          f"attention={cfg.attention}")
-    from stcm.contexts import context_variant
-
-    layers = f" x{cfg.context_layers}" if context_variant(cfg.context).stacked else ""
-    residual = (" with residual blocks" if cfg.context_residual and cfg.context_layers > 1
-                else "")
-    print(f"  context   spatial={cfg.context}{layers}{residual}, temporal={cfg.temporal}")
-    entropy = (f"exact integers ({cfg.exact_act_bits}-bit activations, {cfg.exact_weight_bits}-bit "
-               "weights): streams decode on any backend" if cfg.exact else
-               "float: streams decode only on the backend that wrote them")
-    print(f"  entropy   {entropy}")
-    print(f"  quality   {cfg.num_qualities} trained levels, lambda {cfg.lambdas[0]:g}.."
-          f"{cfg.lambdas[-1]:g}, continuous quality in [0, 1]")
-    print(f"  params    {info['parameters']['total']:,} "
-          + " ".join(f"{k}={v:,}" for k, v in info["parameters"].items() if k != "total"))
-    print(f"  trained   {meta.get('step', 0)} steps")
-    for q, v in info["validation"].items():
-        print(f"  val {q:<5} {v['bpp']:.4f} bpp (estimated), {v['psnr']:.2f} dB")
-    return 0
-
-
-def _magic(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(4)
-
-
-def _info_container(path: Path, as_json: bool) -> int:
-    from stcm.runtime.container import read_container
-
-    container = read_container(path.read_bytes())
-    h = container.header
-    kinds = {0: "z", 1: "y"}
-    tiles = [{"band_group": e.band_group, "kind": kinds.get(e.kind, e.kind), "tile": e.tile,
-              "offset": e.offset, "bytes": e.length, "crc32": f"{e.crc32:08x}"}
-             for e in container.entries]
-    info = {"kind": "container", "bytes": len(container.data),
-            "bits_per_pixel": container.bits_per_pixel, "model_id": h.model_id.hex(),
-            "header_bytes": container.header_bytes, "numerics": h.numerics,
-            "height": h.height, "width": h.width,
-            "bands": h.bands, "dtype": h.dtype, "quality": h.quality,
-            "latent": list(h.latent_shape), "tile_size": h.tile_size,
-            "georeferenced": h.georef is not None,
-            "reference_id": h.reference_id.hex() if h.reference_id else None,
-            "intra_tiles": list(h.intra_tiles), "streams": tiles}
-    if as_json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"stcm container: {path} ({info['bytes']:,} bytes, {info['bits_per_pixel']:.4f} bpp; "
-          f"header and stream table {container.header_bytes} bytes)")
-    print(f"  image     {h.height}x{h.width}, {h.bands} bands, {h.dtype}, quality {h.quality:g}")
-    print(f"  model     id {h.model_id.hex()}, {h.numerics} numerics")
-    print(f"  latent    {h.latent_shape[0]}x{h.latent_shape[1]}, tiles of {h.tile_size}, "
-          f"{h.band_groups} band group(s)")
-    if h.georef is not None:
-        crs = h.georef.crs or "no CRS"
-        crs = crs if len(crs) <= 60 else crs[:57] + "..."
-        print(f"  georef    {crs} transform={h.georef.transform} nodata={h.georef.nodata}")
-    if h.reference_id:
-        intra = len(h.intra_tiles)
-        print(f"  reference {h.reference_id.hex()[:16]} (temporal context; "
-              f"{h.band_groups * h.tiles - intra} tiles use it, {intra} coded intra)")
-    for t in tiles:
-        print(f"  stream    group {t['band_group']} {t['kind']} tile {t['tile']:<4} "
-              f"{t['bytes']:>9,} bytes @ {t['offset']:<9} crc {t['crc32']}")
+    info = describe(args.path)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
     return 0
 
 

@@ -1,0 +1,129 @@
+"""What ``stcm info`` reports about a file: an .stcm container (its header and streams) or a
+checkpoint (its config, parameters and training record), as a JSON-able dict, and that dict
+as text.
+
+Containers are read with the runtime alone; a checkpoint's description loads it, so torch is
+imported then (and only then).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from stcm.config import ModelConfig
+from stcm.contexts import context_variant
+from stcm.runtime.container import MAGIC, read_container
+
+_KINDS = {0: "z", 1: "y"}
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """The description of an .stcm container, a checkpoint file or a training folder.
+
+    Raises:
+        NotStcmFileError, ContainerError: a damaged container.
+        CheckpointError: neither a container nor a readable checkpoint.
+    """
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) == MAGIC:
+                return describe_container(path.read_bytes(), path)
+    return describe_checkpoint(path)
+
+
+def describe_container(data: bytes, path: str | os.PathLike | None = None) -> dict:
+    """A container's header fields and stream table (every field validated on reading)."""
+    container = read_container(data)
+    h = container.header
+    return {
+        "kind": "container", "path": None if path is None else str(path),
+        "bytes": len(container.data), "bits_per_pixel": container.bits_per_pixel,
+        "model_id": h.model_id.hex(), "header_bytes": container.header_bytes,
+        "numerics": h.numerics, "height": h.height, "width": h.width, "bands": h.bands,
+        "band_groups": h.band_groups, "dtype": h.dtype, "quality": h.quality,
+        "latent": list(h.latent_shape), "tile_size": h.tile_size, "tiles": h.tiles,
+        "georeferenced": h.georef is not None,
+        "crs": h.georef.crs if h.georef is not None else None,
+        "transform": list(h.georef.transform) if h.georef and h.georef.transform else None,
+        "nodata": _json_number(h.georef.nodata) if h.georef is not None else None,
+        "reference_id": h.reference_id.hex() if h.reference_id else None,
+        "intra_tiles": list(h.intra_tiles),
+        "streams": [{"band_group": e.band_group, "kind": _KINDS.get(e.kind, e.kind),
+                     "tile": e.tile, "offset": e.offset, "bytes": e.length,
+                     "crc32": f"{e.crc32:08x}"} for e in container.entries],
+    }
+
+
+def _json_number(value):
+    """A float for JSON: NaN and infinities, which strict JSON lacks, as their names."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)  # 'nan', 'inf', '-inf'
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint's config, parameter counts per part and training record."""
+    from stcm.models.checkpoint import load_checkpoint, parameter_counts, resolve
+
+    model, meta = load_checkpoint(path)
+    return {"kind": "checkpoint", "path": str(resolve(path)), "config": model.cfg.to_dict(),
+            "parameters": parameter_counts(model), "step": meta.get("step"),
+            "validation": meta.get("validation", {})}
+
+
+def format_description(info: dict) -> str:
+    """``describe``'s dict as the text ``stcm info`` prints."""
+    if info["kind"] == "container":
+        return _container_text(info)
+    return _checkpoint_text(info)
+
+
+def _container_text(info: dict) -> str:
+    lines = [f"stcm container: {info['path']} ({info['bytes']:,} bytes, "
+             f"{info['bits_per_pixel']:.4f} bpp; header and stream table "
+             f"{info['header_bytes']} bytes)",
+             f"  image     {info['height']}x{info['width']}, {info['bands']} bands, "
+             f"{info['dtype']}, quality {info['quality']:g}",
+             f"  model     id {info['model_id']}, {info['numerics']} numerics",
+             f"  latent    {info['latent'][0]}x{info['latent'][1]}, tiles of "
+             f"{info['tile_size']}, {info['band_groups']} band group(s)"]
+    if info["georeferenced"]:
+        crs = info["crs"] or "no CRS"
+        crs = crs if len(crs) <= 60 else crs[:57] + "..."
+        transform = tuple(info["transform"]) if info["transform"] else None
+        lines.append(f"  georef    {crs} transform={transform} nodata={info['nodata']}")
+    if info["reference_id"]:
+        intra = len(info["intra_tiles"])
+        lines.append(f"  reference {info['reference_id'][:16]} (temporal context; "
+                     f"{info['band_groups'] * info['tiles'] - intra} tiles use it, "
+                     f"{intra} coded intra)")
+    lines += [f"  stream    group {s['band_group']} {s['kind']} tile {s['tile']:<4} "
+              f"{s['bytes']:>9,} bytes @ {s['offset']:<9} crc {s['crc32']}"
+              for s in info["streams"]]
+    return "\n".join(lines)
+
+
+def _checkpoint_text(info: dict) -> str:
+    cfg = ModelConfig.from_dict(info["config"])
+    layers = f" x{cfg.context_layers}" if context_variant(cfg.context).stacked else ""
+    residual = (" with residual blocks" if cfg.context_residual and cfg.context_layers > 1
+                else "")
+    entropy = (f"exact integers ({cfg.exact_act_bits}-bit activations, {cfg.exact_weight_bits}"
+               "-bit weights): streams decode on any backend" if cfg.exact else
+               "float: streams decode only on the backend that wrote them")
+    params = info["parameters"]
+    lines = [f"stcm checkpoint: {info['path']}",
+             f"  model     {cfg.name}: N={cfg.N} M={cfg.M} groups={list(cfg.groups)} "
+             f"attention={cfg.attention}",
+             f"  context   spatial={cfg.context}{layers}{residual}, temporal={cfg.temporal}",
+             f"  entropy   {entropy}",
+             f"  quality   {cfg.num_qualities} trained levels, lambda {cfg.lambdas[0]:g}.."
+             f"{cfg.lambdas[-1]:g}, continuous quality in [0, 1]",
+             f"  params    {params['total']:,} "
+             + " ".join(f"{k}={v:,}" for k, v in params.items() if k != "total"),
+             f"  trained   {info['step'] or 0} steps"]
+    lines += [f"  val {q:<5} {v['bpp']:.4f} bpp (estimated), {v['psnr']:.2f} dB"
+              for q, v in info["validation"].items()]
+    return "\n".join(lines)
