@@ -58,6 +58,14 @@ SYNTHESIS_BLOCK, SYNTHESIS_HALO = 128, 16
 TEMPORAL_MODES = ("auto", "on")
 
 
+#: how ``compress`` reads a 3-D array: None (bands, H, W), refusing shapes that look
+#: channels-last; "chw" (bands, H, W) whatever the shape; "hwc" (H, W, bands)
+LAYOUTS = (None, "chw", "hwc")
+# Without a layout, a last axis this short under a first axis this long is refused.
+AMBIGUOUS_LAST_AXIS = 4
+AMBIGUOUS_FIRST_AXIS = 16
+
+
 def check_temporal(temporal) -> None:
     """ConfigError unless ``temporal`` is one of ``TEMPORAL_MODES``."""
     if temporal not in TEMPORAL_MODES:
@@ -200,8 +208,12 @@ class Codec:
     def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
                  georef: Georeference | None = None, extra: dict | None = None,
                  reference: bytes | None = None, refine: int = 0,
-                 temporal: str = "auto") -> bytes:
+                 temporal: str = "auto", layout: str | None = None) -> bytes:
         """Compresses an image (bands, H, W) or (H, W) of any integer or float dtype.
+
+        ``layout="hwc"`` reads a channels-last (H, W, bands) array instead; without a
+        layout, a shape that looks channels-last (last axis <= 4, first > 16) is refused,
+        and ``layout="chw"`` insists on (bands, H, W). Decoding returns (bands, H, W).
 
         ``georef`` is stored in the container; ``extra`` (JSON-able) travels in its header.
         ``reference`` is the container of an earlier image of the same place with the same
@@ -218,9 +230,9 @@ class Codec:
         encode; the stream decodes with any decoder of the model. It needs a checkpoint
         (gradients), not an engine.
         """
+        image = self._as_bands(image, layout)
         self._check_refine(refine, image)
         check_temporal(temporal)
-        image = self._as_bands(image)
         ref = ref_id = None
         if reference is not None:
             ref_header = peek_header(reference)
@@ -257,14 +269,16 @@ class Codec:
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
                         georefs: list[Georeference | None] | None = None,
-                        refine: int = 0, temporal: str = "auto") -> list[bytes]:
+                        refine: int = 0, temporal: str = "auto",
+                        layout: str | None = None) -> list[bytes]:
         """Compresses images of one place (same bands), the first as the temporal reference
         of all others (paper section 3.4), each put on the first one's grid as in
-        ``compress``; ``refine`` and ``temporal`` as in ``compress``, for every image."""
+        ``compress``; ``refine``, ``temporal`` and ``layout`` as in ``compress``, for every
+        image."""
         check_temporal(temporal)
         if not images:
             raise DataError("compress_series needs at least one image")
-        images = [self._as_bands(image) for image in images]
+        images = [self._as_bands(image, layout) for image in images]
         georefs = georefs or [None] * len(images)
         size = images[0].shape[1:]
         mappings = [georeferenced_mapping(georefs[0], georef, size, image.shape[1:])
@@ -342,19 +356,30 @@ class Codec:
         return tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
 
     @staticmethod
-    def _as_bands(image) -> np.ndarray:
+    def _as_bands(image, layout: str | None = None) -> np.ndarray:
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         image = np.asarray(image)
         if image.ndim == 2:
             image = image[None]
         if image.ndim != 3 or 0 in image.shape:
             raise DataError(f"expected an image of shape (bands, H, W) or (H, W), got "
                             f"{image.shape}")
+        if layout == "hwc":
+            image = np.moveaxis(image, -1, 0)
+        elif (layout is None and image.shape[-1] <= AMBIGUOUS_LAST_AXIS
+              and image.shape[0] > AMBIGUOUS_FIRST_AXIS):
+            # An (H, W, 3) array from PIL or imageio read as (bands, H, W) would be coded as
+            # H bands of W x 3 pixels, for minutes, with no error.
+            raise DataError(f"an array of shape {image.shape} looks channels-last (H, W, "
+                            "bands); pass layout='hwc' for that, or layout='chw' if it "
+                            "really is (bands, H, W)")
         if image.dtype.name not in DTYPES:
             raise DataError(f"pixels of type {image.dtype.name} are not supported; use one of "
                             f"{', '.join(DTYPES)}")
         if image.shape[0] > 4096:
             raise DataError(f"{image.shape[0]} bands: stcm expects (bands, H, W) layout; "
-                            "transpose channels-last arrays with np.moveaxis(a, -1, 0)")
+                            "pass layout='hwc' for channels-last arrays")
         return image
 
     def _compress(self, image, quality, georef, reference: "_Reference | None", reference_id,
@@ -364,7 +389,7 @@ class Codec:
         self._check_refine(refine, image)
         refine = int(refine)
         quality = quality_on_grid(quality)  # code at exactly the quality the header stores
-        image = self._as_bands(image)
+        image = self._as_bands(image, "chw")  # checked by the caller
         xp = self.xp
         x, norm = normalize(image)
         groups = xp.asarray(to_band_groups(x))

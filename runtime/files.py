@@ -2,6 +2,7 @@
 georeferencing kept, atomic writes, and never a write over an existing file or the input."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,18 @@ def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY
     reference is used (both as in ``Codec.compress``).
     """
     source, target = Path(source), Path(target)
-    _check_target(source, target, force)
+    _check_target(source, target, force, reference)
     raster = read_raster(source)
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     data = codec.compress(raster.pixels, quality, georef=raster.georef,
                           extra=_descriptions(raster), reference=ref, refine=refine,
-                          temporal=temporal)
+                          temporal=temporal, layout="chw")
     seconds = time.perf_counter() - start
-    atomic_write_bytes(target, data)
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:  # disk full, a folder removed meanwhile...
+        raise DataError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return FileReport(source, target, raster.height * raster.width, raster.bands, len(data),
                       seconds)
 
@@ -60,7 +64,7 @@ def decompress_file(codec: Codec, source, target, *, reference=None,
     """Decompresses a container to an image file (the format follows ``target``'s suffix;
     GeoTIFF keeps CRS, transform, nodata, dtype and band count)."""
     source, target = Path(source), Path(target)
-    _check_target(source, target, force)
+    _check_target(source, target, force, reference)
     data = _read_bytes(source)
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
@@ -85,10 +89,27 @@ def _descriptions(raster) -> dict:
     return {"band_descriptions": list(names)} if names and any(names) else {}
 
 
-def _check_target(source: Path, target: Path, force: bool) -> None:
+def _check_target(source: Path, target: Path, force: bool, reference=None) -> None:
+    """Before any work: the inputs exist, the output is none of them (through links, hard
+    links included) and can be written where it is asked for."""
     if not source.is_file():
         raise DataError(f"input {source} does not exist or is not a file")
-    if same_file(source, target):
-        raise OutputExistsError(f"refusing to write the output over the input {source}")
+    inputs = [("input", source)]
+    if reference is not None:
+        reference = Path(reference)
+        if not reference.is_file():
+            raise DataError(f"reference {reference} does not exist or is not a file")
+        inputs.append(("reference", reference))
+    for role, path in inputs:
+        if same_file(path, target):
+            raise OutputExistsError(f"refusing to write the output over the {role} {path}")
+    if target.is_dir():
+        raise OutputExistsError(f"the output {target} is a folder; name a file in it")
     if target.exists() and not force:
         raise OutputExistsError(f"{target} exists; pass --force (force=True) to overwrite it")
+    parent = target.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DataError(f"cannot write {target}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {target}: no permission to write in {existing}")

@@ -1,5 +1,6 @@
-"""Atomic file output: write to a temporary file beside the target, then rename over it, so a
-crash or Ctrl-C never leaves a half-written checkpoint, engine or image behind."""
+"""Atomic file output: write to a temporary file beside the target, fsync it, then rename over
+it (and fsync the folder), so a crash, Ctrl-C or power cut never leaves a half-written
+checkpoint, engine or image behind: the target holds the old bytes or the new ones."""
 from __future__ import annotations
 
 import contextlib
@@ -30,11 +31,21 @@ def atomic_path(path: str | os.PathLike):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        _fsync(tmp)  # the bytes reach the disk before the name points at them
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself survives a power cut
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -15,9 +15,33 @@ from stcm.errors import DataError
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
 
 
+# GDAL reads a truncated PNG or JPEG without an error: the missing rows are whatever memory
+# held. Pillow's decoder notices, so these formats are decoded once by it first.
+_CHECKED_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_complete(path: str | Path) -> None:
+    """DataError when a PNG or JPEG file is truncated or damaged (other formats: nothing)."""
+    if Path(path).suffix.lower() not in _CHECKED_SUFFIXES:
+        return
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+    except Image.DecompressionBombError:
+        return  # beyond Pillow's size guard; GDAL reads it without one
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for damaged data
+        raise DataError(f"cannot read image {path}: it is truncated or damaged ({exc})") from exc
+
+
 @contextlib.contextmanager
 def open_raster(path: str | Path):
-    """Opens ``path`` for reading; any rasterio/GDAL failure becomes a DataError naming it."""
+    """Opens ``path`` for reading; any rasterio/GDAL failure, and a truncated PNG or JPEG,
+    becomes a DataError naming it."""
+    check_complete(path)
     try:
         with warnings.catch_warnings():
             # A plain PNG or JPEG has no georeference; that is normal, not worth a warning.

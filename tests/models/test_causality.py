@@ -6,7 +6,43 @@ import torch
 
 from stcm.config import CONTEXTS, get_config
 from stcm.models.entropy_parameters import EntropyParameters
-from stcm.contexts import decode_step_index, diag_mask, num_decode_steps
+from stcm.contexts import diag_mask, num_decode_steps
+
+
+def _decoded_before(context: str, h: int, w: int, i: int, j: int) -> np.ndarray:
+    """(h, w) bool: the positions decoded before (i, j), from each variant's definition in
+    the paper and DESIGN.md, independently of ``stcm.contexts``' step indexes."""
+    a, b = np.mgrid[0:h, 0:w]
+    if context == "diag":  # anti-diagonal by anti-diagonal
+        return a + b < i + j
+    if context == "checkerboard":  # anchors ((i + j) even) first, then the rest at once
+        return ((a + b) % 2 == 0) & ((i + j) % 2 == 1)
+    if context == "serial":  # raster order
+        return (a < i) | ((a == i) & (b < j))
+    if context == "none":
+        return np.zeros((h, w), bool)
+    raise AssertionError(f"no definition for {context}")
+
+
+def _check_causal(ep, context: str, h: int, w: int, seed: int, uses: bool = True) -> None:
+    """No group's parameters read a later group or a position not yet decoded; with
+    ``uses``, every group after the first also reads the earlier ones (a fresh model: a
+    trained one's clamps may saturate on random inputs, which hides a real dependency)."""
+    cfg = ep.cfg
+    gen = torch.Generator().manual_seed(seed)
+    y = 3 * torch.randn(1, cfg.M, h, w, generator=gen)
+    hyper = torch.randn(1, 2 * cfg.M, h, w, generator=gen)
+    ref = torch.randn(1, cfg.M, h, w, generator=gen) if cfg.temporal else None
+    for k, sl in enumerate(ep.group_slices()):
+        for i in range(h):
+            for j in range(w):
+                dep = _dependencies(ep, y, hyper, ref, k, i, j)
+                assert not dep[sl.stop:].any(), f"group {k} at {(i, j)} reads a later group"
+                allowed = torch.from_numpy(_decoded_before(context, h, w, i, j))
+                assert not dep[sl][:, ~allowed].any(), (
+                    f"{context}: group {k} at {(i, j)} reads y_hat decoded at or after its step")
+                if k > 0 and uses:
+                    assert dep[: sl.start].any(), "channel context must read earlier groups"
 
 
 def _dependencies(ep: EntropyParameters, y: torch.Tensor, hyper, ref, k: int, i: int, j: int):
@@ -35,23 +71,16 @@ def _model(context: str, **overrides) -> tuple[EntropyParameters, torch.Tensor, 
 @pytest.mark.parametrize("context", CONTEXTS)
 def test_parameters_depend_only_on_earlier_decode_steps(context):
     ep, cfg = _model(context)
-    h, w = 6, 7
-    gen = torch.Generator().manual_seed(1)
-    y = 3 * torch.randn(1, cfg.M, h, w, generator=gen)
-    hyper = torch.randn(1, 2 * cfg.M, h, w, generator=gen)
-    ref = torch.randn(1, cfg.M, h, w, generator=gen)
-    steps = decode_step_index(context, h, w)
-    for k, sl in enumerate(ep.group_slices()):
-        for i in range(h):
-            for j in range(w):
-                dep = _dependencies(ep, y, hyper, ref, k, i, j)
-                assert not dep[sl.stop:].any(), f"group {k} at {(i, j)} reads a later group"
-                allowed = torch.from_numpy(steps < steps[i, j])
-                own = dep[sl]
-                assert not own[:, ~allowed].any(), (
-                    f"{context}: group {k} at {(i, j)} reads y_hat decoded at or after its step")
-                if k > 0:
-                    assert dep[: sl.start].any(), "channel context must read earlier groups"
+    _check_causal(ep, context, 6, 7, seed=1)
+
+
+def test_the_trained_built_in_model_is_causal():
+    """Masks must hold in trained weights too, not only at construction."""
+    from stcm.models.checkpoint import load_checkpoint
+    from stcm.runtime.codec import default_model_path
+
+    model, _ = load_checkpoint(default_model_path())
+    _check_causal(model.entropy_parameters, model.cfg.context, 4, 5, seed=5, uses=False)
 
 
 @pytest.mark.parametrize("context", ["diag", "checkerboard", "serial"])

@@ -57,6 +57,12 @@ def test_streams_do_not_depend_on_tiles_per_call(setup):
     assert _same(Codec(ckpt, tile_size=4, tile_batch=37)._decompress(stream, None)[1], latents)
     assert _same(Codec(engine=engine, tile_size=4, tile_batch=256)._decompress(stream, None)[1],
                  latents)
+    # Partial edge tiles: a 16 x 20 latent in tiles of 6 (the mosaic's tiles are all whole).
+    part = image[:, :200, :264]
+    one = Codec(ckpt, tile_size=6, tile_batch=1).compress(part, 0.9)
+    assert Codec(ckpt, tile_size=6, tile_batch=5).compress(part, 0.9) == one
+    assert np.array_equal(Codec(engine=engine, tile_size=6, tile_batch=7).decompress(one),
+                          Codec(engine=engine, tile_size=6, tile_batch=1).decompress(one))
 
 
 def test_engine_on_onnxruntime_decodes_torch_streams_and_the_reverse(setup):
