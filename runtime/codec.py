@@ -40,6 +40,7 @@ from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_c
                                 reference_grid, resample_latent)
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, IDENTITY_GRID, MAX_TILE_SIZE, ReferenceGrid,
                                  latent_shape_of, padding_of)
+from stcm.runtime.mask import SampleMask, missing_samples, restore_missing
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.scheduler import Scheduler, code_z, decode_z
 from stcm.runtime.transfer import HostStaging, to_host
@@ -208,7 +209,8 @@ class Codec:
     def compress(self, image: np.ndarray, quality: float = DEFAULT_QUALITY, *,
                  georef: Georeference | None = None, extra: dict | None = None,
                  reference: bytes | None = None, refine: int = 0,
-                 temporal: str = "auto", layout: str | None = None) -> bytes:
+                 temporal: str = "auto", layout: str | None = None,
+                 missing: np.ndarray | None = None) -> bytes:
         """Compresses an image (bands, H, W) or (H, W) of any integer or float dtype.
 
         ``layout="hwc"`` reads a channels-last (H, W, bands) array instead; without a
@@ -216,6 +218,11 @@ class Codec:
         and ``layout="chw"`` insists on (bands, H, W). Decoding returns (bands, H, W).
 
         ``georef`` is stored in the container; ``extra`` (JSON-able) travels in its header.
+        Missing samples, those equal to ``georef.nodata`` (NaN too), NaN in a float image
+        without a nodata value, and those ``missing`` marks ((H, W) or (bands, H, W) bool,
+        True: missing; e.g. a GDAL mask band; (H, W, bands) with ``layout="hwc"``), are
+        coded losslessly as a mask, left out of the band ranges and decode to the nodata
+        value (NaN or 0 without one).
         ``reference`` is the container of an earlier image of the same place with the same
         bands in the same order (the first of its series; any size and pixel grid that
         overlaps this image): its decoded latent, put on this image's grid
@@ -231,6 +238,8 @@ class Codec:
         (gradients), not an engine.
         """
         image = self._as_bands(image, layout)
+        if layout == "hwc" and missing is not None and np.ndim(missing) == 3:
+            missing = np.moveaxis(missing, -1, 0)
         self._check_refine(refine, image)
         check_temporal(temporal)
         ref = ref_id = None
@@ -248,7 +257,7 @@ class Codec:
             ref_id = hashlib.sha256(reference).digest()
         with span(self._recorder, "encode", "encode"):
             data, _ = self._compress(image, quality, georef, ref, ref_id, extra,
-                                     refine=refine, temporal=temporal)
+                                     refine=refine, temporal=temporal, missing=missing)
         return data
 
     def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
@@ -384,14 +393,15 @@ class Codec:
 
     def _compress(self, image, quality, georef, reference: "_Reference | None", reference_id,
                   extra=None, refine: int = 0, temporal: str = "auto", *,
-                  canvas_fallback: bool = True):
+                  canvas_fallback: bool = True, missing=None):
         check_quality(quality)
         self._check_refine(refine, image)
         refine = int(refine)
         quality = quality_on_grid(quality)  # code at exactly the quality the header stores
         image = self._as_bands(image, "chw")  # checked by the caller
+        missing = missing_samples(image, georef.nodata if georef else None, missing)
         xp = self.xp
-        x, norm = normalize(image)
+        x, norm = normalize(image, missing)
         groups = xp.asarray(to_band_groups(x))
         h, w = image.shape[1:]
         if (temporal == "auto" and canvas_fallback and reference is not None
@@ -402,10 +412,10 @@ class Codec:
             # tile with or without it, so never above coding alone), and keep the smaller.
             args = (image, quality, georef)
             moved = self._compress(*args, reference, reference_id, extra, refine, temporal,
-                                   canvas_fallback=False)
+                                   canvas_fallback=False, missing=missing)
             unmoved = self._compress(*args, _Reference(reference.latents, reference.size,
                                                        nearest_cells(reference.grid)),
-                                     reference_id, extra, refine, temporal)
+                                     reference_id, extra, refine, temporal, missing=missing)
             return min(moved, unmoved, key=lambda c: len(c[0]))
         references, top, left = None, 0, 0
         if reference is not None:
@@ -471,7 +481,8 @@ class Codec:
             tile_size=self.tile_size, georef=georef,
             reference_id=short_id(reference_id) if reference_id is not None else None,
             numerics=self.numerics, extra=extra or {}, intra_tiles=intra_tiles,
-            reference_grid=reference.grid if reference is not None else None)
+            reference_grid=reference.grid if reference is not None else None,
+            mask=SampleMask.from_array(missing) if missing is not None else None)
         with span(self._recorder, "container write", "container"):
             data = write_container(header, streams)
             if alone is not None:
@@ -553,7 +564,11 @@ class Codec:
         finally:
             bar.close()
         pixels = denormalize(from_band_groups(np.stack(groups), header.bands), norm)
-        return DecodedImage(pixels, header.georef, header), latents
+        missing = None
+        if header.mask is not None:
+            missing = header.mask.to_array(header.height, header.width, header.bands)
+            restore_missing(pixels, missing, header.georef.nodata if header.georef else None)
+        return DecodedImage(pixels, header.georef, header, missing), latents
 
 
 def _pad_image(xp, x):
@@ -589,6 +604,9 @@ class _Reference:
 
 @dataclass
 class DecodedImage:
+    """A decoded image: its pixels, georeferencing, header and, when the container has a
+    mask, the (bands, H, W) bool array of its missing samples (True: missing)."""
     pixels: np.ndarray
     georef: Georeference | None
     header: Header
+    missing: np.ndarray | None = None

@@ -23,9 +23,9 @@ from stcm.errors import (CorruptError, ModelMismatchError, NotStcmFileError, Tru
                          UnsupportedVersionError)
 from stcm.runtime.fields import ByteReader, write_varint
 from stcm.runtime.georeference import Georeference
-from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, DTYPES, KIND_Y, KIND_Z,
-                                 MAX_TILE_SIZE, MODEL_ID_BYTES, PAD_MULTIPLE, Header, num_tiles,
-                                 quality_on_grid, tile_grid)
+from stcm.runtime.header import (BAND_GROUP_SIZE, DEFAULT_MAX_PIXELS, DOWNSAMPLE, DTYPES,
+                                 KIND_Y, KIND_Z, MAX_TILE_SIZE, MODEL_ID_BYTES, PAD_MULTIPLE,
+                                 Header, num_tiles, quality_on_grid, tile_grid)
 
 __all__ = [
     "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "MAX_RECORD_BYTES", "DEFAULT_MAX_PIXELS",
@@ -39,9 +39,10 @@ MAGIC = b"STCM"
 # 2: compact binary header, 16-byte ids, stream table of (length, CRC32); the quality rule of
 # format 2 keeps enc * dec on the interpolation of the level products (models/gain.py).
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 2  # 2.1: flag bit 5, the per-tile mode bitmap; 2.2: bit 6, the reference grid
+# 2.1: flag bit 5, the per-tile mode bitmap; 2.2: bit 6, the reference grid; 2.3: bit 7, the
+# mask of missing samples
+FORMAT_MINOR = 3
 MAX_RECORD_BYTES = 1 << 31
-DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32
 
 _U32 = struct.Struct("<I")
@@ -301,16 +302,11 @@ def _read_record(data: bytes, max_pixels: int) -> tuple[Header, ByteReader, int]
     record = ByteReader(data, record_start, crc_at, what="stcm header")
     header_len = record.varint("header length", record.remaining)
     fields = ByteReader(data, record.pos, record.pos + header_len, what="stcm header")
-    header = Header.from_reader(fields)
+    header = Header.from_reader(fields, max_pixels)
     if fields.remaining and minor <= FORMAT_MINOR:  # a newer minor may append fields
         raise CorruptError(f"corrupt stcm header: {fields.remaining} bytes after the last "
                            f"field in a version {FORMAT_MAJOR}.{minor} file")
     record.pos = fields.end
-    values = header.height * header.width * header.bands
-    if values > max_pixels:
-        raise CorruptError(f"stcm header claims {header.height}x{header.width} pixels x "
-                           f"{header.bands} bands = {values} values, more than max_pixels = "
-                           f"{max_pixels}; pass a larger max_pixels if that is real")
     return header, record, crc_at + 4
 
 

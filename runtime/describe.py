@@ -48,6 +48,9 @@ def describe_container(data: bytes, path: str | os.PathLike | None = None) -> di
         "crs": h.georef.crs if h.georef is not None else None,
         "transform": list(h.georef.transform) if h.georef and h.georef.transform else None,
         "nodata": _json_number(h.georef.nodata) if h.georef is not None else None,
+        "gcps": len(h.georef.gcps) if h.georef is not None else 0,
+        "rpcs": h.georef is not None and h.georef.rpcs is not None,
+        "mask": None if h.mask is None else "per band" if h.mask.per_band else "shared",
         "reference_id": h.reference_id.hex() if h.reference_id else None,
         "intra_tiles": list(h.intra_tiles),
         "streams": [{"band_group": e.band_group, "kind": _KINDS.get(e.kind, e.kind),
@@ -93,7 +96,11 @@ def _container_text(info: dict) -> str:
         crs = info["crs"] or "no CRS"
         crs = crs if len(crs) <= 60 else crs[:57] + "..."
         transform = tuple(info["transform"]) if info["transform"] else None
-        lines.append(f"  georef    {crs} transform={transform} nodata={info['nodata']}")
+        lines.append(f"  georef    {crs} transform={transform} nodata={info['nodata']}"
+                     f" gcps={info['gcps']} rpcs={'yes' if info['rpcs'] else 'no'}")
+    if info["mask"]:
+        planes = "per band" if info["mask"] == "per band" else "for all bands"
+        lines.append(f"  mask      missing samples, one plane {planes}")
     if info["reference_id"]:
         intra = len(info["intra_tiles"])
         lines.append(f"  reference {info['reference_id'][:16]} (temporal context; "

@@ -1,5 +1,6 @@
 """File-level operations over ``Codec``: image files in, containers out, and back, with
-georeferencing kept, atomic writes, and never a write over an existing file or the input."""
+georeferencing, metadata and nodata kept, atomic writes, and never a write over an existing
+file or the input."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from stcm.atomic import atomic_write_bytes
 from stcm.errors import DataError, OutputExistsError
 from stcm.runtime.codec import DEFAULT_QUALITY, Codec
-from stcm.runtime.imageio import Raster, read_raster, same_file, write_raster
+from stcm.runtime.imageio import (GEOTIFF_SUFFIXES, Raster, read_raster, same_file,
+                                  write_raster)
+from stcm.runtime.metadata import (EXTRA_DESCRIPTIONS, EXTRA_METADATA, RasterMetadata,
+                                   check_descriptions)
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,8 @@ def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY
                   reference=None, force: bool = False, refine: int = 0,
                   temporal: str = "auto") -> FileReport:
     """Compresses an image file (PNG, JPEG, TIFF, GeoTIFF, JPEG 2000) to an stcm container,
-    keeping its georeferencing and band descriptions; writes atomically, never over the input.
+    keeping its georeferencing, band descriptions and metadata, and its nodata samples or mask
+    band exactly (a lossless mask); writes atomically, never over the input.
 
     ``refine`` > 0: that many steps of encode-time latent refinement; ``temporal``: how the
     reference is used (both as in ``Codec.compress``).
@@ -48,8 +55,8 @@ def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     data = codec.compress(raster.pixels, quality, georef=raster.georef,
-                          extra=_descriptions(raster), reference=ref, refine=refine,
-                          temporal=temporal, layout="chw")
+                          extra=_extra(raster), reference=ref, refine=refine,
+                          temporal=temporal, layout="chw", missing=raster.missing)
     seconds = time.perf_counter() - start
     try:
         atomic_write_bytes(target, data)
@@ -60,19 +67,22 @@ def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY
 
 
 def decompress_file(codec: Codec, source, target, *, reference=None,
-                    force: bool = False) -> FileReport:
+                    force: bool = False, cog: bool = False) -> FileReport:
     """Decompresses a container to an image file (the format follows ``target``'s suffix;
-    GeoTIFF keeps CRS, transform, nodata, dtype and band count)."""
+    GeoTIFF keeps the georeferencing, nodata, mask band, dtype, band count and metadata).
+    ``cog``: write a Cloud-Optimized GeoTIFF with overviews (``target`` must be .tif)."""
     source, target = Path(source), Path(target)
+    if cog and target.suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise DataError(f"{target}: a Cloud-Optimized GeoTIFF (--cog) is a GeoTIFF; give the "
+                        "output a .tif or .tiff suffix")
     _check_target(source, target, force, reference)
     data = _read_bytes(source)
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
     image = codec.decompress_image(data, ref)
     seconds = time.perf_counter() - start
-    names = image.header.extra.get("band_descriptions")
-    raster = Raster(image.pixels, image.georef, tuple(names) if names else None)
-    write_raster(target, raster, force=force, source=source)
+    raster = _raster(image)
+    write_raster(target, raster, force=force, source=source, cog=cog)
     return FileReport(source, target, image.pixels.shape[1] * image.pixels.shape[2],
                       image.pixels.shape[0], len(data), seconds)
 
@@ -84,9 +94,31 @@ def _read_bytes(path) -> bytes:
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _descriptions(raster) -> dict:
-    names = raster.band_descriptions
-    return {"band_descriptions": list(names)} if names and any(names) else {}
+def _extra(raster: Raster) -> dict:
+    """The header's extra for a raster: its band names and metadata, when it has any."""
+    extra = {}
+    if raster.band_descriptions and any(raster.band_descriptions):
+        extra[EXTRA_DESCRIPTIONS] = list(raster.band_descriptions)
+    metadata = raster.metadata.to_json()
+    if metadata:
+        extra[EXTRA_METADATA] = metadata
+    return extra
+
+
+def _raster(image) -> Raster:
+    """The raster a decoded image is written as (``_extra`` inverted; the header validated
+    both fields when it was read)."""
+    extra, bands = image.header.extra, image.header.bands
+    names = extra.get(EXTRA_DESCRIPTIONS)
+    metadata = (RasterMetadata.from_json(extra[EXTRA_METADATA], bands)
+                if EXTRA_METADATA in extra else RasterMetadata())
+    missing = None
+    if metadata.dataset_mask:  # the mask band, one plane for all bands
+        missing = (image.missing.all(axis=0) if image.missing is not None
+                   else np.zeros(image.pixels.shape[1:], bool))
+    return Raster(image.pixels, image.georef,
+                  check_descriptions(names, bands) if names is not None else None,
+                  metadata, missing)
 
 
 def _check_target(source: Path, target: Path, force: bool, reference=None) -> None:

@@ -3,11 +3,12 @@ compact binary record (``docs/format.md`` gives it byte by byte).
 
 The model id pins the architecture, the coding tables and the quality rule, so the header
 holds only the image: its size, bands, dtype and per-band range, the quality, the tile size,
-and, only when present, the temporal reference, georeferencing, non-exact numerics and a JSON
-object of application fields. An 8-bit RGB image takes 32 bytes, a 4-band uint16 one ~55.
+and, only when present, the temporal reference, georeferencing, non-exact numerics, a JSON
+object of application fields and the mask of missing samples. An 8-bit RGB image takes 32
+bytes, a 4-band uint16 one ~55.
 
 ``Header`` validates every field on construction, so an invalid header cannot exist: the same
-checks guard writing and reading. NumPy and torch are not imported here.
+checks guard writing and reading. Torch is not imported here.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from stcm.runtime.fields import (F64, MAX_JSON_BYTES, U16, ByteReader, canonical
                                  field_error, int_field, is_int, is_number, json_object,
                                  parse_json_object, unzigzag, write_varint, zigzag)
 from stcm.runtime.georeference import Georeference
+from stcm.runtime.mask import SampleMask
+from stcm.runtime.metadata import EXTRA_GEOREF, check_extra
 
 __all__ = ["DTYPES", "MODEL_ID_BYTES", "QUALITY_STEPS", "Header", "ReferenceGrid",
            "quality_on_grid", "tile_grid", "num_tiles"]
@@ -36,6 +39,7 @@ BAND_GROUP_SIZE = 3
 MAX_BANDS = 65535
 MAX_SIDE = 2 ** 31 - 1
 MAX_TILE_SIZE = 4096
+DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
 #: Ids are the first 16 bytes of a sha256 digest: 128 bits tell models and references apart
 #: (they identify, they do not authenticate) and save 32 bytes per image.
 MODEL_ID_BYTES = 16
@@ -51,8 +55,9 @@ FLAG_EXTRA = 1 << 3
 FLAG_DTYPE_RANGE = 1 << 4  # every band normalised by the dtype's own range (uint8: 0..255)
 FLAG_INTRA_TILES = 1 << 5  # a bitmap of tiles coded without the temporal reference follows
 FLAG_REFERENCE_GRID = 1 << 6  # the reference lies on another pixel grid: its mapping follows
+FLAG_MASK = 1 << 7  # some samples are missing (nodata): their bit planes follow
 KNOWN_FLAGS = (FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_DTYPE_RANGE
-               | FLAG_INTRA_TILES | FLAG_REFERENCE_GRID)
+               | FLAG_INTRA_TILES | FLAG_REFERENCE_GRID | FLAG_MASK)
 
 #: The mapping of a reference on this image's own grid (``runtime.grids``); never stored.
 IDENTITY_GRID = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -175,6 +180,15 @@ def padding_of(height: int, width: int) -> tuple[int, int]:
     return (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
 
 
+def check_size(height: int, width: int, bands: int, max_pixels: int) -> None:
+    """CorruptError when an image claims more than ``max_pixels`` values (a reader's limit)."""
+    values = height * width * bands
+    if values > max_pixels:
+        raise CorruptError(f"stcm header claims {height}x{width} pixels x {bands} bands = "
+                           f"{values} values, more than max_pixels = {max_pixels}; pass a "
+                           "larger max_pixels if that is real")
+
+
 def latent_shape_of(height: int, width: int) -> tuple[int, int]:
     """(h, w) of y for an image: the padded size / 16 (also needed before a Header exists)."""
     ph, pw = padding_of(height, width)
@@ -202,13 +216,16 @@ class Header:
         georef: Georeferencing, or None.
         numerics: The arithmetic of the entropy path; ``"exact-int24"`` (exact models, any
             backend) is implied and not stored.
-        extra: JSON object of application fields (e.g. band descriptions); stored only when
-            not empty.
+        extra: JSON object of application fields (band descriptions, ``RasterMetadata``);
+            stored only when not empty; the keys stcm writes are validated
+            (``runtime.metadata.check_extra``); ``"georef"`` is reserved (the georef's GCPs
+            and RPCs are stored there).
         intra_tiles: Sorted indexes ``band_group * tiles + tile`` of the y tiles coded without
             the temporal reference (the encoder's per-tile mode decision); only with a
             reference; stored as a bitmap only when not empty.
         reference_grid: A ``ReferenceGrid`` when the reference is not on this image's grid
             (only with a reference), else None.
+        mask: A ``SampleMask`` of the samples that are missing (nodata), or None when none is.
 
     Derived: ``pad``, ``latent_shape``, ``z_shape``, ``band_groups``, ``tiles``.
 
@@ -237,6 +254,7 @@ class Header:
     extra: dict = field(default_factory=dict)
     intra_tiles: tuple[int, ...] = ()
     reference_grid: ReferenceGrid | None = None
+    mask: SampleMask | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -264,6 +282,15 @@ class Header:
             raise field_error("numerics", f"must be 1-255 printable ASCII characters, got "
                               f"{self.numerics!r:.60}")
         set_("extra", json_object("extra", self.extra))
+        if EXTRA_GEOREF in self.extra:
+            raise field_error("extra", f"key {EXTRA_GEOREF!r} is reserved: put GCPs and RPCs "
+                              "in the Georeference")
+        check_extra(self.extra, self.bands)
+        if self.mask is not None:
+            if not isinstance(self.mask, SampleMask):
+                raise field_error("mask", f"must be a SampleMask or None, got "
+                                  f"{type(self.mask).__name__}")
+            self.mask.check(self.height, self.width, self.bands)
         if self.reference_grid is not None:
             if not isinstance(self.reference_grid, ReferenceGrid):
                 raise field_error("reference_grid", f"must be a ReferenceGrid or None, got "
@@ -398,10 +425,16 @@ class Header:
         return ((FLAG_GEOREF if self.georef is not None else 0)
                 | (FLAG_REFERENCE if self.reference_id is not None else 0)
                 | (FLAG_NUMERICS if self.numerics != EXACT_NUMERICS else 0)
-                | (FLAG_EXTRA if self.extra else 0)
+                | (FLAG_EXTRA if self._stored_extra() else 0)
                 | (FLAG_DTYPE_RANGE if dtype_range else 0)
                 | (FLAG_INTRA_TILES if self.intra_tiles else 0)
-                | (FLAG_REFERENCE_GRID if self.reference_grid is not None else 0))
+                | (FLAG_REFERENCE_GRID if self.reference_grid is not None else 0)
+                | (FLAG_MASK if self.mask is not None else 0))
+
+    def _stored_extra(self) -> dict:
+        """extra as stored: with the georef's GCPs and RPCs under ``"georef"``."""
+        supplement = self.georef.supplement() if self.georef is not None else {}
+        return {**self.extra, EXTRA_GEOREF: supplement} if supplement else self.extra
 
     def to_bytes(self) -> bytes:
         """The header record (``docs/format.md``): flags, model id, then the fields."""
@@ -431,16 +464,20 @@ class Header:
         if flags & FLAG_NUMERICS:
             out += write_varint(len(self.numerics)) + self.numerics.encode("ascii")
         if flags & FLAG_EXTRA:
-            text = canonical_json(self.extra).encode("utf-8")
+            text = canonical_json(self._stored_extra()).encode("utf-8")
             if len(text) > MAX_JSON_BYTES:
                 raise field_error("extra", f"is {len(text)} bytes as JSON, more than "
                                   f"{MAX_JSON_BYTES}")
             out += write_varint(len(text)) + text
+        if flags & FLAG_MASK:
+            out += self.mask.to_bytes()
         return bytes(out)
 
     @classmethod
-    def from_reader(cls, reader: ByteReader) -> Header:
-        """Parses a header record; the caller checks that nothing is left over."""
+    def from_reader(cls, reader: ByteReader,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+        """Parses a header record; the caller checks that nothing is left over. An image of
+        more than ``max_pixels`` values is refused before its mask is inflated."""
         flags = reader.u8("flags")
         if flags & ~KNOWN_FLAGS:
             raise CorruptError(f"corrupt stcm header: unknown flag bits "
@@ -512,11 +549,19 @@ class Header:
             extra = parse_json_object(reader.text("extra", MAX_JSON_BYTES), "extra")
             if not extra:
                 raise field_error("extra", "an empty object stored (not canonical)")
+            if EXTRA_GEOREF in extra:
+                if georef is None:
+                    raise CorruptError("corrupt stcm header: extra holds GCPs or RPCs "
+                                       "(key 'georef') without a georef (flag bit 0)")
+                georef = georef.with_supplement(extra.pop(EXTRA_GEOREF))
+        check_size(height, width, bands, max_pixels)
+        mask = (SampleMask.from_reader(reader, height, width, bands) if flags & FLAG_MASK
+                else None)
         header = cls(model_id=model_id, height=height, width=width, bands=bands, dtype=dtype,
                      normalization={"dtype": dtype, "lo": lo, "hi": hi}, quality=quality,
                      tile_size=tile_size, reference_id=reference_id, georef=georef,
                      numerics=numerics, extra=extra, intra_tiles=intra_tiles,
-                     reference_grid=reference_grid)
+                     reference_grid=reference_grid, mask=mask)
         if header.flags != flags:
             raise CorruptError(f"corrupt stcm header: flags {flags:#04x} do not match the "
                                f"fields ({header.flags:#04x}); uint8 ranges of 0..255 must "

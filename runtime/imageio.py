@@ -1,12 +1,15 @@
 """Reading and writing the images users compress, with their georeferencing preserved.
 
 Every format goes through rasterio (GDAL). ``read_raster`` returns the pixels as (bands, H, W)
-in their native dtype plus the CRS, affine transform, nodata value and band descriptions;
-``write_raster`` writes them back so that a decoded image is a drop-in replacement for its
-original. Output formats, chosen by the output suffix:
+in their native dtype plus the georeferencing (CRS, affine transform, nodata value, GCPs and
+RPCs), band descriptions, the rest of what rasterio exposes (``RasterMetadata``: tags,
+AREA_OR_POINT among them, colour interpretation, units, scales/offsets, overview factors) and
+a per-dataset mask band; ``write_raster`` writes them back so that a decoded image is a
+drop-in replacement for its original. Output formats, chosen by the output suffix:
 
-- ``.tif``/``.tiff``: GeoTIFF, lossless deflate, everything kept. The format for anything
-  beyond 8/16-bit images of 1-4 bands.
+- ``.tif``/``.tiff``: GeoTIFF, lossless deflate, everything kept, overviews rebuilt (average
+  resampling); with ``cog=True`` a Cloud-Optimized GeoTIFF (GDAL's COG driver) with
+  overviews. The format for anything beyond 8/16-bit images of 1-4 bands.
 - ``.png``: uint8/uint16, 1-4 bands (gray, gray+alpha, RGB, RGBA). CRS, transform and band
   descriptions cannot be stored (a warning says so); nodata only for 1 or 3 bands.
 - ``.jp2``: lossless JPEG 2000 (reversible 5/3 wavelet), uint8/uint16/int16 only. CRS and
@@ -16,28 +19,32 @@ JPEG is read but never written: re-encoding decoded pixels lossily is not what u
 
 Pixel types: uint8, uint16, int16, uint32, int32, float32 and float64 are accepted (float64
 is read and written as is, never narrowed); anything else (int8, 64-bit integers, complex)
-is a ``DataError``. Ground control points and RPCs are not kept: only an affine transform.
+is a ``DataError``. Tags of other domains than the default one are not kept.
 """
 from __future__ import annotations
 
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.shutil
+from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.rpc import RPC
 from rasterio.transform import Affine
 
 from stcm.atomic import atomic_path
 from stcm.rasters import IMAGE_SUFFIXES, open_raster
 from stcm.errors import DataError, OutputExistsError
 
-from stcm.runtime.georeference import Georeference
+from stcm.runtime.georeference import ControlPoint, Georeference
+from stcm.runtime.metadata import RasterMetadata
 
 
 #: Pixel dtypes read and written; GeoTIFF holds them all.
@@ -51,21 +58,27 @@ PNG_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 # int32/uint32 JP2 files are written by GDAL but OpenJPEG cannot read them back.
 JP2_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("int16"))
 TILE = 256
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass
 class Raster:
-    """An image as stored in a file: pixels, georeferencing and band names.
+    """An image as stored in a file: pixels, georeferencing, band names and metadata.
 
     Attributes:
         pixels: (bands, H, W) array in the file's native dtype.
-        georef: CRS, transform and nodata, or None when the file has none of them.
+        georef: CRS, transform, nodata, GCPs and RPCs, or None when the file has none.
         band_descriptions: One name (or None) per band, or None when no band is named.
+        metadata: Tags, colour interpretation, units, scales/offsets, overview factors.
+        missing: (H, W) bool, True where the file's per-dataset mask band marks a pixel
+            invalid; None without such a band (a nodata value marks missing samples itself).
     """
 
     pixels: np.ndarray
     georef: Georeference | None = None
     band_descriptions: tuple[str | None, ...] | None = None
+    metadata: RasterMetadata = field(default_factory=RasterMetadata)
+    missing: np.ndarray | None = None
 
     def __post_init__(self):
         _check_shape(self)
@@ -91,6 +104,14 @@ def _check_shape(raster: Raster) -> None:
     names = raster.band_descriptions
     if names is not None and len(names) != pixels.shape[0]:
         raise DataError(f"{len(names)} band descriptions for {pixels.shape[0]} bands")
+    # Validates the per-band fields' lengths.
+    RasterMetadata(**{**vars(raster.metadata), "bands": pixels.shape[0]})
+    missing = raster.missing
+    if missing is not None and (not isinstance(missing, np.ndarray) or missing.dtype != bool
+                                or missing.shape != pixels.shape[1:]):
+        raise DataError(f"raster missing must be a bool array of shape {pixels.shape[1:]}, "
+                        f"got {getattr(missing, 'dtype', type(missing).__name__)} "
+                        f"{getattr(missing, 'shape', '')}")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -129,12 +150,34 @@ def _read_georef(ds, palette: bool) -> Georeference | None:
     crs = _crs_text(ds.crs) if ds.crs else None
     # A palette nodata is an index, meaningless once expanded (transparency is in alpha).
     nodata = None if palette or ds.nodata is None else float(ds.nodata)
-    if transform is None and (ds.gcps[0] or ds.rpcs):
-        warnings.warn(f"{ds.name} is georeferenced by ground control points or RPCs, which "
-                      "stcm does not keep; the output will not be georeferenced", stacklevel=3)
-    if crs is None and transform is None and nodata is None:
+    points, gcp_crs = ds.gcps
+    gcps = tuple(ControlPoint(p.row, p.col, p.x, p.y, p.z or 0.0, p.id or "", p.info or "")
+                 for p in points)
+    rpcs = ds.rpcs.to_dict() if ds.rpcs else None
+    if crs is None and transform is None and nodata is None and not gcps and rpcs is None:
         return None
-    return Georeference(crs=crs, transform=transform, nodata=nodata)
+    return Georeference(crs=crs, transform=transform, nodata=nodata, gcps=gcps,
+                        gcp_crs=_crs_text(gcp_crs) if gcps and gcp_crs else None, rpcs=rpcs)
+
+
+def _read_metadata(ds) -> RasterMetadata:
+    """What rasterio says about the bands, each field None where it says nothing."""
+    bands = range(1, ds.count + 1)
+    band_tags = tuple(ds.tags(b) for b in bands)
+    colorinterp = tuple(c.name for c in ds.colorinterp)
+    plain = ("gray",) + ("undefined",) * (ds.count - 1)  # GDAL's default: not worth storing
+    return RasterMetadata(
+        tags=ds.tags(), band_tags=band_tags if any(band_tags) else None,
+        colorinterp=None if colorinterp == plain else colorinterp,
+        units=tuple(ds.units) if any(ds.units) else None,
+        scales=tuple(ds.scales) if any(v != 1.0 for v in ds.scales) else None,
+        offsets=tuple(ds.offsets) if any(v != 0.0 for v in ds.offsets) else None,
+        overviews=tuple(ds.overviews(1)), dataset_mask=_has_mask_band(ds), bands=ds.count)
+
+
+def _has_mask_band(ds) -> bool:
+    # An alpha band is image data, coded with the others; a nodata mask follows from nodata.
+    return all(flags == [MaskFlags.per_dataset] for flags in ds.mask_flag_enums)
 
 
 def _crs_text(crs: CRS) -> str:
@@ -190,8 +233,13 @@ def read_raster(path: str | os.PathLike) -> Raster:
             # Bands of different types (possible in a VRT) share the widest one.
             pixels = ds.read(out_dtype=np.result_type(*dtypes))
         names = tuple(d or None for d in ds.descriptions)
+        # An expanded palette's bands are new: only the dataset's tags still apply.
+        metadata = (_read_metadata(ds) if not palette
+                    else RasterMetadata(tags=ds.tags(), bands=pixels.shape[0]))
+        missing = ds.dataset_mask() == 0 if metadata.dataset_mask else None
         return Raster(pixels=pixels, georef=_read_georef(ds, palette),
-                      band_descriptions=names if any(names) else None)
+                      band_descriptions=names if any(names) else None, metadata=metadata,
+                      missing=missing)
 
 
 def _check_nodata(nodata: float, dtype: np.dtype) -> None:
@@ -204,9 +252,12 @@ def _check_nodata(nodata: float, dtype: np.dtype) -> None:
         raise DataError(f"nodata {nodata} is outside the {dtype} range [{info.min}, {info.max}]")
 
 
-def _check_format(path: Path, raster: Raster) -> str:
+def _check_format(path: Path, raster: Raster, cog: bool = False) -> str:
     """Returns the GDAL driver for ``path``, or raises if the format cannot hold ``raster``."""
     suffix = path.suffix.lower()
+    if cog and suffix not in GEOTIFF_SUFFIXES:
+        raise DataError(f"{path}: a Cloud-Optimized GeoTIFF (--cog) is a GeoTIFF; give the "
+                        "output a .tif or .tiff suffix")
     if suffix in (".jpg", ".jpeg"):
         raise DataError(f"{path}: JPEG output would re-encode the image lossily; write "
                         ".tif (any image), .png (8/16-bit, 1-4 bands) or .jp2 instead")
@@ -243,8 +294,18 @@ def _lost(driver: str, raster: Raster) -> list[str]:
             lost.append("nodata")
     if driver == "JP2OpenJPEG" and georef is not None and georef.nodata is not None:
         lost.append("nodata")  # GDAL keeps JP2 nodata only in a .aux.xml sidecar
-    if driver != "GTiff" and raster.band_descriptions is not None:
-        lost.append("band descriptions")
+    if driver != "GTiff":
+        if raster.band_descriptions is not None:
+            lost.append("band descriptions")
+        meta = raster.metadata
+        if meta.units or meta.scales or meta.offsets:
+            lost.append("units/scales/offsets")
+        if meta.band_tags or set(meta.tags) - {"AREA_OR_POINT"}:
+            lost.append("tags")
+        if georef is not None and (georef.gcps or georef.rpcs):
+            lost.append("GCPs/RPCs")
+        if raster.missing is not None:
+            lost.append("mask band")
     return lost
 
 
@@ -272,21 +333,65 @@ def _profile(driver: str, raster: Raster) -> dict:
     return profile
 
 
-def _write(tmp: Path, driver: str, raster: Raster) -> None:
-    """Writes ``raster`` to ``tmp`` with ``driver`` (chosen explicitly, not by suffix)."""
+def _write(tmp: Path, driver: str, raster: Raster, cog: bool = False) -> None:
+    """Writes ``raster`` to ``tmp`` with ``driver`` (chosen explicitly, not by suffix); a COG
+    is a GeoTIFF written beside it first and copied by GDAL's COG driver."""
     # No .aux.xml sidecar: it would be named after the temporary file and left behind.
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if cog:
+            staging = tmp.with_name(tmp.name + ".gtiff")
+            try:
+                _write(staging, driver, raster)
+                # Overviews already in the staging file are kept, else made (AUTO).
+                rasterio.shutil.copy(staging, tmp, driver="COG", compress="DEFLATE",
+                                     predictor="YES", overviews="AUTO", resampling="AVERAGE",
+                                     bigtiff="IF_SAFER")
+            finally:
+                staging.unlink(missing_ok=True)
+            return
         with rasterio.open(tmp, "w", **_profile(driver, raster)) as ds:
             ds.write(raster.pixels)
-            if driver == "GTiff" and raster.band_descriptions is not None:
-                for band, name in enumerate(raster.band_descriptions, start=1):
-                    if name:
-                        ds.set_band_description(band, name)
+            if driver == "GTiff":
+                _write_metadata(ds, raster)
+        if driver == "GTiff" and raster.metadata.overviews:
+            with rasterio.open(tmp, "r+") as ds:
+                ds.build_overviews(list(raster.metadata.overviews), Resampling.average)
+
+
+def _write_metadata(ds, raster: Raster) -> None:
+    """Everything of ``raster`` a GeoTIFF holds beyond pixels, CRS, transform and nodata."""
+    meta, georef = raster.metadata, raster.georef
+    for band, name in enumerate(raster.band_descriptions or (), start=1):
+        if name:
+            ds.set_band_description(band, name)
+    if meta.tags:
+        ds.update_tags(**meta.tags)
+    for band, tags in enumerate(meta.band_tags or (), start=1):
+        if tags:
+            ds.update_tags(band, **tags)
+    if meta.colorinterp is not None:
+        # A name this rasterio does not know (a newer GDAL's) is left at GDAL's default.
+        known = ColorInterp.__members__
+        ds.colorinterp = [known.get(c, ColorInterp.undefined) for c in meta.colorinterp]
+    if meta.units is not None:
+        ds.units = meta.units
+    if meta.scales is not None:
+        ds.scales = meta.scales
+    if meta.offsets is not None:
+        ds.offsets = meta.offsets
+    if georef is not None and georef.gcps:
+        points = [GroundControlPoint(p.row, p.col, p.x, p.y, p.z, p.id, p.info)
+                  for p in georef.gcps]
+        ds.gcps = (points, CRS.from_user_input(georef.gcp_crs) if georef.gcp_crs else None)
+    if georef is not None and georef.rpcs is not None:
+        ds.rpcs = RPC(**georef.rpcs)
+    if raster.missing is not None:
+        ds.write_mask(np.where(raster.missing, 0, 255).astype(np.uint8))
 
 
 def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False,
-                 source: str | os.PathLike | None = None) -> Path:
+                 source: str | os.PathLike | None = None, cog: bool = False) -> Path:
     """Writes ``raster`` to ``path`` atomically, in the format its suffix names.
 
     Nothing is written unless the whole file is: the image goes to a temporary file beside
@@ -299,13 +404,16 @@ def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False
         force: Replace ``path`` if it exists.
         source: The input file the raster came from; writing over it is refused even with
             ``force``, so that a typo cannot destroy the only copy of an image.
+        cog: Write a Cloud-Optimized GeoTIFF (GDAL's COG driver: tiled, overviews, deflate);
+            only for a .tif/.tiff ``path``.
 
     Returns:
         ``path`` as a Path.
 
     Raises:
         DataError: The suffix is unknown or JPEG, or the format cannot hold the raster's
-            dtype/band count (the message suggests .tif), or GDAL fails to write.
+            dtype/band count (the message suggests .tif), ``cog`` is asked for another
+            suffix than .tif/.tiff, or GDAL fails to write.
         OutputExistsError: ``path`` exists and ``force`` is False, or ``path`` is ``source``.
 
     Example:
@@ -328,7 +436,7 @@ def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False
     """
     path = Path(path)
     _check_shape(raster)
-    driver = _check_format(path, raster)
+    driver = _check_format(path, raster, cog)
     if source is not None and same_file(path, source):
         raise OutputExistsError(f"{path} is the input image; refusing to write over it (even "
                                 "with --force): choose another output file")
@@ -342,7 +450,7 @@ def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False
                       f"will be missing from {path}; write a .tif to keep them", stacklevel=2)
     with atomic_path(path) as tmp:
         try:
-            _write(tmp, driver, raster)
+            _write(tmp, driver, raster, cog)
         except Exception as exc:  # GDAL: disk full, permission, driver limits...
             raise DataError(f"cannot write {path}: {exc}") from exc
     return path

@@ -9,6 +9,11 @@ coded exactly like ordinary RGB images. Any other dtype (16-bit, signed, 32-bit,
 stretched by the per-band min/max of the whole image; the range is stored next to the
 bitstream (``BandNormalization``) so that the decoder restores the original values and dtype.
 
+Missing samples (nodata, a mask band, NaN) are left out of the range, so that a nodata value
+of 0 or -9999 does not squeeze the valid pixels into a sliver of [0, 1], and are filled
+before coding with a smooth continuation of the valid pixels around them (``fill_missing``),
+which costs fewer bits than a constant; the decoder writes them back exactly from the mask.
+
 This module must not import torch: the runtime imports it.
 """
 from __future__ import annotations
@@ -108,40 +113,94 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     return image
 
 
-def normalize(image: np.ndarray) -> tuple[np.ndarray, BandNormalization]:
+def normalize(image: np.ndarray, missing: np.ndarray | None = None
+              ) -> tuple[np.ndarray, BandNormalization]:
     """Scales an image to float32 in [0, 1], per band.
 
     Args:
         image: (bands, H, W) array of any integer or real float dtype.
+        missing: None, or a (bands, H, W) bool array, True where a sample is missing: those
+            are left out of the band ranges and filled (``fill_missing``); they may be NaN.
 
     Returns:
         The scaled image (float32, same shape) and the normalization that inverts it.
 
     Raises:
-        DataError: The array is not 3-D, is empty, has a bool/complex dtype, or holds NaN/inf.
+        DataError: The array is not 3-D, is empty, has a bool/complex dtype, or holds NaN/inf
+            outside ``missing``.
     """
     _check_image(image, "image")
     dt = _check_dtype(image.dtype, "image")
     bands = image.shape[0]
+    if missing is not None and (missing.shape != image.shape or missing.dtype != bool):
+        raise ValueError(f"missing must be a bool array of the image's shape {image.shape}, "
+                         f"got {missing.dtype} {missing.shape}")
+    if missing is not None and not missing.any():
+        missing = None
     if dt == np.uint8:
         norm = BandNormalization("uint8", (0.0,) * bands, (255.0,) * bands)
-        return image.astype(np.float32) / np.float32(255.0), norm
+        return fill_missing(image.astype(np.float32) / np.float32(255.0), missing), norm
     if dt.kind == "f":
         bad = ~np.isfinite(image)
+        if missing is not None:
+            bad &= ~missing
         if bad.any():
             b, r, c = (int(i[0]) for i in np.nonzero(bad))
             raise DataError(f"image holds {int(bad.sum())} NaN/inf pixel values "
                             f"(first at band {b}, row {r}, col {c}); mask or fill them first")
-    lo = image.min(axis=(1, 2)).astype(np.float64)
-    hi = image.max(axis=(1, 2)).astype(np.float64)
+    lo, hi = np.zeros(bands), np.ones(bands)  # a band with no valid sample: any range does
+    for b in range(bands):
+        valid = image[b] if missing is None else image[b][~missing[b]]
+        if valid.size:
+            lo[b], hi[b] = valid.min(), valid.max()
     hi = np.where(hi > lo, hi, lo + 1.0)  # a constant band maps to 0
     if not np.all(np.isfinite(hi - lo)):
         raise DataError("image value range is too large to normalise (overflows float64)")
     out = np.empty(image.shape, np.float32)
     for b in range(bands):  # per band keeps the float64 temporary small
         out[b] = (image[b].astype(np.float64) - lo[b]) / (hi[b] - lo[b])
+    if missing is not None:
+        out[missing] = 0.0  # NaN, or out of range: fill_missing replaces them
     np.clip(out, 0.0, 1.0, out=out)
-    return out, BandNormalization(dt.name, tuple(lo.tolist()), tuple(hi.tolist()))
+    return (fill_missing(out, missing),
+            BandNormalization(dt.name, tuple(lo.tolist()), tuple(hi.tolist())))
+
+
+def fill_missing(x: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
+    """Replaces the missing samples of a normalised (bands, H, W) image, in place, by a smooth
+    continuation of the valid ones (pull-push: averages of the valid samples over ever
+    coarser 2x2 blocks, brought back down where a block has none); returns ``x``.
+
+    The decoder never sees these values (the mask restores nodata); they only have to be cheap
+    to code and leave the valid pixels next to them alone, which a constant disturbs more:
+    on the bundled 4-band Sentinel-2 sample with 9 % of it nodata, the band mean gives the
+    valid pixels 0.4-0.5 dB less PSNR than pull-push for 0.2-0.9 % fewer bytes (quality
+    0.5 and 0.75, the built-in model; ``docs/format.md``, mask).
+    """
+    if missing is None:
+        return x
+    for b in range(x.shape[0]):
+        if missing[b].any() and not missing[b].all():
+            x[b] = np.where(missing[b], _pull_push(x[b].astype(np.float64), ~missing[b]),
+                            x[b])
+    return x
+
+
+def _pull_push(v: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(H, W) values filled where ``weight`` is 0 from the weighted averages of coarser levels."""
+    h, w = v.shape
+    if h == 1 and w == 1:
+        return v
+    weight = weight.astype(np.float64)
+    ph, pw = h % 2, w % 2
+    sums = np.pad(v * weight, ((0, ph), (0, pw)))
+    weights = np.pad(weight, ((0, ph), (0, pw)))
+    coarse_w = weights.reshape(-1, 2, weights.shape[1] // 2, 2).sum(axis=(1, 3))
+    coarse_s = sums.reshape(-1, 2, sums.shape[1] // 2, 2).sum(axis=(1, 3))
+    coarse = _pull_push(np.divide(coarse_s, coarse_w, out=np.zeros_like(coarse_s),
+                                  where=coarse_w > 0), coarse_w > 0)
+    up = coarse.repeat(2, axis=0).repeat(2, axis=1)[:h, :w]
+    return np.where(weight > 0, v, up)
 
 
 def denormalize(x: np.ndarray, norm: BandNormalization) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     stcm demo                                   compress + decompress the bundled samples
     stcm compress IN OUT [--quality Q] [--model CKPT] [--refine N]
-    stcm decompress IN OUT [--reference REF.stcm]
+    stcm decompress IN OUT [--reference REF.stcm] [--cog]
     stcm info FILE                              a container or a checkpoint
     stcm export CHECKPOINT OUTDIR               an engine directory (ONNX per stage)
     stcm train --config tiny --data DIR --steps 50 --out DIR
@@ -225,11 +225,14 @@ def _compress(args) -> int:
 def _add_decompress(sub) -> None:
     p = sub.add_parser("decompress", help="decompress an .stcm container to an image file",
                        description="Decompress to the format of OUTPUT's suffix (.tif keeps "
-                       "CRS, transform, nodata, dtype and bands; .png for 8/16-bit 1-4 bands).")
+                       "CRS, transform, GCPs, RPCs, nodata, mask, dtype, bands, tags, units, "
+                       "scales/offsets; .png for 8/16-bit 1-4 bands).")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--reference", help="the series' first .stcm file, for images coded with a "
                    "temporal reference")
+    p.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with "
+                   "overviews (GDAL's COG driver); OUTPUT must end in .tif or .tiff")
     _add_codec_args(p)
     p.set_defaults(func=_decompress)
 
@@ -238,7 +241,7 @@ def _decompress(args) -> int:
     from stcm.runtime.files import decompress_file
 
     report = decompress_file(_codec(args), args.input, args.output, reference=args.reference,
-                             force=args.force)
+                             force=args.force, cog=args.cog)
     print(f"{report.source} -> {report.target}: {report.pixels:,} pixels x {report.bands} "
           f"bands, decode {report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
     return 0

@@ -1,6 +1,7 @@
 """Shared test fixtures: synthetic images that look like imagery, and a folder of image files."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,81 @@ def trained_tiny(image_folder, tmp_path_factory):
                       temporal_prob=0.3)
     Trainer(get_config("tiny"), cfg, progress=False).run()
     return out / "checkpoint.safetensors"
+
+
+#: What ``write_rich_geotiff`` puts in its file, field by field (rasterio's names).
+RICH_FIELDS = dict(
+    descriptions=("B2", "B3", "B4", "B8"), units=("W m-2 sr-1 um-1",) * 4,
+    scales=(0.01, 0.01, 0.01, 0.02), offsets=(-0.1, 0.0, 0.0, 0.5),
+    tags={"AREA_OR_POINT": "Point", "SENSOR": "S2A", "PROCESSING": "L1C"},
+    band_tags=({"WAVELENGTH": "490"}, {"WAVELENGTH": "560"}, {}, {"WAVELENGTH": "842"}),
+    overviews=[2, 4])
+
+
+def write_rich_geotiff(path: Path, height: int = 96, width: int = 128, seed: int = 0) -> Path:
+    """The issue-17 fixture: a 4-band uint16 GeoTIFF with nodata 0 (a scene-edge triangle of
+    ~10 % of the pixels in every band, plus a few nodata samples in band 2 only), band names,
+    dataset and band tags (AREA_OR_POINT=Point), units, scales/offsets, a colour
+    interpretation and overviews."""
+    from rasterio.enums import ColorInterp, Resampling
+
+    rng = np.random.default_rng(seed)
+    pixels = np.rint(300 + make_smooth_image(rng, 4, height, width) * 9000).astype(np.uint16)
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels[:, yy + xx < (height + width) // 4] = 0
+    pixels[2, height // 2, width // 2: width // 2 + 5] = 0
+    f = RICH_FIELDS
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=4,
+                           dtype="uint16", crs=CRS.from_epsg(32633), nodata=0,
+                           transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)) as ds:
+            ds.write(pixels)
+            ds.descriptions = f["descriptions"]
+            ds.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red,
+                              ColorInterp.undefined]
+            ds.units, ds.scales, ds.offsets = f["units"], f["scales"], f["offsets"]
+            ds.update_tags(**f["tags"])
+            for band, tags in enumerate(f["band_tags"], start=1):
+                ds.update_tags(band, **tags)
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews(f["overviews"], Resampling.average)
+    return path
+
+
+def raster_fields(path: Path) -> dict:
+    """Every field of a raster file that stcm promises to keep, as rasterio reads it."""
+    with rasterio.open(path) as ds:
+        return dict(
+            count=ds.count, dtypes=ds.dtypes, shape=ds.shape, crs=ds.crs, transform=ds.transform,
+            nodata=ds.nodata, descriptions=ds.descriptions, colorinterp=ds.colorinterp,
+            units=ds.units, scales=ds.scales, offsets=ds.offsets, tags=ds.tags(),
+            band_tags=tuple(ds.tags(b) for b in range(1, ds.count + 1)),
+            overviews=ds.overviews(1), mask_flags=ds.mask_flag_enums,
+            gcps=[(p.row, p.col, p.x, p.y, p.z, p.id, p.info) for p in ds.gcps[0]],
+            gcp_crs=ds.gcps[1], rpcs=ds.rpcs.to_dict() if ds.rpcs else None)
+
+
+def write_gcp_rpc_image(path, gcps: bool, rpcs: bool):
+    """A uint8 image georeferenced only by GCPs and/or RPCs (no geotransform)."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.rpc import RPC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning while it has neither yet
+        with rasterio.open(path, "w", driver="GTiff", width=40, height=30, count=1,
+                           dtype="uint8") as ds:
+            ds.write(np.arange(1200, dtype=np.uint8).reshape(1, 30, 40))
+            if gcps:
+                ds.gcps = ([GroundControlPoint(0, 0, 13.0, 52.0, 30.0, "1"),
+                            GroundControlPoint(29, 39, 13.01, 51.99, 31.5, "2"),
+                            GroundControlPoint(0, 39, 13.01, 52.0, 30.5, "3")],
+                           CRS.from_epsg(4326))
+            if rpcs:
+                ds.rpcs = RPC(height_off=30, height_scale=500, lat_off=52, lat_scale=0.01,
+                              line_off=15, line_scale=15, long_off=13, long_scale=0.01,
+                              samp_off=20, samp_scale=20, err_bias=1.5, err_rand=0.25,
+                              line_num_coeff=[0.01 * i for i in range(20)],
+                              line_den_coeff=[1.0] + [0.001 * i for i in range(1, 20)],
+                              samp_num_coeff=[-0.02 * i for i in range(20)],
+                              samp_den_coeff=[1.0] + [0.0] * 19)
+    return path

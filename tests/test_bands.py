@@ -187,3 +187,27 @@ def test_bands_module_does_not_import_torch():
     code = "import sys, stcm.bands; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_missing_samples_are_left_out_of_the_range_and_filled_smoothly():
+    image = np.tile(np.linspace(1000, 2000, 40), (2, 30, 1)).astype(np.uint16)
+    missing = np.zeros(image.shape, bool)
+    missing[:, :10, :10] = True
+    holed = image.copy()
+    holed[missing] = 0  # a nodata value far outside the valid range
+    x, norm = normalize(holed, missing)
+    assert norm.lo == (1000.0, 1000.0) and norm.hi == (2000.0, 2000.0)  # not 0..2000
+    np.testing.assert_array_equal(x[~missing], normalize(image)[0][~missing])
+    # The fill continues the valid pixels (a ramp here) instead of jumping to 0 or a mean.
+    assert np.abs(np.diff(x[0, :12, :12], axis=1)).max() < 0.2
+    assert 0.0 <= x[missing].min() and x[missing].max() <= 0.3
+
+
+def test_nan_samples_are_accepted_only_where_missing():
+    image = np.random.default_rng(6).normal(0, 1, (2, 8, 9)).astype(np.float32)
+    image[1, 2, 3] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        normalize(image)
+    missing = np.isnan(image)
+    x, norm = normalize(image, missing)
+    assert np.isfinite(x).all() and np.isfinite(norm.lo + norm.hi).all()

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import rasterio
 
 from stcm import SAMPLES_DIR
@@ -95,3 +96,70 @@ def test_a_series_on_the_command_line(trained_tiny, tmp_path, capsys):
     assert "first image" in capsys.readouterr().err
     assert main(["compress", str(S2), str(tmp_path / "d.stcm"), "--reference", str(a),
                  *model]) == 2
+
+
+# -- issue 17: nothing lost on the way through a container -------------------------------------
+@pytest.mark.parametrize("cog", [False, True])
+def test_a_rich_geotiff_round_trips_with_every_field_equal(tmp_path, cog):
+    from conftest import raster_fields, write_rich_geotiff
+
+    source = write_rich_geotiff(tmp_path / "rich.tif")
+    packed, back = tmp_path / "rich.stcm", tmp_path / "back.tif"
+    assert main(["compress", str(source), str(packed), "--quality", "0.9"]) == 0
+    assert main(["decompress", str(packed), str(back)] + ["--cog"] * cog) == 0
+    want, got = raster_fields(source), raster_fields(back)
+    assert {k: got[k] for k in want if want[k] != got[k]} == {}
+    with rasterio.open(source) as a, rasterio.open(back) as b:
+        original, decoded = a.read(), b.read()
+        if cog:
+            assert b.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    nodata = original == 0
+    assert nodata.sum() > 3000
+    np.testing.assert_array_equal(decoded == 0, nodata)  # every nodata sample, nothing else
+    valid = original[~nodata].astype(float), decoded[~nodata].astype(float)
+    assert np.corrcoef(*valid)[0, 1] > 0.95
+
+
+def test_cog_is_refused_for_other_outputs_than_geotiff(tmp_path, capsys):
+    packed = tmp_path / "n.stcm"
+    assert main(["compress", str(NEON), str(packed), "--quality", "0"]) == 0
+    assert main(["decompress", str(packed), str(tmp_path / "n.png"), "--cog"]) == 2
+    assert ".tif" in capsys.readouterr().err and not (tmp_path / "n.png").exists()
+
+
+def test_float_raster_with_nan_nodata_round_trips(tmp_path):
+    from conftest import make_smooth_image
+
+    pixels = (make_smooth_image(np.random.default_rng(5), 2, 64, 80) * 40 - 10).astype(np.float32)
+    pixels[:, 10:30, 5:25] = np.nan
+    pixels[1, 50, 60] = np.nan
+    source, packed, back = tmp_path / "f.tif", tmp_path / "f.stcm", tmp_path / "b.tif"
+    with rasterio.open(source, "w", driver="GTiff", width=80, height=64, count=2,
+                       dtype="float32", nodata=float("nan"), crs="EPSG:32633",
+                       transform=rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5e6)) as ds:
+        ds.write(pixels)
+    assert main(["compress", str(source), str(packed)]) == 0
+    assert main(["decompress", str(packed), str(back)]) == 0
+    with rasterio.open(back) as ds:
+        assert np.isnan(ds.nodata)
+        decoded = ds.read()
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(pixels))
+    valid = ~np.isnan(pixels)
+    assert np.corrcoef(pixels[valid], decoded[valid])[0, 1] > 0.95
+
+
+def test_gcp_georeferenced_image_with_a_mask_band_round_trips(tmp_path):
+    from conftest import raster_fields, write_gcp_rpc_image
+
+    source = write_gcp_rpc_image(tmp_path / "l1.tif", gcps=True, rpcs=True)
+    invalid = np.zeros((30, 40), bool)
+    invalid[:, :7] = True  # an image edge
+    with rasterio.open(source, "r+") as ds:
+        ds.write_mask(np.where(invalid, 0, 255).astype(np.uint8))
+    packed, back = tmp_path / "l1.stcm", tmp_path / "b.tif"
+    assert main(["compress", str(source), str(packed)]) == 0
+    assert main(["decompress", str(packed), str(back)]) == 0
+    want, got = raster_fields(source), raster_fields(back)
+    assert {k: got[k] for k in want if want[k] != got[k]} == {}
+    with rasterio.open(back) as ds:
+        np.testing.assert_array_equal(ds.dataset_mask() == 0, invalid)

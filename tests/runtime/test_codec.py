@@ -163,8 +163,14 @@ def test_bad_arrays_are_refused(codec):
         codec.compress(np.zeros((3, 8, 8), np.int8))
     with pytest.raises(ConfigError, match="quality"):
         codec.compress(np.zeros((3, 8, 8), np.uint8), quality=2)
-    with pytest.raises(DataError, match="NaN|nan"):
-        codec.compress(np.full((1, 8, 8), np.nan, np.float32))
+    with pytest.raises(DataError, match="NaN/inf"):
+        codec.compress(np.full((1, 8, 8), np.inf, np.float32))
+    # NaN is a missing sample (restored as NaN) unless another value is the nodata.
+    from stcm.runtime.georeference import Georeference
+
+    with pytest.raises(DataError, match="NaN/inf"):
+        codec.compress(np.full((1, 8, 8), np.nan, np.float32),
+                       georef=Georeference(None, None, -9999.0))
 
 
 def test_stream_sizes_match_the_estimated_rate_of_the_coded_latent(trained_tiny):
@@ -249,3 +255,33 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
 def test_unknown_temporal_mode_is_refused(codec):
     with pytest.raises(ConfigError, match="temporal must be one of"):
         codec.compress(_image(3, 32, 32), 0.5, temporal="sometimes")
+
+
+def test_nodata_samples_decode_exactly_and_do_not_cost_the_valid_pixels():
+    """Issue 17: nodata was coded as data (its value in the band range, its edges smeared
+    into valid pixels, most nodata samples decoding to other values)."""
+    import stcm
+    from stcm.runtime.georeference import Georeference
+    from stcm.runtime.imageio import read_raster
+
+    codec = Codec()  # the built-in model: PSNR comparisons need a trained one
+    image = read_raster(stcm.SAMPLES_DIR / "sentinel2_b234_8_uint16.tif").pixels
+    yy, xx = np.mgrid[0:image.shape[1], 0:image.shape[2]]
+    hole = yy + xx < 69  # a scene edge, ~8 % of the pixels
+    holed = image.copy()
+    holed[:, hole] = 0
+    valid = ~np.broadcast_to(hole, image.shape)
+
+    def psnr(data):
+        back = codec.decompress(data).astype(float)
+        mse = np.mean((back[valid] - image[valid]) ** 2)
+        return 10 * np.log10(float(image.max()) ** 2 / mse), back
+
+    masked = codec.compress(holed, 0.75, georef=Georeference(None, None, 0.0))
+    as_data = codec.compress(holed, 0.75)
+    (with_mask, back), (without, _) = psnr(masked), psnr(as_data)
+    np.testing.assert_array_equal(back == 0, ~valid)
+    # Measured: 43.93 vs 41.99 dB for 22 % more bytes; at equal PSNR of the valid pixels
+    # the mask saves ~20 % (docs/format.md, mask).
+    assert with_mask > without + 1.0
+    assert read_container(masked).header.mask is not None

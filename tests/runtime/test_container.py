@@ -62,7 +62,7 @@ def _v(value: int) -> bytes:
 
 
 def craft(*, flags=0, model=MODEL[:16], height=64, width=64, bands=1, dtype=1, quality=65535,
-          tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=2,
+          tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=3,
           streams=(b"z", b"y")) -> bytes:
     """A container written by hand from docs/format.md, fields unchecked, CRC32 valid.
 
@@ -130,7 +130,7 @@ def test_the_writer_follows_the_documented_layout():
                     quality=1.0, tile_size=4)
     assert write_container(header, {(0, KIND_Z, 0): b"z", (0, KIND_Y, 0): b"y"}) == craft()
     data = craft()
-    assert data[:6] == b"STCM\x02\x02" and data[9:25] == MODEL[:16]
+    assert data[:6] == b"STCM\x02\x03" and data[9:25] == MODEL[:16]
 
 
 @pytest.mark.parametrize("bands,dtype,limit", [(3, "uint8", 32), (1, "uint8", 32),
@@ -296,14 +296,14 @@ def test_versions(sample):
         read_container(bytes(old))
     # A newer minor may append header fields; this reader skips them. The same bytes in a
     # file of this minor are corruption.
-    assert read_container(craft(header_extra=b"\x07new", minor=3)).header.height == 64
+    assert read_container(craft(header_extra=b"\x07new", minor=4)).header.height == 64
     assert read_container(craft(minor=0)).header.height == 64  # stcm 0.3 wrote 2.0
     with pytest.raises(CorruptError, match="after the last field"):
         read_container(craft(header_extra=b"\x07new"))
 
 
 def test_flags():
-    with pytest.raises(CorruptError, match="unknown flag bits 0x80"):
+    with pytest.raises(TruncatedError, match="mask kind"):  # 2.3: bit 7, the mask
         read_container(craft(flags=1 << 7))
     with pytest.raises(CorruptError, match="dtype range"):
         read_container(craft(flags=1 << 4, ranges=b""))  # uint16 has no implied range
@@ -599,3 +599,110 @@ def test_a_corrupt_reference_grid_in_the_bytes_is_refused():
         Header.from_reader(ByteReader(bytes(no_ref)))
     with pytest.raises(CorruptError, match="temporal reference"):
         make_header(reference_id=None, reference_grid=ReferenceGrid((3, 0)))
+
+
+# -- the mask of missing samples and the georef supplement (format 2.3) ------------------------
+def _with_mask_field(header: Header, field: bytes) -> bytes:
+    """``header``'s record (no mask) with flag bit 7 and ``field`` as its mask."""
+    raw = bytearray(header.to_bytes())
+    raw[0] |= 1 << 7
+    return bytes(raw) + field
+
+
+def test_a_mask_round_trips_and_decodes_to_the_planes():
+    from stcm.runtime.mask import SampleMask
+
+    h, w, bands = 100, 120, 5
+    missing = np.zeros((bands, h, w), bool)
+    missing[:, :30, :17] = True
+    shared = SampleMask.from_array(missing)
+    missing[3, 50, 60] = True  # one band differs: a plane per band
+    per_band = SampleMask.from_array(missing)
+    assert not shared.per_band and per_band.per_band
+    assert SampleMask.from_array(np.zeros((bands, h, w), bool)) is None
+    for mask in (shared, per_band):
+        header = make_header(mask=mask)
+        data = write_container(header, make_streams(header))
+        assert data[4:6] == b"\x02\x03"
+        back = read_container(data).header
+        assert back == header and back.mask == mask
+    np.testing.assert_array_equal(back.mask.to_array(h, w, bands), missing)
+    assert len(shared.to_bytes()) < 40  # 1500 bytes of bit plane, deflated
+
+
+_PLANE = 1488  # bytes of a 100 x 119 plane: 11900 bits, 4 of padding
+
+
+@pytest.mark.parametrize("kind, payload, match", [
+    (0, zlib.compress(bytes(_PLANE)), "no sample is missing"),
+    (0, zlib.compress(b"\x01" * _PLANE), "padding"),
+    (0, zlib.compress(b"\xf0" * (_PLANE - 1)), f"exactly {_PLANE} bytes"),
+    (0, zlib.compress(b"\xf0" * (_PLANE + 1)), f"exactly {_PLANE} bytes"),
+    (0, zlib.compress(b"\xf0" * _PLANE) + b"junk", f"exactly {_PLANE} bytes"),
+    (0, b"not zlib at all", "valid zlib"),
+    (2, zlib.compress(b"\xf0" * _PLANE), "unknown kind"),
+    (1, zlib.compress(b"\xf0" * _PLANE * 5), "same plane"),
+])
+def test_a_corrupt_mask_is_refused(kind, payload, match):
+    from stcm.runtime.fields import ByteReader
+
+    header = make_header(height=100, width=119)
+    raw = _with_mask_field(header, bytes([kind]) + _v(len(payload)) + payload)
+    with pytest.raises(CorruptError, match=match):
+        Header.from_reader(ByteReader(raw))
+
+
+def test_a_zip_bomb_mask_inflates_no_further_than_its_image_needs():
+    from stcm.runtime.fields import ByteReader
+
+    header = make_header(height=1000, width=1000, bands=5)  # a plane: 125 000 bytes
+    bomb = zlib.compress(b"\xff" * (256 << 20), 9)  # 256 MiB in ~250 kB
+    raw = _with_mask_field(header, b"\x00" + _v(len(bomb)) + bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptError, match="exactly 125000 bytes"):
+            Header.from_reader(ByteReader(raw))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    # An image larger than the reader's limit is refused before its mask is inflated.
+    with pytest.raises(CorruptError, match="max_pixels"):
+        Header.from_reader(ByteReader(raw), max_pixels=10 ** 6)
+
+
+def test_gcps_and_rpcs_round_trip_in_the_header():
+    from stcm.runtime.georeference import ControlPoint
+
+    rpcs = {k: 1.5 for k in ("height_off", "height_scale", "lat_off", "lat_scale", "line_off",
+                             "line_scale", "long_off", "long_scale", "samp_off", "samp_scale")}
+    rpcs.update({k: [0.25] * 20 for k in ("line_num_coeff", "line_den_coeff",
+                                          "samp_num_coeff", "samp_den_coeff")})
+    georef = Georeference(None, None, None, (ControlPoint(0, 0, 13.0, 52.0, 30.0, "a", "x"),
+                                             ControlPoint(9.5, 3, 13.1, 51.9)),
+                          "EPSG:4326", rpcs)
+    for extra in ({}, {"note": 1}):
+        header = make_header(georef=georef, extra=extra)
+        back = read_container(write_container(header, make_streams(header))).header
+        assert back == header and back.georef.gcps[1].row == 9.5 and back.extra == extra
+    with pytest.raises(CorruptError, match="reserved"):
+        make_header(extra={"georef": {}})
+    with pytest.raises(CorruptError, match="rpcs"):
+        Georeference(None, None, None, rpcs={**rpcs, "line_num_coeff": [1.0] * 19})
+    with pytest.raises(CorruptError, match="only meaningful with GCPs"):
+        Georeference(None, None, None, gcp_crs="EPSG:4326")
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"band_descriptions": ["a", "b"]}, "one value per band"),
+    ({"band_descriptions": [None] * 5}, "at least one band"),
+    ({"metadata": {"scales": [1, 2, 3, 4, "x"]}}, "finite numbers"),
+    ({"metadata": {"tags": {"A": 1}}}, "strings"),
+    ({"metadata": {"overviews": [4, 2]}}, "increasing"),
+    ({"metadata": {"colour": []}}, "unknown keys"),
+    ({"metadata": {"tags": {}}}, "not canonical"),
+    ({"metadata": {}}, "non-empty"),
+])
+def test_metadata_in_extra_is_validated(extra, match):
+    with pytest.raises(CorruptError, match=match):
+        make_header(extra=extra)

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import rasterio
 from rasterio.crs import CRS
 
 from stcm import SAMPLES_DIR
@@ -164,7 +165,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         write_raster(tmp_path / "n.tif", Raster(np.zeros((1, 4, 4), np.uint8),
                                                 Georeference(None, None, -1.0)))
 
-    def half_write(tmp, driver, raster):  # a failure after bytes hit the disk (disk full)
+    def half_write(tmp, driver, raster, cog=False):  # a failure after bytes hit the disk (disk full)
         tmp.write_bytes(b"II*\0partial")
         raise OSError("No space left on device")
 
@@ -209,3 +210,68 @@ def test_bundled_samples_read_with_crs_and_round_trip_exactly(tmp_path, name, dt
         back = _round_trip(tmp_path, raster, name)
     _assert_same(back, raster)
     assert back.georef == raster.georef  # bit-identical WKT and coefficients
+
+
+# -- issue 17: everything rasterio exposes survives a read and a write -------------------------
+def test_geotiff_metadata_round_trips_field_by_field(tmp_path):
+    from conftest import raster_fields, write_rich_geotiff
+
+    source = write_rich_geotiff(tmp_path / "rich.tif")
+    raster = read_raster(source)
+    assert raster.metadata.scales == (0.01, 0.01, 0.01, 0.02)  # the radiometric calibration
+    assert raster.metadata.tags["AREA_OR_POINT"] == "Point"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing lost, so no warning
+        write_raster(tmp_path / "back.tif", raster)
+    want, got = raster_fields(source), raster_fields(tmp_path / "back.tif")
+    assert [k for k in want if want[k] != got[k]] == []
+    np.testing.assert_array_equal(read_raster(tmp_path / "back.tif").pixels, raster.pixels)
+
+
+@pytest.mark.parametrize("gcps, rpcs", [(True, False), (False, True), (True, True)])
+def test_an_image_georeferenced_by_gcps_or_rpcs_only_keeps_them(tmp_path, gcps, rpcs):
+    from conftest import raster_fields, write_gcp_rpc_image
+
+    source = write_gcp_rpc_image(tmp_path / "l1.tif", gcps, rpcs)
+    raster = read_raster(source)
+    assert raster.georef.transform is None and bool(raster.georef.gcps) == gcps
+    assert (raster.georef.rpcs is not None) == rpcs
+    write_raster(tmp_path / "back.tif", raster)
+    want, got = raster_fields(source), raster_fields(tmp_path / "back.tif")
+    assert [k for k in want if want[k] != got[k]] == []
+    assert read_raster(tmp_path / "back.tif").georef == raster.georef
+
+
+def test_a_mask_band_is_read_as_missing_pixels_and_written_back(tmp_path):
+    pixels = _random(np.random.default_rng(7), np.uint16, (2, 20, 24))
+    invalid = np.zeros((20, 24), bool)
+    invalid[3:9, 5:20] = True
+    with rasterio.open(tmp_path / "m.tif", "w", driver="GTiff", width=24, height=20, count=2,
+                       dtype="uint16", crs=CRS.from_epsg(32633),
+                       transform=rasterio.Affine(*TRANSFORM)) as ds:
+        ds.write(pixels)
+        ds.write_mask(np.where(invalid, 0, 255).astype(np.uint8))
+    raster = read_raster(tmp_path / "m.tif")
+    np.testing.assert_array_equal(raster.missing, invalid)
+    assert raster.metadata.dataset_mask
+    write_raster(tmp_path / "back.tif", raster)
+    with rasterio.open(tmp_path / "back.tif") as ds:
+        assert ds.mask_flag_enums == ([rasterio.enums.MaskFlags.per_dataset],) * 2
+        np.testing.assert_array_equal(ds.dataset_mask() == 0, invalid)
+
+
+def test_cog_output_is_a_cloud_optimized_geotiff_with_overviews(tmp_path):
+    from conftest import raster_fields, write_rich_geotiff
+
+    source = write_rich_geotiff(tmp_path / "rich.tif", 300, 280)
+    raster = read_raster(source)
+    write_raster(tmp_path / "cog.tif", raster, cog=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cog.tif", "rich.tif"]
+    with rasterio.open(tmp_path / "cog.tif") as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    want, got = raster_fields(source), raster_fields(tmp_path / "cog.tif")
+    assert [k for k in want if want[k] != got[k]] == []
+    np.testing.assert_array_equal(read_raster(tmp_path / "cog.tif").pixels, raster.pixels)
+    with pytest.raises(DataError, match=r"COG|Cloud-Optimized.*\.tif"):
+        write_raster(tmp_path / "x.png", Raster(raster.pixels[:3]), cog=True)
+    assert not (tmp_path / "x.png").exists()
