@@ -2,6 +2,7 @@
 
     stcm demo                                   compress + decompress the bundled samples
     stcm compress IN OUT [--quality Q] [--model CKPT] [--refine N]
+    stcm compress IN... -o DIR [--jobs N] [--threads N]    many files, the model loaded once
     stcm decompress IN OUT [--reference REF.stcm] [--cog]
     stcm info FILE                              a container or a checkpoint
     stcm export CHECKPOINT OUTDIR               an engine directory (ONNX per stage)
@@ -129,14 +130,65 @@ def _train(args) -> int:
     return 0
 
 
+def _codec_options(args) -> dict:
+    """The ``Codec`` keyword arguments the command line asks for."""
+    return {"model": args.model, "engine": getattr(args, "engine", None),
+            "backend": getattr(args, "backend", None),
+            "tile_size": getattr(args, "tile_size", 64),
+            "tile_batch": getattr(args, "tile_batch", None), "progress": None,
+            "device": getattr(args, "device", "cpu")}
+
+
 def _codec(args, engine_options: dict | None = None):
     from stcm.runtime.codec import Codec
 
-    return Codec(args.model, engine=getattr(args, "engine", None),
-                 backend=getattr(args, "backend", None),
-                 tile_size=getattr(args, "tile_size", 64),
-                 tile_batch=getattr(args, "tile_batch", None), progress=None,
-                 device=getattr(args, "device", "cpu"), engine_options=engine_options)
+    return Codec(**_codec_options(args), engine_options=engine_options)
+
+
+def _add_batch_args(p, what: str) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help=f"INPUT OUTPUT; or, with -o, {what} files and folders (searched "
+                   "recursively)")
+    p.add_argument("-o", "--out-dir", metavar="DIR", help="output folder: every input is "
+                   "coded into it under its own name (relative paths kept for folders); a "
+                   "file that fails is reported and skipped, the exit status is 1")
+    p.add_argument("--jobs", type=int, default=1, help="with -o: files coded at once, in "
+                   "worker processes that each load the model once (default 1; each uses "
+                   "--threads threads)")
+    p.add_argument("--threads", type=int, help="CPU threads of the codec (torch's, or "
+                   "onnxruntime's for an engine; default: their own choice)")
+
+
+def _run_files(args, kind: str, suffix: str, options: dict, line) -> int:
+    """One file (INPUT OUTPUT) or a batch (-o): the model is loaded once either way."""
+    from stcm.errors import ConfigError
+    from stcm.runtime.batch import make_codec, plan_jobs, run_jobs
+    from stcm.runtime.files import compress_file, decompress_file
+
+    if args.out_dir is None:
+        if len(args.paths) != 2:
+            raise ConfigError(f"give INPUT OUTPUT, or inputs and -o DIR (got {len(args.paths)} "
+                              "paths)")
+        operation = compress_file if kind == "compress" else decompress_file
+        print(line(operation(make_codec(_codec_options(args), args.threads), *args.paths,
+                             **options)))
+        return 0
+    jobs = plan_jobs(kind, args.paths, args.out_dir, suffix)
+    failed = []
+
+    def report(outcome) -> None:
+        if outcome.ok:
+            print(line(outcome.report), flush=True)
+        else:
+            failed.append(outcome)
+            print(f"stcm {kind}: {outcome.job.source}: error: {outcome.error}", file=sys.stderr,
+                  flush=True)
+
+    run_jobs(kind, jobs, _codec_options(args), options, args.jobs, args.threads, report)
+    print(f"{len(jobs) - len(failed)} of {len(jobs)} file(s) written to {args.out_dir}"
+          + (f"; {len(failed)} failed: " + ", ".join(str(o.job.source) for o in failed)
+             if failed else ""))
+    return 1 if failed else 0
 
 
 def _add_codec_args(p) -> None:
@@ -184,8 +236,7 @@ def _add_compress(sub) -> None:
     p = sub.add_parser("compress", help="compress an image file to an .stcm container",
                        description="Compress a PNG/JPEG/TIFF/GeoTIFF/JPEG 2000 image (8/16-bit, "
                        "any band count). Georeferencing is kept.")
-    p.add_argument("input")
-    p.add_argument("output")
+    _add_batch_args(p, "image")
     p.add_argument("--quality", type=float, default=0.75,
                    help="0 = smallest file .. 1 = best fidelity, continuous (default 0.75)")
     p.add_argument("--tile-size", type=int, default=64,
@@ -211,15 +262,15 @@ def _add_compress(sub) -> None:
 
 
 def _compress(args) -> int:
-    from stcm.runtime.files import compress_file
+    def line(report) -> str:
+        return (f"{report.source} -> {report.target}: {report.compressed_bytes:,} bytes, "
+                f"{report.bits_per_pixel:.4f} bpp ({report.bands} bands), encode "
+                f"{report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
 
-    report = compress_file(_codec(args), args.input, args.output, args.quality,
-                           reference=args.reference, force=args.force, refine=args.refine,
-                           temporal=args.temporal)
-    print(f"{report.source} -> {report.target}: {report.compressed_bytes:,} bytes, "
-          f"{report.bits_per_pixel:.4f} bpp ({report.bands} bands), encode "
-          f"{report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
-    return 0
+    return _run_files(args, "compress", ".stcm",
+                      {"quality": args.quality, "reference": args.reference,
+                       "force": args.force, "refine": args.refine, "temporal": args.temporal},
+                      line)
 
 
 def _add_decompress(sub) -> None:
@@ -227,8 +278,9 @@ def _add_decompress(sub) -> None:
                        description="Decompress to the format of OUTPUT's suffix (.tif keeps "
                        "CRS, transform, GCPs, RPCs, nodata, mask, dtype, bands, tags, units, "
                        "scales/offsets; .png for 8/16-bit 1-4 bands).")
-    p.add_argument("input")
-    p.add_argument("output")
+    _add_batch_args(p, ".stcm")
+    p.add_argument("--format", default="tif", choices=["tif", "png", "jp2"],
+                   help="with -o: the output format (default tif)")
     p.add_argument("--reference", help="the series' first .stcm file, for images coded with a "
                    "temporal reference")
     p.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with "
@@ -238,13 +290,13 @@ def _add_decompress(sub) -> None:
 
 
 def _decompress(args) -> int:
-    from stcm.runtime.files import decompress_file
+    def line(report) -> str:
+        return (f"{report.source} -> {report.target}: {report.pixels:,} pixels x "
+                f"{report.bands} bands, decode {report.seconds:.2f} s "
+                f"({report.seconds_per_megapixel:.2f} s/MP)")
 
-    report = decompress_file(_codec(args), args.input, args.output, reference=args.reference,
-                             force=args.force, cog=args.cog)
-    print(f"{report.source} -> {report.target}: {report.pixels:,} pixels x {report.bands} "
-          f"bands, decode {report.seconds:.2f} s ({report.seconds_per_megapixel:.2f} s/MP)")
-    return 0
+    return _run_files(args, "decompress", "." + args.format,
+                      {"reference": args.reference, "force": args.force, "cog": args.cog}, line)
 
 
 def _add_demo(sub) -> None:
