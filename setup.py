@@ -6,6 +6,9 @@ install as sub-packages of ``stcm`` through ``package_dir``.
 from setuptools import setup
 
 EVAL = ["imagecodecs>=2024.1", "pytorch-msssim>=1.0", "bjontegaard>=1.3", "matplotlib>=3.7"]
+# stcm.zarr (docs/zarr.md): tested with numcodecs 0.16.6, zarr 3.1.6, xarray 2026.9.0 and
+# dask/distributed 2026.8.0.
+ZARR = ["numcodecs>=0.13", "zarr>=3.1", "xarray>=2025.1"]
 
 setup(
     name="stcm",
@@ -42,8 +45,15 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.18", "cupy-cuda12x>=13"],
         # `stcm eval`: classical codecs, MS-SSIM, BD-rate and the RD plot (docs/evaluation.md).
         "eval": EVAL,
-        # scipy writes the netCDF stand-in of the fetch tests (netCDF-3).
-        "test": ["pytest>=8", "scipy>=1.10", *EVAL],
+        # The numcodecs codec and zarr v3 serializer; distributed for scaling out with Dask.
+        "zarr": [*ZARR, "dask[distributed]>=2025.1"],
+        # scipy writes the netCDF stand-in of the fetch tests (netCDF-3); the zarr tests
+        # write through Dask's local scheduler, so they need dask but not distributed.
+        "test": ["pytest>=8", "scipy>=1.10", *EVAL, *ZARR, "dask>=2025.1"],
     },
-    entry_points={"console_scripts": ["stcm=stcm.cli:main"]},
+    entry_points={
+        "console_scripts": ["stcm=stcm.cli:main"],
+        "numcodecs.codecs": ["stcm = stcm.zarr:Stcm"],
+        "zarr.codecs": ["numcodecs.stcm = stcm.zarr:StcmSerializer"],
+    },
 )

@@ -5,6 +5,7 @@
     kernels/   <- runtime/          (the per-step glue: NumPy reference, CuPy twins)
     models/    <- export/ <- runtime/backends/torch_backend (checkpoints only)
     evaluation/ uses the runtime; only the CLI imports it
+    stcm/zarr.py (numcodecs and zarr) adapts the runtime's public API; nothing imports it
 """
 import ast
 import subprocess
@@ -31,6 +32,9 @@ CONTRACT = ("config", "contexts", "bands", "quality", "manifest", "tables", "err
 # is on the onnxruntime path.
 TORCH_MODULES = {"runtime/backends/torch_backend.py", "runtime/backends/cuda_graphs.py",
                  "runtime/backends/tensorrt_backend.py"}
+# Adapters in stcm/ over the runtime's public API, each needing an optional extra; an engine
+# runs through them without torch, and ``import stcm`` needs none of their packages.
+ADAPTERS = {"stcm/zarr.py": ("numcodecs", "zarr")}
 
 
 def _imports(path: Path, top_level_only: bool = False):
@@ -81,6 +85,28 @@ def test_only_the_torch_backends_import_torch_or_models_at_module_level():
             if _under(name, ("torch", "stcm.models", "stcm.export")):
                 bad.append(f"{rel} imports {name}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_adapters_import_neither_torch_nor_the_training_code_at_module_level():
+    bad = [f"{rel} imports {name}" for rel in ADAPTERS
+           for name in _imports(ROOT / rel, top_level_only=True)
+           if _under(name, ("torch", "stcm.models", "stcm.export", "stcm.evaluation"))]
+    assert not bad, "\n".join(bad)
+
+
+def test_nothing_of_stcm_imports_an_adapter_and_import_stcm_needs_no_extra():
+    names = {"stcm." + Path(rel).stem for rel in ADAPTERS}
+    bad = [f"{path.relative_to(ROOT)} imports {name}"
+           for folder in ("stcm", *FORBIDDEN) for path in sorted((ROOT / folder).rglob("*.py"))
+           if str(path.relative_to(ROOT)) not in ADAPTERS
+           for name in _imports(path) if _under(name, names)]
+    assert not bad, "\n".join(bad)
+    extras = sorted({p for packages in ADAPTERS.values() for p in packages})
+    code = (f"import sys, stcm, stcm.runtime.codec; loaded = [p for p in {extras!r} "
+            "if p in sys.modules]; assert not loaded, loaded")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_the_runtime_reaches_the_kernels():
