@@ -19,8 +19,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from stcm.errors import (CorruptError, ModelMismatchError, NotStcmFileError, TruncatedError,
-                         UnsupportedVersionError)
+from stcm.errors import (CorruptError, ImageTooLargeError, ModelMismatchError,
+                         NotStcmFileError, TruncatedError, UnsupportedVersionError)
 from stcm.runtime.fields import ByteReader, write_varint
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, DTYPES, KIND_Y, KIND_Z,
@@ -41,7 +41,10 @@ MAGIC = b"STCM"
 FORMAT_MAJOR = 2
 FORMAT_MINOR = 2  # 2.1: flag bit 5, the per-tile mode bitmap; 2.2: bit 6, the reference grid
 MAX_RECORD_BYTES = 1 << 31
-DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
+# height * width * bands; a reader's resource limit, not part of the format. 2**31 lets a whole
+# Sentinel-2 tile with all 13 bands at 10 m (1.57e9 values) decode by default and refuses
+# anything much larger before any work; services decoding untrusted files set their own.
+DEFAULT_MAX_PIXELS = 2 ** 31
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32
 
 _U32 = struct.Struct("<I")
@@ -308,9 +311,10 @@ def _read_record(data: bytes, max_pixels: int) -> tuple[Header, ByteReader, int]
     record.pos = fields.end
     values = header.height * header.width * header.bands
     if values > max_pixels:
-        raise CorruptError(f"stcm header claims {header.height}x{header.width} pixels x "
-                           f"{header.bands} bands = {values} values, more than max_pixels = "
-                           f"{max_pixels}; pass a larger max_pixels if that is real")
+        raise ImageTooLargeError(
+            f"stcm header claims {header.height}x{header.width} pixels x {header.bands} bands "
+            f"= {values} values, more than max_pixels = {max_pixels}; pass a larger "
+            "max_pixels (stcm decompress --max-pixels) if the image is real")
     return header, record, crc_at + 4
 
 
@@ -344,6 +348,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
         TruncatedError: The data ends early; says how many bytes were expected and present.
         CorruptError: A checksum, length, field or stream table entry is wrong, or bytes
             follow the last stream.
+        ImageTooLargeError: The image has more values than ``max_pixels``.
 
     >>> read_container(b"\\x89PNG\\r\\n\\x1a\\n....")
     Traceback (most recent call last):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stcm.atomic import atomic_write_bytes
 from stcm.errors import DataError, OutputExistsError
+from stcm.runtime.fields import field_error
 from stcm.runtime.codec import DEFAULT_QUALITY, Codec
 from stcm.runtime.imageio import Raster, read_raster, same_file, write_raster
 
@@ -66,8 +67,7 @@ def decompress_file(codec: Codec, source, target, *, reference=None,
     start = time.perf_counter()
     image = codec.decompress_image(data, ref)
     seconds = time.perf_counter() - start
-    names = image.header.extra.get("band_descriptions")
-    raster = Raster(image.pixels, image.georef, tuple(names) if names else None)
+    raster = Raster(image.pixels, image.georef, _stored_descriptions(image.header))
     write_raster(target, raster, force=force, source=source)
     return FileReport(source, target, image.pixels.shape[1] * image.pixels.shape[2],
                       image.pixels.shape[0], len(data), seconds)
@@ -83,6 +83,23 @@ def _read_bytes(path) -> bytes:
 def _descriptions(raster) -> dict:
     names = raster.band_descriptions
     return {"band_descriptions": list(names)} if names and any(names) else {}
+
+
+def _stored_descriptions(header) -> tuple | None:
+    """The band descriptions a container's extra holds (what ``_descriptions`` wrote): one
+    string or null per band, or none at all.
+
+    Raises:
+        CorruptError: The field is there but is anything else.
+    """
+    names = header.extra.get("band_descriptions")
+    if names is None:
+        return None
+    if (not isinstance(names, list) or len(names) != header.bands
+            or not all(n is None or isinstance(n, str) for n in names)):
+        raise field_error("extra.band_descriptions", f"must list one string (or null) per "
+                          f"band ({header.bands}), got {names!r:.80}")
+    return tuple(names) if any(names) else None
 
 
 def _check_target(source: Path, target: Path, force: bool) -> None:

@@ -130,13 +130,14 @@ def _train(args) -> int:
 
 
 def _codec(args, engine_options: dict | None = None):
-    from stcm.runtime.codec import Codec
+    from stcm.runtime.codec import DEFAULT_MAX_PIXELS, Codec
 
     return Codec(args.model, engine=getattr(args, "engine", None),
                  backend=getattr(args, "backend", None),
                  tile_size=getattr(args, "tile_size", 64),
                  tile_batch=getattr(args, "tile_batch", None), progress=None,
-                 device=getattr(args, "device", "cpu"), engine_options=engine_options)
+                 device=getattr(args, "device", "cpu"), engine_options=engine_options,
+                 max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS)
 
 
 def _add_codec_args(p) -> None:
@@ -222,6 +223,16 @@ def _compress(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_decompress(sub) -> None:
     p = sub.add_parser("decompress", help="decompress an .stcm container to an image file",
                        description="Decompress to the format of OUTPUT's suffix (.tif keeps "
@@ -230,6 +241,9 @@ def _add_decompress(sub) -> None:
     p.add_argument("output")
     p.add_argument("--reference", help="the series' first .stcm file, for images coded with a "
                    "temporal reference")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="refuse files claiming more than N values (height x width x bands) "
+                   "before decoding anything (default 2**31 = 2147483648)")
     _add_codec_args(p)
     p.set_defaults(func=_decompress)
 
