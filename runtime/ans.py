@@ -40,7 +40,8 @@ real. What remains undetectable without a checksum of the symbols is a change th
 to other valid symbols and ends exactly in the initial state; the container's CRC32 is what
 guarantees integrity.
 
-Errors. A corrupt stream is a ``CorruptError`` (the user's problem); bad arguments are plain
+Errors. A corrupt stream is a ``CorruptError`` (the user's problem), symbols no stream can
+hold unambiguously a ``DataError`` (see Corruption); bad arguments are plain
 ``TypeError``/``ValueError``/``RuntimeError`` (the caller's bug). Only the scale table, which
 a model config sets, is a ``ConfigError``.
 """
