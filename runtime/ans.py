@@ -24,13 +24,24 @@ channel's escape payloads in the same layout. The encoder pushes everything in r
 Corruption. ANS decoding never fails by itself: any words decode to some symbols. A stream is
 accepted only if, after the expected symbols, the coder is back in its initial state (no
 words left, state zero); byte lengths that are not a multiple of 4, a trailing zero word (the
-encoder never writes one) and payloads decoding beyond int32 are rejected too. That catches
-appended words always and most byte flips, but not truncation of a y stream: once the words
-run out, the state drains to zero, the remaining symbols decode as the lowest symbol (the
--bound escape marker, zero payload) and the coder ends empty. The container's CRC32 is what
-guarantees integrity; here malformed input only must never crash or hang the decoder.
+encoder never writes one) and payloads decoding beyond int32 are rejected too. A stream that
+runs out of words (truncated, emptied, or derailed by a flip so that it consumes words too
+fast) drains the state to zero, and from state zero every symbol decodes as the lowest one
+(the -bound escape marker with a zero payload; z: the low escape entry) and leaves the coder
+empty: so the decoder also refuses a step (z: a channel) whose last symbol is the lowest one
+when the coder is empty after it. The encoder cannot write such a step except when the last
+symbols of a stream are exactly -bound (z: one below the table) with nothing after them,
+which no model produces (the built-in one: |s| <= 46 against bound 4096); it refuses those
+(``DataError``) rather than write a stream a decoder cannot tell from a truncated one. The
+ANS stream of a stream's n symbols also has a floor: constriction gives every symbol of the
+alphabet at least 2**-24, so no symbol costs less than ``-log2(1 - 2 * bound / 2**24)`` bits
+(7.0e-4 at bound 4096); ``min_stream_bytes`` is half of that, and a shorter stream cannot be
+real. What remains undetectable without a checksum of the symbols is a change that decodes
+to other valid symbols and ends exactly in the initial state; the container's CRC32 is what
+guarantees integrity.
 
-Errors. A corrupt stream is a ``CorruptError`` (the user's problem); bad arguments are plain
+Errors. A corrupt stream is a ``CorruptError`` (the user's problem), symbols no stream can
+hold unambiguously a ``DataError`` (see Corruption); bad arguments are plain
 ``TypeError``/``ValueError``/``RuntimeError`` (the caller's bug). Only the scale table, which
 a model config sets, is a ``ConfigError``.
 """
@@ -41,7 +52,7 @@ import math
 import constriction
 import numpy as np
 
-from stcm.errors import ConfigError, CorruptError
+from stcm.errors import ConfigError, CorruptError, DataError
 from stcm.kernels.reference import scale_to_index
 
 __all__ = [
@@ -50,6 +61,7 @@ __all__ = [
     "GaussianEncoder",
     "ScaleQuantizer",
     "gaussian_bits",
+    "min_stream_bytes",
     "pinned_scale_table",
 ]
 
@@ -65,6 +77,7 @@ _CHUNK_BITS = 16
 _LENGTH_SYMBOLS = 33  # payload bit lengths 0..32
 _INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 _MAX_BOUND = 2 ** 20  # keeps the Gaussian alphabet far below the coder's 2**24 resolution
+_PRECISION = 24  # constriction's fixed-point probabilities: every symbol gets >= 2**-24
 
 # Models are immutable, so one instance serves every coder.
 _LENGTH_MODEL = _model.Uniform(_LENGTH_SYMBOLS)
@@ -276,6 +289,41 @@ def _to_int32(s: np.ndarray) -> np.ndarray:
     return s.astype(np.int32)
 
 
+def _ran_dry(coder, last_is_lowest: bool, what: str) -> None:
+    """CorruptError if a call's last symbol is the lowest one and the coder is empty after it:
+    the state drained to zero, so the words ran out before the symbols (module docstring)."""
+    if last_is_lowest and coder.is_empty():
+        raise CorruptError(f"the {what} stream ran out of data before its last symbols "
+                           "(truncated or corrupt)")
+
+
+def _refuse_ambiguous_end() -> None:
+    raise DataError("cannot code this latent: its last symbols lie exactly at the coder's "
+                    "lowest escape with nothing after them, which a decoder cannot tell from a "
+                    "truncated stream (runtime/ans.py); no trained model produces such values")
+
+
+def min_stream_bytes(symbols: int, bound: int = 4096) -> int:
+    """A lower bound on the bytes of a ``GaussianEncoder`` stream of ``symbols`` symbols.
+
+    Every symbol costs at least ``-log2(1 - 2 * bound / 2**24)`` bits (constriction gives each
+    of the other ``2 * bound`` symbols at least 2**-24), so ``symbols`` of them take at least
+    that many bits; this is half of it in whole words, and one word for any symbol (an empty
+    stream with symbols is refused by the decoder anyway). Shorter streams cannot be real,
+    so a decoder refuses them before doing any work for their symbols.
+
+    Example:
+        >>> min_stream_bytes(0), min_stream_bytes(1), min_stream_bytes(64 * 64 * 160)
+        (0, 4, 28)
+    """
+    if isinstance(symbols, bool) or not isinstance(symbols, (int, np.integer)) or symbols < 0:
+        raise ValueError(f"symbols must be a non-negative integer, got {symbols!r}")
+    if not symbols:
+        return 0
+    bits = int(symbols) * -math.log2(1.0 - 2 * _check_bound(bound) / 2 ** _PRECISION)
+    return 4 * max(1, int(bits / 2 // 32))
+
+
 # ------------------------------------------------------------------------------ latent y
 
 class GaussianEncoder:
@@ -359,6 +407,8 @@ class GaussianEncoder:
             else:
                 merged.append(seg)
         self._segments = []
+        if merged and _ends_at_lowest(merged, self.bound):
+            _refuse_ambiguous_end()
         coder = _AnsCoder()
         for seg in reversed(merged):
             if seg[0] == "main":
@@ -367,6 +417,15 @@ class GaussianEncoder:
             else:
                 _push_payloads(coder, seg[1])
         return _to_bytes(coder)
+
+
+def _ends_at_lowest(merged: list[tuple], bound: int) -> bool:
+    """Whether the last pushed step ends with the -bound marker and nothing but zero payloads
+    after it: the one stream the decoder's run-dry check refuses."""
+    last = merged[-1]
+    if last[0] == "main":  # no escapes in the last step: its last symbol is not a marker
+        return False
+    return bool(merged[-2][1][-1][-1] == -bound and not last[1].any())
 
 
 class GaussianDecoder:
@@ -410,6 +469,7 @@ class GaussianDecoder:
         if self._zeros.size < n:
             self._zeros = np.zeros(max(n, 2 * self._zeros.size))
         main = self._coder.decode(self._model, self._zeros[:n], self.table[idx])
+        _ran_dry(self._coder, main[-1] == -self.bound, "y")
         escaped = np.abs(main) == self.bound
         if not escaped.any():
             return main.astype(np.int32, copy=False)
@@ -563,6 +623,10 @@ class FactorizedCoder:
         if s.shape[0] != self.channels:
             raise ValueError(f"symbols must have {self.channels} rows, got {s.shape[0]}")
         entries, payloads = self._split(s)
+        last = entries[-1]  # decoded last: the run-dry check's one legitimate false alarm
+        escaped = (last == 0) | (last == self.lengths[-1] + 1)
+        if last.size and last[-1] == 0 and not payloads[-1][escaped].any():
+            _refuse_ambiguous_end()
         coder = _AnsCoder()
         for c in reversed(range(self.channels)):
             escaped = (entries[c] == 0) | (entries[c] == self.lengths[c] + 1)
@@ -586,6 +650,7 @@ class FactorizedCoder:
         out = np.empty((self.channels, n), np.int64)
         for c in range(self.channels):
             entries = coder.decode(self._models[c], n).astype(np.int64) if n else np.zeros(0, np.int64)
+            _ran_dry(coder, n > 0 and entries[-1] == 0, "z")
             low, high = entries == 0, entries == self.lengths[c] + 1
             row = self.offsets[c] - 1 + entries
             escaped = low | high

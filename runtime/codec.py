@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,13 +28,14 @@ from tqdm import tqdm
 from stcm import kernels
 from stcm.bands import (BandNormalization, denormalize, from_band_groups, normalize,
                         to_band_groups)
-from stcm.errors import ConfigError, DataError, ModelMismatchError
+from stcm.errors import (ConfigError, DataError, ModelMismatchError, ResourceLimitError,
+                         StcmError)
 from stcm.quality import check_quality
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import backend_name, get_backend
 from stcm.runtime.blocks import run_blocked
-from stcm.runtime.container import (DTYPES, KIND_Y, KIND_Z, Header, check_model,
-                                    check_reference, peek_header, quality_on_grid,
+from stcm.runtime.container import (DEFAULT_MAX_PIXELS, DTYPES, KIND_Y, KIND_Z, Header,
+                                    check_model, check_reference, peek_header, quality_on_grid,
                                     read_container, short_id, write_container)
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_cells,
@@ -42,7 +44,7 @@ from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, IDENTITY_GRID, MAX
                                  latent_shape_of, padding_of)
 from stcm.runtime.mask import SampleMask, missing_samples, restore_missing
 from stcm.runtime.profile import Recorder, span
-from stcm.runtime.scheduler import Scheduler, code_z, decode_z
+from stcm.runtime.scheduler import Scheduler, check_backed, code_z, decode_z
 from stcm.runtime.transfer import HostStaging, to_host
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
@@ -57,6 +59,27 @@ SYNTHESIS_BLOCK, SYNTHESIS_HALO = 128, 16
 # How an image with a temporal reference uses it: "auto" decides per tile (header flags),
 # "on" uses it everywhere (one coding pass; what stcm 0.3 always did).
 TEMPORAL_MODES = ("auto", "on")
+# How torch (CPU and CUDA), NumPy and onnxruntime report a failed allocation.
+_ALLOCATION_FAILED = re.compile(r"not enough memory|can't allocate memory|out of memory|"
+                                r"failed to allocate|bad[ _]alloc", re.IGNORECASE)
+
+
+def _allocation_failures_are_limits(method):
+    """Re-raises an allocator's failure inside ``method`` as a ``ResourceLimitError``: a
+    traceback from torch's allocator tells a user nothing about what to change."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StcmError:
+            raise
+        except Exception as exc:  # onnxruntime's errors are not RuntimeErrors
+            if not isinstance(exc, MemoryError) and not _ALLOCATION_FAILED.search(str(exc)):
+                raise
+            raise ResourceLimitError(f"out of memory while coding ({type(exc).__name__}: "
+                                     f"{str(exc)[:200]}); free memory, or refuse such images "
+                                     f"up front with a smaller max_pixels") from exc
+    return wrapped
 
 
 #: how ``compress`` reads a 3-D array: None (bands, H, W), refusing shapes that look
@@ -104,6 +127,9 @@ class Codec:
         engine_options: options of an engine's backend (onnxruntime: ``providers``, a list
             of execution providers, and ``threads``, the float transforms' intra-op threads;
             tensorrt: ``gpu``, the device index).
+        max_pixels: the decoder's budget: containers (and references) claiming more than this
+            many values (height x width x bands) are refused (``ImageTooLargeError``) before
+            any work; default 2**31.
 
     Example:
         >>> import numpy as np
@@ -119,7 +145,11 @@ class Codec:
                  engine: str | os.PathLike | None = None, backend: str | None = None,
                  tile_size: int = 64, tile_batch: int | None = None, naive: bool = False,
                  progress: bool | None = False, strict_numerics: bool = True,
-                 device: str = "cpu", engine_options: dict | None = None):
+                 device: str = "cpu", engine_options: dict | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self.max_pixels = max_pixels
         if engine is None and engine_options:
             raise ConfigError("engine_options configure an engine's backend; this codec runs "
                               "a checkpoint (pass engine=DIR)")
@@ -244,7 +274,7 @@ class Codec:
         check_temporal(temporal)
         ref = ref_id = None
         if reference is not None:
-            ref_header = peek_header(reference)
+            ref_header = peek_header(reference, self.max_pixels)
             if ref_header.reference_id is not None:
                 raise DataError("the reference must be the first image of its series (a "
                                 "container coded without a reference of its own)")
@@ -391,6 +421,7 @@ class Codec:
                             "pass layout='hwc' for channels-last arrays")
         return image
 
+    @_allocation_failures_are_limits
     def _compress(self, image, quality, georef, reference: "_Reference | None", reference_id,
                   extra=None, refine: int = 0, temporal: str = "auto", *,
                   canvas_fallback: bool = True, missing=None):
@@ -514,10 +545,11 @@ class Codec:
         # Ties go to the reference everywhere: no bitmap.
         return (*min(candidates, key=lambda c: sum(map(len, c[1]))), alone)
 
+    @_allocation_failures_are_limits
     def _decompress(self, data: bytes, reference: "_Reference | None",
                     reference_data: bytes | None = None):
         with span(self._recorder, "container read", "container"):
-            container = read_container(data)
+            container = read_container(data, self.max_pixels)
         header = container.header
         check_model(container, self.model_id)
         written = header.numerics
@@ -528,6 +560,7 @@ class Codec:
                 "numerics, so decode it with the backend that encoded it (exact models, the "
                 "default since stcm 0.2, decode anywhere)")
         check_reference(container, reference_data)
+        check_backed(container, self.cfg.M, self.cfg.N)
         references = None
         if header.reference_id is not None and reference is not None:
             if len(reference.latents) != header.band_groups:

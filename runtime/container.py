@@ -19,8 +19,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from stcm.errors import (CorruptError, ModelMismatchError, NotStcmFileError, TruncatedError,
-                         UnsupportedVersionError)
+from stcm.errors import (CorruptError, ModelMismatchError,
+                         NotStcmFileError, TruncatedError, UnsupportedVersionError)
 from stcm.runtime.fields import ByteReader, write_varint
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.header import (BAND_GROUP_SIZE, DEFAULT_MAX_PIXELS, DOWNSAMPLE, DTYPES,
@@ -340,6 +340,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
         TruncatedError: The data ends early; says how many bytes were expected and present.
         CorruptError: A checksum, length, field or stream table entry is wrong, or bytes
             follow the last stream.
+        ImageTooLargeError: The image has more values than ``max_pixels``.
 
     >>> read_container(b"\\x89PNG\\r\\n\\x1a\\n....")
     Traceback (most recent call last):

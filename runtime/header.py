@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from stcm.errors import CorruptError, TruncatedError
+from stcm.errors import CorruptError, ImageTooLargeError, TruncatedError
 from stcm.runtime.fields import (F64, MAX_JSON_BYTES, U16, ByteReader, canonical_json,
                                  field_error, int_field, is_int, is_number, json_object,
                                  parse_json_object, unzigzag, write_varint, zigzag)
@@ -29,6 +29,12 @@ __all__ = ["DTYPES", "MODEL_ID_BYTES", "QUALITY_STEPS", "Header", "ReferenceGrid
 
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 _INTEGER_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
+# What ``stcm.bands.normalize`` can produce: integer lo within the dtype and hi within it too,
+# or lo + 1 for a constant band; float32 lo, hi within float32 and hi - lo finite, so that
+# decoding (x * (hi - lo) + lo) never saturates or overflows to inf.
+_INTEGER_RANGES = {"uint8": (0, 255), "uint16": (0, 65535), "int16": (-32768, 32767),
+                   "uint32": (0, 2 ** 32 - 1), "int32": (-2 ** 31, 2 ** 31 - 1)}
+_FLOAT32_MAX = 3.4028234663852886e38
 
 # Mirrors stcm.models.transforms (which imports torch): g_a halves the image 4 times, h_a twice
 # more, so the image is padded to a multiple of 64 and the latents are 1/16 and 1/64 of it.
@@ -39,7 +45,10 @@ BAND_GROUP_SIZE = 3
 MAX_BANDS = 65535
 MAX_SIDE = 2 ** 31 - 1
 MAX_TILE_SIZE = 4096
-DEFAULT_MAX_PIXELS = 2 ** 34  # height * width * bands; a reader's resource limit
+# height * width * bands; a reader's resource limit, not part of the format. 2**31 lets a whole
+# Sentinel-2 tile with all 13 bands at 10 m (1.57e9 values) decode by default and refuses
+# anything much larger before any work; services decoding untrusted files set their own.
+DEFAULT_MAX_PIXELS = 2 ** 31
 #: Ids are the first 16 bytes of a sha256 digest: 128 bits tell models and references apart
 #: (they identify, they do not authenticate) and save 32 bytes per image.
 MODEL_ID_BYTES = 16
@@ -181,12 +190,14 @@ def padding_of(height: int, width: int) -> tuple[int, int]:
 
 
 def check_size(height: int, width: int, bands: int, max_pixels: int) -> None:
-    """CorruptError when an image claims more than ``max_pixels`` values (a reader's limit)."""
+    """ImageTooLargeError when an image claims more than ``max_pixels`` values (a reader's
+    limit), before anything is allocated for it."""
     values = height * width * bands
     if values > max_pixels:
-        raise CorruptError(f"stcm header claims {height}x{width} pixels x {bands} bands = "
-                           f"{values} values, more than max_pixels = {max_pixels}; pass a "
-                           "larger max_pixels if that is real")
+        raise ImageTooLargeError(
+            f"stcm header claims {height}x{width} pixels x {bands} bands = {values} values, "
+            f"more than max_pixels = {max_pixels}; pass a larger max_pixels (stcm decompress "
+            "--max-pixels) if the image is real")
 
 
 def latent_shape_of(height: int, width: int) -> tuple[int, int]:
@@ -353,7 +364,18 @@ class Header:
         if bad:
             raise field_error("normalization", f"needs hi > lo for every band; band {bad[0]} "
                               f"has lo={out['lo'][bad[0]]} hi={out['hi'][bad[0]]}")
+        for b, (lo, hi) in enumerate(zip(out["lo"], out["hi"])):
+            if not self._range_fits(lo, hi):
+                raise field_error("normalization", f"band {b} has lo={lo} hi={hi}, outside "
+                                  f"what {self.dtype} pixels can hold")
         return out
+
+    def _range_fits(self, lo: float, hi: float) -> bool:
+        if self.dtype in _INTEGER_RANGES:
+            low, high = _INTEGER_RANGES[self.dtype]
+            return low <= lo <= high and (hi <= high or hi == lo + 1)
+        limit = _FLOAT32_MAX if self.dtype == "float32" else math.inf
+        return max(abs(lo), abs(hi)) <= limit and math.isfinite(hi - lo)
 
     # -- derived geometry ----------------------------------------------------------------------
     @property
@@ -483,15 +505,17 @@ class Header:
             raise CorruptError(f"corrupt stcm header: unknown flag bits "
                                f"{flags & ~KNOWN_FLAGS:#04x}")
         model_id = reader.take(MODEL_ID_BYTES, "model id")
-        height = reader.varint("height", MAX_SIDE)
-        width = reader.varint("width", MAX_SIDE)
-        bands = reader.varint("bands", MAX_BANDS)
+        # Lower bounds now, not in __post_init__: the intra bitmap's size is computed from
+        # them before the Header exists.
+        height = int_field("height", reader.varint("height", MAX_SIDE), 1)
+        width = int_field("width", reader.varint("width", MAX_SIDE), 1)
+        bands = int_field("bands", reader.varint("bands", MAX_BANDS), 1)
         code = reader.u8("dtype")
         if code >= len(DTYPES):
             raise field_error("dtype", f"unknown code {code} (0..{len(DTYPES) - 1})")
         dtype = DTYPES[code]
         quality = reader.u16("quality") / QUALITY_STEPS
-        tile_size = reader.varint("tile_size", MAX_TILE_SIZE)
+        tile_size = int_field("tile_size", reader.varint("tile_size", MAX_TILE_SIZE), 1)
         if flags & FLAG_DTYPE_RANGE:
             if dtype != "uint8":
                 raise CorruptError(f"corrupt stcm header: flag bit 4 (dtype range) is set "

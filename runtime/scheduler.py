@@ -36,8 +36,11 @@ import numpy as np
 from stcm import kernels
 from stcm.config import ModelConfig
 from stcm.contexts import context_variant
-from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer)
+from stcm.errors import CorruptError
+from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer,
+                              min_stream_bytes)
 from stcm.runtime.backends.base import Backend
+from stcm.runtime.container import KIND_Z, Container
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
@@ -233,3 +236,30 @@ def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int], m
     n, hz, wz = shape
     symbols = coder.decode(data, hz * wz).astype(np.float32).reshape(1, n, hz, wz)
     return HostStaging.upload(symbols, device) + medians.reshape(1, -1, 1, 1)
+
+
+def check_backed(container: Container, y_channels: int, z_channels: int) -> None:
+    """Refuses streams too short for the symbols the header says they hold, before any work.
+
+    A y tile of h x w positions holds ``y_channels * h * w`` symbols, which no stream shorter
+    than ``min_stream_bytes`` of them can code; a z stream holds ``z_channels`` x the z
+    positions and is at least one word when that is not zero. So a small file cannot claim a
+    large image backed by empty or near-empty streams and make the decoder run the networks
+    over all of it (the decoder's run-dry check then stops a stream that is long enough but
+    not real within the steps its bytes can pay for).
+
+    Raises:
+        CorruptError: Names the first stream that is too short.
+    """
+    header = container.header
+    hz, wz = header.z_shape
+    z_need = min(4, 4 * z_channels * hz * wz)
+    boxes = TileGrid(*header.latent_shape, header.tile_size).boxes()
+    y_need = [min_stream_bytes(y_channels * h * w) for _, _, h, w in boxes]
+    for e in container.entries:
+        need = z_need if e.kind == KIND_Z else y_need[e.tile]
+        if e.length < need:
+            what = "z stream" if e.kind == KIND_Z else f"y stream of tile {e.tile}"
+            raise CorruptError(f"corrupt stcm file: the {what} of band group {e.band_group} "
+                               f"has {e.length} bytes, fewer than the {need} its symbols "
+                               "need at the least (emptied or truncated)")

@@ -132,11 +132,14 @@ def _train(args) -> int:
 
 def _codec_options(args) -> dict:
     """The ``Codec`` keyword arguments the command line asks for."""
+    from stcm.runtime.codec import DEFAULT_MAX_PIXELS
+
     return {"model": args.model, "engine": getattr(args, "engine", None),
             "backend": getattr(args, "backend", None),
             "tile_size": getattr(args, "tile_size", 64),
             "tile_batch": getattr(args, "tile_batch", None), "progress": None,
-            "device": getattr(args, "device", "cpu")}
+            "device": getattr(args, "device", "cpu"),
+            "max_pixels": getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS}
 
 
 def _codec(args, engine_options: dict | None = None):
@@ -273,6 +276,16 @@ def _compress(args) -> int:
                       line)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_decompress(sub) -> None:
     p = sub.add_parser("decompress", help="decompress an .stcm container to an image file",
                        description="Decompress to the format of OUTPUT's suffix (.tif keeps "
@@ -285,6 +298,9 @@ def _add_decompress(sub) -> None:
                    "temporal reference")
     p.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with "
                    "overviews (GDAL's COG driver); OUTPUT must end in .tif or .tiff")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="refuse files claiming more than N values (height x width x bands) "
+                   "before decoding anything (default 2**31 = 2147483648)")
     _add_codec_args(p)
     p.set_defaults(func=_decompress)
 

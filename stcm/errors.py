@@ -45,6 +45,15 @@ class CorruptError(ContainerError):
     """A checksum or a field is wrong, or a stream does not decode to exactly its content."""
 
 
+class ResourceLimitError(StcmError):
+    """Coding would exceed a resource budget: an image larger than ``max_pixels``, or memory
+    ran out (the allocator's error, with the image size that asked for it)."""
+
+
+class ImageTooLargeError(ResourceLimitError, ContainerError):
+    """The container claims more pixel values than the reader's ``max_pixels`` budget allows."""
+
+
 class ModelMismatchError(ContainerError):
     """The container was written with a different model (or reference image) than the one given."""
 
