@@ -269,8 +269,8 @@ class Codec:
         width, height), rasterio's ``Window`` order, decodes only that part of the image:
         only the latent tiles it needs are decoded and only their streams read
         (``Scheduler.window_plan``); the latent is bit-identical to the whole decode's, the
-        pixels within the float synthesis' level (docs/determinism.md). A reference is still
-        decoded whole.
+        pixels within the float synthesis' level (docs/determinism.md); exact models only. A
+        reference is still decoded whole.
         """
         return self.decompress_image(data, reference, window=window).pixels
 
@@ -598,6 +598,11 @@ class Codec:
         latent box g_s runs on, the window's latent cells and the synthesis halo around them
         (as exact as the blocked whole decode, runtime/blocks.py)."""
         col, row, width, height = check_window(window, header.height, header.width)
+        if not self.backend.exact:
+            # A float side input computed on a crop may differ in the last bits from the
+            # whole latent's, which decodes the stream to garbage (docs/determinism.md).
+            raise ConfigError("window decode needs an exact (integer) entropy model; this "
+                              "model or backend is float: decode the whole image and crop it")
         top, left = header.origin
         top, left = top + row, left + col
         r0, c0 = top // DOWNSAMPLE, left // DOWNSAMPLE

@@ -201,6 +201,13 @@ def test_bad_windows_are_refused(coded, window, error):
         codec.decompress(data, window=window)
 
 
+def test_float_models_refuse_windows():
+    codec = Codec(STCM(get_config("tiny", exact=False)).eval(), tile_size=4)
+    data = codec.compress(_image(3, 64, 64), 0.5)
+    with pytest.raises(ConfigError, match="exact"):
+        codec.decompress(data, window=(0, 0, 8, 8))
+
+
 def test_decompress_file_writes_the_windows_geotiff(tmp_path):
     codec = Codec(_model(), tile_size=3)
     image = _image(3, 200, 240, seed=5)
