@@ -40,11 +40,12 @@ from stcm.runtime.container import (DEFAULT_MAX_PIXELS, DTYPES, KIND_Y, KIND_Z, 
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_cells,
                                 reference_grid, resample_latent)
-from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, IDENTITY_GRID, MAX_TILE_SIZE, ReferenceGrid,
-                                 latent_shape_of, padding_of)
+from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, HYPER_DOWNSAMPLE, IDENTITY_GRID,
+                                 MAX_TILE_SIZE, ReferenceGrid, latent_shape_of, padding_of)
 from stcm.runtime.mask import SampleMask, missing_samples, restore_missing
 from stcm.runtime.profile import Recorder, span
-from stcm.runtime.scheduler import Scheduler, check_backed, code_z, decode_z
+from stcm.runtime.scheduler import (HYPER_MARGIN, Scheduler, check_backed, code_z, decode_z,
+                                    dilate_box)
 from stcm.runtime.transfer import HostStaging, to_host
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
@@ -290,21 +291,28 @@ class Codec:
                                      refine=refine, temporal=temporal, missing=missing)
         return data
 
-    def decompress(self, data: bytes, reference: bytes | None = None) -> np.ndarray:
+    def decompress(self, data: bytes, reference: bytes | None = None, *,
+                   window: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Decompresses a container to the original shape, band count and dtype.
 
         ``reference`` is the container of the series' first image, needed when ``data`` was
-        coded with a temporal reference (``compress_series``).
+        coded with a temporal reference (``compress_series``). ``window`` (col_off, row_off,
+        width, height), rasterio's ``Window`` order, decodes only that part of the image:
+        only the latent tiles it needs are decoded and only their streams read
+        (``Scheduler.window_plan``); the latent is bit-identical to the whole decode's, the
+        pixels within the float synthesis' level (docs/determinism.md); exact models only. A
+        reference is still decoded whole.
         """
-        return self.decompress_image(data, reference).pixels
+        return self.decompress_image(data, reference, window=window).pixels
 
-    def decompress_image(self, data: bytes, reference: bytes | None = None) -> "DecodedImage":
+    def decompress_image(self, data: bytes, reference: bytes | None = None, *,
+                         window: tuple[int, int, int, int] | None = None) -> "DecodedImage":
         """Like ``decompress``, but also returns the georeferencing and the header."""
         ref = None
         if reference is not None:
             ref = _Reference.decoded(*self._decompress(reference, None))
         with span(self._recorder, "decode", "decode"):
-            return self._decompress(data, ref, reference)[0]
+            return self._decompress(data, ref, reference, window)[0]
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
                         georefs: list[Georeference | None] | None = None,
@@ -547,7 +555,7 @@ class Codec:
 
     @_allocation_failures_are_limits
     def _decompress(self, data: bytes, reference: "_Reference | None",
-                    reference_data: bytes | None = None):
+                    reference_data: bytes | None = None, window=None):
         with span(self._recorder, "container read", "container"):
             container = read_container(data, self.max_pixels)
         header = container.header
@@ -570,6 +578,14 @@ class Codec:
             references = reference.on_grid(header.latent_shape, self.device)
         gain_dec = self.xp.asarray(self.tables.gains(header.quality)[1])
         norm = BandNormalization.from_dict(header.normalization)
+        col, row, width, height = (check_window(window, header.height, header.width)
+                                   if window is not None else (0, 0, header.width, header.height))
+        top, left = header.origin
+        top, left = top + row, left + col  # the window's first pixel on the canvas
+        shape = header.latent_shape
+        plan, synth = (self._window_plan(header, window) if window is not None
+                       else (None, (0, 0, *shape)))
+        crop = plan.crop if plan is not None else (0, 0, *shape)
         groups, latents = [], []
         bar = self._bar(header.band_groups, header.latent_shape,
                         header.height * header.width, "decompress", tile_size=header.tile_size)
@@ -578,21 +594,28 @@ class Codec:
                 with span(self._recorder, "z decode", "ans"):
                     z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
                                      (self.cfg.N, *header.z_shape), self.medians, self.device)
-                tiles = [container.stream(g, KIND_Y, t) for t in range(header.tiles)]
+                # Only the streams of the plan's tiles are read (and their CRCs checked).
+                tiles = ({t: container.stream(g, KIND_Y, t) for t in plan.tiles}
+                         if plan is not None else
+                         [container.stream(g, KIND_Y, t) for t in range(header.tiles)])
                 ref = references[g] if references is not None else None
+                if ref is not None and plan is not None:
+                    ref = _cut(ref, crop)
                 with self.backend.entropy_threads():
-                    hyper = self._stage("hyper_synthesis", z_hat)
+                    hyper = self._hyper(z_hat, crop if plan is not None else None)
                     intra = header.intra_mask(g) if ref is not None else None
                     # The stream's tile size decides, not this codec's.
-                    y_hat = self.scheduler.decode(tiles, header.latent_shape, hyper, ref, intra,
+                    y_hat = self.scheduler.decode(tiles, shape, hyper, ref, intra,
                                                   tile_size=header.tile_size,
-                                                  on_step=functools.partial(bar.update, 1))
+                                                  on_step=functools.partial(bar.update, 1),
+                                                  plan=plan)
                 latent = y_hat * gain_dec
                 latents.append(latent)
-                x_hat = run_blocked(lambda t: self._stage("synthesis", t), latent,
+                cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
+                x_hat = run_blocked(lambda t: self._stage("synthesis", t), _cut(latent, cut),
                                     SYNTHESIS_BLOCK, SYNTHESIS_HALO, up=DOWNSAMPLE)
-                top, left = header.origin
-                x_hat = x_hat[0, :, top: top + header.height, left: left + header.width]
+                r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
+                x_hat = x_hat[0, :, r: r + height, c: c + width]
                 groups.append(to_host(self.xp.clip(x_hat, 0, 1)))
         finally:
             bar.close()
@@ -600,8 +623,65 @@ class Codec:
         missing = None
         if header.mask is not None:
             missing = header.mask.to_array(header.height, header.width, header.bands)
+            missing = np.ascontiguousarray(missing[:, row: row + height, col: col + width])
             restore_missing(pixels, missing, header.georef.nodata if header.georef else None)
-        return DecodedImage(pixels, header.georef, header, missing), latents
+        return DecodedImage(pixels, header.georef, header, missing, window), latents
+
+    def _window_plan(self, header: Header, window) -> tuple:
+        """(plan, synth): the decode plan of ``window`` (``Scheduler.window_plan``) and the
+        latent box g_s runs on, the window's latent cells and the synthesis halo around them
+        (as exact as the blocked whole decode, runtime/blocks.py)."""
+        col, row, width, height = check_window(window, header.height, header.width)
+        if not self.backend.exact:
+            # A float side input computed on a crop may differ in the last bits from the
+            # whole latent's, which decodes the stream to garbage (docs/determinism.md).
+            raise ConfigError("window decode needs an exact (integer) entropy model; this "
+                              "model or backend is float: decode the whole image and crop it")
+        top, left = header.origin
+        top, left = top + row, left + col
+        r0, c0 = top // DOWNSAMPLE, left // DOWNSAMPLE
+        synth = dilate_box((r0, c0, -(-(top + height) // DOWNSAMPLE) - r0,
+                            -(-(left + width) // DOWNSAMPLE) - c0), SYNTHESIS_HALO,
+                           header.latent_shape)
+        return self.scheduler.window_plan(header.latent_shape, synth, header.tile_size), synth
+
+    def _hyper(self, z_hat, crop=None):
+        """Psi = h_s(z_hat), or its ``crop`` (row0, col0, rows, cols; a multiple of the z
+        grid) from the z cells under it and ``HYPER_MARGIN`` more around them."""
+        if crop is None:
+            return self._stage("hyper_synthesis", z_hat)
+        a = HYPER_DOWNSAMPLE
+        r0, c0, h, w = (v // a for v in crop)
+        zr, zc, _, _ = z_cut = dilate_box((r0, c0, h, w), HYPER_MARGIN, z_hat.shape[-2:])
+        hyper = self._stage("hyper_synthesis", _cut(z_hat, z_cut))
+        return _cut(hyper, ((r0 - zr) * a, (c0 - zc) * a, h * a, w * a))
+
+
+def check_window(window, height: int, width: int) -> tuple[int, int, int, int]:
+    """``window`` (col_off, row_off, width, height) as four ints; ConfigError unless it is
+    that, with a positive size, DataError unless it lies inside the ``height`` x ``width``
+    image."""
+    try:
+        values = tuple(window)
+    except TypeError:
+        values = ()
+    if len(values) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v in values):
+        raise ConfigError(f"a window is four integers (col_off, row_off, width, height), got "
+                          f"{window!r}")
+    col, row, w, h = (int(v) for v in values)
+    if w < 1 or h < 1:
+        raise ConfigError(f"a window needs a positive width and height, got {w} x {h}")
+    if col < 0 or row < 0 or col + w > width or row + h > height:
+        raise DataError(f"the window (col_off={col}, row_off={row}, width={w}, height={h}) "
+                        f"does not lie inside the {width} x {height} image")
+    return col, row, w, h
+
+
+def _cut(x, box):
+    """(1, C, h, w) ``x`` cut to ``box`` (row0, col0, rows, cols)."""
+    r0, c0, h, w = box
+    return x[:, :, r0: r0 + h, c0: c0 + w]
 
 
 def _pad_image(xp, x):
@@ -638,8 +718,10 @@ class _Reference:
 @dataclass
 class DecodedImage:
     """A decoded image: its pixels, georeferencing, header and, when the container has a
-    mask, the (bands, H, W) bool array of its missing samples (True: missing)."""
+    mask, the (bands, H, W) bool array of its missing samples (True: missing); ``window``: the
+    part of the image decoded (col_off, row_off, width, height), None for all of it."""
     pixels: np.ndarray
     georef: Georeference | None
     header: Header
     missing: np.ndarray | None = None
+    window: tuple[int, int, int, int] | None = None  # (col_off, row_off, width, height)

@@ -3,6 +3,7 @@ georeferencing, metadata and nodata kept, atomic writes, and never a write over 
 file or the input."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import numpy as np
 from stcm.atomic import atomic_write_bytes
 from stcm.errors import DataError, OutputExistsError
 from stcm.runtime.codec import DEFAULT_QUALITY, Codec
+from stcm.runtime.georeference import Georeference
 from stcm.runtime.imageio import (GEOTIFF_SUFFIXES, Raster, read_raster, same_file,
                                   write_raster)
 from stcm.runtime.metadata import (EXTRA_DESCRIPTIONS, EXTRA_METADATA, RasterMetadata,
@@ -67,10 +69,12 @@ def compress_file(codec: Codec, source, target, quality: float = DEFAULT_QUALITY
 
 
 def decompress_file(codec: Codec, source, target, *, reference=None,
-                    force: bool = False, cog: bool = False) -> FileReport:
+                    force: bool = False, cog: bool = False, window=None) -> FileReport:
     """Decompresses a container to an image file (the format follows ``target``'s suffix;
     GeoTIFF keeps the georeferencing, nodata, mask band, dtype, band count and metadata).
-    ``cog``: write a Cloud-Optimized GeoTIFF with overviews (``target`` must be .tif)."""
+    ``cog``: write a Cloud-Optimized GeoTIFF with overviews (``target`` must be .tif).
+    ``window`` (col_off, row_off, width, height): decode and write only that part
+    (``Codec.decompress``), georeferenced as that part (rasterio's ``windows.transform``)."""
     source, target = Path(source), Path(target)
     if cog and target.suffix.lower() not in GEOTIFF_SUFFIXES:
         raise DataError(f"{target}: a Cloud-Optimized GeoTIFF (--cog) is a GeoTIFF; give the "
@@ -79,12 +83,30 @@ def decompress_file(codec: Codec, source, target, *, reference=None,
     data = _read_bytes(source)
     ref = _read_bytes(reference) if reference is not None else None
     start = time.perf_counter()
-    image = codec.decompress_image(data, ref)
+    image = codec.decompress_image(data, ref, window=window)
     seconds = time.perf_counter() - start
     raster = _raster(image)
+    if window is not None and raster.georef is not None:
+        raster = dataclasses.replace(raster, georef=_windowed(raster.georef, *image.window[:2]))
     write_raster(target, raster, force=force, source=source, cog=cog)
     return FileReport(source, target, image.pixels.shape[1] * image.pixels.shape[2],
                       image.pixels.shape[0], len(data), seconds)
+
+
+def _windowed(georef: Georeference, col: int, row: int) -> Georeference:
+    """``georef`` of the part of its image from pixel (row, col) on: the transform moved
+    there, and the GCPs' and RPCs' pixel coordinates shifted with it."""
+    from affine import Affine
+    from rasterio.windows import Window, transform as window_transform
+
+    moved = georef.transform
+    if moved is not None:
+        moved = tuple(window_transform(Window(col, row, 1, 1), Affine(*moved)))[:6]
+    gcps = tuple(dataclasses.replace(g, row=g.row - row, col=g.col - col) for g in georef.gcps)
+    rpcs = georef.rpcs
+    if rpcs is not None:
+        rpcs = {**rpcs, "line_off": rpcs["line_off"] - row, "samp_off": rpcs["samp_off"] - col}
+    return dataclasses.replace(georef, transform=moved, gcps=gcps, rpcs=rpcs)
 
 
 def _read_bytes(path) -> bytes:

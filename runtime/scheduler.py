@@ -29,7 +29,7 @@ Arrays live on the backend's device (NumPy on the CPU, CuPy on a GPU); the per-s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -41,11 +41,19 @@ from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder,
                               min_stream_bytes)
 from stcm.runtime.backends.base import Backend
 from stcm.runtime.container import KIND_Z, Container
+from stcm.runtime.header import HYPER_DOWNSAMPLE
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
 from stcm.runtime.tiling import TileGrid
 from stcm.runtime.transfer import HostStaging, to_host
 from stcm.runtime.wavefront import WavefrontProgram
+
+# What the side input of a position reads around it, in latent positions (window_plan):
+CHANNEL_CONTEXT_RADIUS = 6  # models.entropy_parameters.ChannelContext: three 5x5 convolutions
+TEMPORAL_CONTEXT_RADIUS = 2  # TemporalContext: two 3x3 convolutions
+# z positions around a latent crop's z cells that h_s (two 5x5 stride-2 transposed
+# convolutions and a 3x3: at most 2 z positions) needs; one more for safety.
+HYPER_MARGIN = 3
 
 # visit(k, t, tiles, program, mean, scale) -> y_hat of the step's positions, (b, C, n)
 Visit = Callable[[int, int, range, GroupProgram, object, object], object]
@@ -59,7 +67,8 @@ class GroupPlan:
     group: int
     channels: slice
     steps: int
-    chunks: tuple[range, ...]
+    chunks: tuple[range, ...]  # positions in ``tiles``
+    tiles: Sequence[int] = ()  # the grid's tiles this group codes (a range: all of them)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,19 @@ class Plan:
 
     grid: TileGrid
     groups: tuple[GroupPlan, ...]
+    # (row0, col0, rows, cols): the crop of the latent the run holds (hyper prior, reference
+    # and the decoded latent); None: the whole latent.
+    box: tuple[int, int, int, int] | None = None
+
+    @property
+    def crop(self) -> tuple[int, int, int, int]:
+        """``box``, or the whole latent's."""
+        return self.box or (0, 0, self.grid.height, self.grid.width)
+
+    @property
+    def tiles(self) -> tuple[int, ...]:
+        """Every tile some group codes (whose stream is read), in order."""
+        return tuple(sorted(set().union(*(g.tiles for g in self.groups))))
 
     @property
     def steps(self) -> int:
@@ -104,11 +126,51 @@ class Scheduler:
         """The run that codes a latent of ``shape`` (h, w) in tiles of ``tile_size`` positions
         (None: this scheduler's), ``tile_batch`` tiles per step call."""
         grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
-        chunks = tuple(range(i, min(i + self.tile_batch, grid.count))
-                       for i in range(0, grid.count, self.tile_batch))
+        return self._plan(grid, [range(grid.count)] * len(self.slices))
+
+    def window_plan(self, shape: tuple[int, int], needed: tuple[int, int, int, int],
+                    tile_size: int | None = None) -> Plan:
+        """The decode of a latent of ``shape`` that gets the positions ``needed`` (row0, col0,
+        rows, cols) exactly as the whole decode would, touching as few tiles as it can.
+
+        What a decoded value depends on (radii in latent positions, from models/):
+
+        - A tile is one ANS stream and its spatial context stays inside it, so a group's
+          position needs the whole tile's decode of that group, given its side input.
+        - The side input of group k at a position: the hyper prior Psi there (a 1x1 side
+          projection), the channel context ``CHANNEL_CONTEXT_RADIUS`` = 6 around it over
+          groups < k (three 5x5 convolutions) and the temporal context
+          ``TEMPORAL_CONTEXT_RADIUS`` = 2 around it over the reference (two 3x3).
+        - Psi = h_s(z_hat): ``HYPER_MARGIN`` z positions around it cover h_s's receptive
+          field (the codec crops z so).
+
+        So, from the last group back: T_last = tiles touching ``needed``; T_k = tiles touching
+        the cover of T_(k+1) dilated by 6 (that cover holds ``needed`` too, since T_(k+1)
+        grows from it). Group k decodes T_k, a superset of T_(k+1). The run's crop is the
+        cover of T_0 dilated by the temporal radius, aligned to z's grid (4 positions) so
+        that Psi is computed on whole z cells; values nearer its edge than a radius are
+        computed from the crop's artificial zero border but never used. Exact models make
+        every kept value bit-identical to the whole decode (integer sums in any order)."""
+        grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
+        tiles = [grid.touching(needed)]
+        for _ in self.slices[1:]:
+            tiles.insert(0, grid.touching(dilate_box(grid.cover(tiles[0]), CHANNEL_CONTEXT_RADIUS,
+                                                  shape)))
+        margin = TEMPORAL_CONTEXT_RADIUS if self.cfg.temporal else 0
+        r0, c0, h, w = dilate_box(grid.cover(tiles[0]), margin, shape)
+        a = HYPER_DOWNSAMPLE  # latent positions per z position
+        r1, c1 = min(-(-(r0 + h) // a) * a, shape[0]), min(-(-(c0 + w) // a) * a, shape[1])
+        r0, c0 = r0 // a * a, c0 // a * a
+        return self._plan(grid, tiles, (r0, c0, r1 - r0, c1 - c0))
+
+    def _plan(self, grid: TileGrid, tiles: list[Sequence[int]], box=None) -> Plan:
         steps = self.context.num_steps(*grid.frame)
-        return Plan(grid, tuple(GroupPlan(k, sl, steps, chunks)
-                                for k, sl in enumerate(self.slices)))
+        groups = []
+        for k, (sl, group_tiles) in enumerate(zip(self.slices, tiles)):
+            chunks = tuple(range(i, min(i + self.tile_batch, len(group_tiles)))
+                           for i in range(0, len(group_tiles), self.tile_batch))
+            groups.append(GroupPlan(k, sl, steps, chunks, group_tiles))
+        return Plan(grid, tuple(groups), box)
 
     def _program(self, k: int, side, valid) -> GroupProgram:
         channels = self.cfg.groups[k]
@@ -130,19 +192,19 @@ class Scheduler:
              on_step: Callable[[], None] | None):
         xp = self.ops.xp
         grid = plan.grid
-        valid = grid.valid(xp)
+        r0, c0, box_h, box_w = plan.crop
         if reference is not None and intra is not None and all(intra):
             reference, intra = None, None
         mixed = reference is not None and intra is not None and any(intra)
-        if mixed:
-            intra_tiles = xp.asarray(intra).reshape(-1, 1, 1, 1)
-        y_hat = np.zeros_like(hyper, shape=(1, self.cfg.M, grid.height, grid.width))
+        y_hat = np.zeros_like(hyper, shape=(1, self.cfg.M, box_h, box_w))
         for group in plan.groups:
-            k, chunks = group.group, group.chunks
-            side = grid.split(self._side(k, hyper, y_hat, reference))
+            k, chunks, tiles = group.group, group.chunks, group.tiles
+            valid = grid.valid(xp, tiles)
+            side = grid.split(self._side(k, hyper, y_hat, reference), tiles, (r0, c0))
             if mixed:  # intra tiles read the side computed with a zero reference
-                side = xp.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None)),
-                                side)
+                intra_tiles = xp.asarray([intra[t] for t in tiles]).reshape(-1, 1, 1, 1)
+                side = xp.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None),
+                                                        tiles, (r0, c0)), side)
             programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
                         for c in chunks]
             if programs[0].num_steps != group.steps:
@@ -150,12 +212,14 @@ class Scheduler:
                                      f"steps, the plan {group.steps}")
             for t in range(group.steps):
                 with span(self.recorder, f"group {k} step {t}", "step", group=k, step=t):
-                    for tiles, program in zip(chunks, programs):
+                    for c, program in zip(chunks, programs):
                         mean, scale = program.params(t)
-                        program.update(t, visit(k, t, tiles, program, mean, scale))
+                        program.update(t, visit(k, t, tiles[c.start: c.stop], program, mean,
+                                                scale))
                 if on_step is not None:
                     on_step()
-            y_hat[:, group.channels] = grid.merge(xp.concatenate([p.latent() for p in programs]))
+            y_hat[:, group.channels] = grid.merge(xp.concatenate([p.latent() for p in programs]),
+                                                  tiles, (r0, c0), (box_h, box_w))
         return y_hat
 
     def _symbol_layout(self, program: GroupProgram, t: int, scale):
@@ -195,30 +259,42 @@ class Scheduler:
         y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
         return y_hat, [e.finish() for e in encoders]
 
-    def decode(self, streams: list[bytes], shape: tuple[int, int], hyper, reference,
-               intra: list[bool] | None = None, tile_size: int | None = None,
-               on_step: Callable[[], None] | None = None):
+    def decode(self, streams: Sequence[bytes] | Mapping[int, bytes], shape: tuple[int, int],
+               hyper, reference, intra: list[bool] | None = None, tile_size: int | None = None,
+               on_step: Callable[[], None] | None = None, plan: Plan | None = None):
         """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` and
         ``on_step`` as in ``encode``) of ``tile_size`` positions (the stream's; None: this
-        scheduler's)."""
-        plan = self.plan(shape, tile_size)
-        if len(streams) != plan.grid.count:
-            raise ValueError(f"{len(streams)} streams for {plan.grid.count} tiles")
-        decoders = [GaussianDecoder(s, self.table) for s in streams]
+        scheduler's). With a ``plan`` of ``window_plan``, ``streams`` needs only the plan's
+        tiles (tile -> stream), ``hyper`` and ``reference`` are the plan's crop, and so is the
+        latent returned (zero outside the tiles decoded)."""
+        if plan is None:
+            plan = self.plan(shape, tile_size)
+            if len(streams) != plan.grid.count:
+                raise ValueError(f"{len(streams)} streams for {plan.grid.count} tiles")
+        decoders = {t: GaussianDecoder(streams[t], self.table) for t in plan.tiles}
 
         def visit(k, t, tiles, program, mean, scale):
             symbols = np.zeros_like(mean, dtype=np.int32)
             with span(self.recorder, "ans decode", "ans"):
                 for b, sel, indexes in self._symbol_layout(program, t, scale):
-                    decoded = decoders[tiles.start + b].pop(indexes)
+                    decoded = decoders[tiles[b]].pop(indexes)
                     symbols[b][:, sel] = self.staging.upload(
                         decoded.astype(np.int32), self.backend.device).reshape(mean.shape[1], -1)
             return self.ops.dequantize_step(symbols, mean)
 
         y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
-        for d in decoders:
-            d.finish()
+        # Only a tile every group decoded has been read to its end (a window plan decodes
+        # the outer tiles' first groups only).
+        for t in set(plan.tiles).intersection(*(g.tiles for g in plan.groups)):
+            decoders[t].finish()
         return y_hat
+
+
+def dilate_box(box, radius: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``box`` (row0, col0, rows, cols) grown by ``radius`` on every side, inside ``shape``."""
+    r0, c0, h, w = box
+    a, b = max(r0 - radius, 0), max(c0 - radius, 0)
+    return a, b, min(r0 + h + radius, shape[0]) - a, min(c0 + w + radius, shape[1]) - b
 
 
 def code_z(coder: FactorizedCoder, z, medians) -> tuple[object, bytes]:

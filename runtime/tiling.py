@@ -48,28 +48,57 @@ class TileGrid:
         return [(r * th, c * tw, min(th, self.height - r * th), min(tw, self.width - c * tw))
                 for r in range(rows) for c in range(cols)]
 
-    def valid(self, xp=np):
-        """(T, 1, th, tw) float32 mask of each tile's real positions (an ``xp`` array)."""
+    def touching(self, box: tuple[int, int, int, int]) -> tuple[int, ...]:
+        """Indexes, in raster order, of the tiles that intersect ``box`` (row0, col0, rows,
+        cols) of the latent."""
+        r0, c0, h, w = box
         th, tw = self.frame
-        mask = xp.zeros((self.count, 1, th, tw), xp.float32)
-        for t, (_, _, h, w) in enumerate(self.boxes()):
+        rows, cols = self.shape
+        return tuple(r * cols + c for r in range(r0 // th, min(-(-(r0 + h) // th), rows))
+                     for c in range(c0 // tw, min(-(-(c0 + w) // tw), cols)))
+
+    def cover(self, tiles) -> tuple[int, int, int, int]:
+        """The smallest box (row0, col0, rows, cols) that holds every tile of ``tiles``."""
+        boxes = [self.boxes()[t] for t in tiles]
+        r0, c0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        return (r0, c0, max(b[0] + b[2] for b in boxes) - r0,
+                max(b[1] + b[3] for b in boxes) - c0)
+
+    def valid(self, xp=np, tiles=None):
+        """(T, 1, th, tw) float32 mask of each tile's real positions (an ``xp`` array), of
+        every tile or of ``tiles`` (indexes) in their order."""
+        th, tw = self.frame
+        boxes = self._selected(tiles)
+        mask = xp.zeros((len(boxes), 1, th, tw), xp.float32)
+        for t, (_, _, h, w) in enumerate(boxes):
             mask[t, :, :h, :w] = 1
         return mask
 
-    def split(self, x):
-        """(1, C, h, w) -> (T, C, th, tw), zero-padded (NumPy or CuPy, as ``x``)."""
+    def split(self, x, tiles=None, origin: tuple[int, int] = (0, 0)):
+        """(1, C, h, w) -> (T, C, th, tw), zero-padded (NumPy or CuPy, as ``x``): every tile,
+        or ``tiles`` of a crop of the latent whose first position is ``origin``."""
         th, tw = self.frame
-        out = _zeros_like(x, (self.count, x.shape[1], th, tw))
-        for t, (r, c, h, w) in enumerate(self.boxes()):
+        boxes = self._selected(tiles)
+        out = _zeros_like(x, (len(boxes), x.shape[1], th, tw))
+        for t, (r, c, h, w) in enumerate(boxes):
+            r, c = r - origin[0], c - origin[1]
             out[t, :, :h, :w] = x[0, :, r: r + h, c: c + w]
         return out
 
-    def merge(self, tiles):
-        """(T, C, th, tw) -> (1, C, h, w), dropping the padding."""
-        out = _zeros_like(tiles, (1, tiles.shape[1], self.height, self.width))
-        for t, (r, c, h, w) in enumerate(self.boxes()):
-            out[0, :, r: r + h, c: c + w] = tiles[t, :, :h, :w]
+    def merge(self, tiles_data, tiles=None, origin: tuple[int, int] = (0, 0),
+              shape: tuple[int, int] | None = None):
+        """(T, C, th, tw) -> (1, C, h, w), dropping the padding; the inverse of ``split``
+        (``shape``: the crop's, zeros where no tile of ``tiles`` lies)."""
+        h_out, w_out = shape or (self.height, self.width)
+        out = _zeros_like(tiles_data, (1, tiles_data.shape[1], h_out, w_out))
+        for t, (r, c, h, w) in enumerate(self._selected(tiles)):
+            r, c = r - origin[0], c - origin[1]
+            out[0, :, r: r + h, c: c + w] = tiles_data[t, :, :h, :w]
         return out
+
+    def _selected(self, tiles) -> list[tuple[int, int, int, int]]:
+        boxes = self.boxes()
+        return boxes if tiles is None else [boxes[t] for t in tiles]
 
 
 def _zeros_like(a, shape):

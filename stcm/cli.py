@@ -3,7 +3,7 @@
     stcm demo                                   compress + decompress the bundled samples
     stcm compress IN OUT [--quality Q] [--model CKPT] [--refine N]
     stcm compress IN... -o DIR [--jobs N] [--threads N]    many files, the model loaded once
-    stcm decompress IN OUT [--reference REF.stcm] [--cog]
+    stcm decompress IN OUT [--reference REF.stcm] [--cog] [--window C,R,W,H]
     stcm info FILE                              a container or a checkpoint
     stcm export CHECKPOINT OUTDIR               an engine directory (ONNX per stage)
     stcm train --config tiny --data DIR --steps 50 --out DIR
@@ -301,8 +301,27 @@ def _add_decompress(sub) -> None:
     p.add_argument("--max-pixels", type=_positive_int, metavar="N",
                    help="refuse files claiming more than N values (height x width x bands) "
                    "before decoding anything (default 2**31 = 2147483648)")
+    p.add_argument("--window", metavar="COL_OFF,ROW_OFF,WIDTH,HEIGHT", help="decode only this "
+                   "part of the image (pixels, rasterio's Window order): only the tiles it "
+                   "needs are decoded and read")
     _add_codec_args(p)
     p.set_defaults(func=_decompress)
+
+
+def _window(text: str | None) -> tuple[int, ...] | None:
+    """``--window`` as four ints (the codec checks them against the image)."""
+    from stcm.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        window = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        window = ()
+    if len(window) != 4:
+        raise ConfigError(f"--window takes COL_OFF,ROW_OFF,WIDTH,HEIGHT (four integers), got "
+                          f"{text!r}")
+    return window
 
 
 def _decompress(args) -> int:
@@ -311,8 +330,10 @@ def _decompress(args) -> int:
                 f"{report.bands} bands, decode {report.seconds:.2f} s "
                 f"({report.seconds_per_megapixel:.2f} s/MP)")
 
-    return _run_files(args, "decompress", "." + args.format,
-                      {"reference": args.reference, "force": args.force, "cog": args.cog}, line)
+    options = {"reference": args.reference, "force": args.force, "cog": args.cog}
+    if args.window is not None:
+        options["window"] = _window(args.window)
+    return _run_files(args, "decompress", "." + args.format, options, line)
 
 
 def _add_demo(sub) -> None:
