@@ -54,9 +54,9 @@ if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.mo
 DEFAULT_QUALITY = 0.75
 DEFAULT_TILE_BATCH = 16  # tiles per step call for exact models: fewer, larger calls
 # Transforms run in overlapping blocks on large images (runtime/blocks.py): pixels for g_a,
-# latent positions for g_s; the halos cover the receptive field that matters.
-ANALYSIS_BLOCK, ANALYSIS_HALO = 2048, 256
-SYNTHESIS_BLOCK, SYNTHESIS_HALO = 128, 16
+# latent positions for g_s; each block's halo is the model's ``transform_halo`` (positions),
+# its transforms' whole receptive field, so blocks give the unblocked values.
+ANALYSIS_BLOCK, SYNTHESIS_BLOCK = 2048, 128
 # How an image with a temporal reference uses it: "auto" decides per tile (header flags),
 # "on" uses it everywhere (one coding pass; what stcm 0.3 always did).
 TEMPORAL_MODES = ("auto", "on")
@@ -484,7 +484,8 @@ class Codec:
                              and (top, left) == (0, 0)) else None
         for g, x_g in enumerate(groups):
             y = run_blocked(lambda t: self._stage("analysis", t), _pad_image(xp, x_g[None]),
-                            ANALYSIS_BLOCK, ANALYSIS_HALO, down=DOWNSAMPLE) * gain_enc
+                            ANALYSIS_BLOCK, self.cfg.transform_halo * DOWNSAMPLE,
+                            down=DOWNSAMPLE) * gain_enc
             z = self._stage("hyper_analysis", y)
             ref = references[g] if references is not None else None
             if ref is not None and ref.shape != y.shape:
@@ -613,7 +614,7 @@ class Codec:
                 latents.append(latent)
                 cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
                 x_hat = run_blocked(lambda t: self._stage("synthesis", t), _cut(latent, cut),
-                                    SYNTHESIS_BLOCK, SYNTHESIS_HALO, up=DOWNSAMPLE)
+                                    SYNTHESIS_BLOCK, self.cfg.transform_halo, up=DOWNSAMPLE)
                 r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
                 x_hat = x_hat[0, :, r: r + height, c: c + width]
                 groups.append(to_host(self.xp.clip(x_hat, 0, 1)))
@@ -641,7 +642,7 @@ class Codec:
         top, left = top + row, left + col
         r0, c0 = top // DOWNSAMPLE, left // DOWNSAMPLE
         synth = dilate_box((r0, c0, -(-(top + height) // DOWNSAMPLE) - r0,
-                            -(-(left + width) // DOWNSAMPLE) - c0), SYNTHESIS_HALO,
+                            -(-(left + width) // DOWNSAMPLE) - c0), self.cfg.transform_halo,
                            header.latent_shape)
         return self.scheduler.window_plan(header.latent_shape, synth, header.tile_size), synth
 

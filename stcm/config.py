@@ -172,6 +172,30 @@ class ModelConfig:
         return self.high_width or self.N
 
     @property
+    def transform_reach(self) -> int:
+        """How far g_a and g_s reach, in pixels: a latent position depends only on pixels
+        within this distance of its 16x16 cell, and a pixel only on the latent positions
+        whose cells lie within it. Summed over the layers (models/transforms.py): a 5x5
+        stride-2 convolution on a grid of s pixels reaches s, a residual bottleneck (one
+        3x3) s, an attention block (three bottlenecks deep) 3s, a 3x3 convolution s, the
+        Haar split or merge 1. tests/models/test_transforms.py checks it against the
+        measured receptive field of every preset."""
+        b = self.res_blocks
+        if self.backbone == "elic":
+            # strided stages at 1 (or 16), 2, 4, 8 px; bottlenecks between them at 2, 4, 8;
+            # attention at 16 and 4 px (g_s; g_a mirrors it at 4 and 16).
+            return (2 + 4 + 8 + 16) + b * (2 + 4 + 8) + (3 * (16 + 4) if self.attention else 0)
+        # hl: the Haar step, strided stages at 2, 4, 8 px with bottlenecks at 4, 8, 16, and
+        # the 3x3 fusion at 16.
+        return 1 + (4 + 8 + 16) + b * (4 + 8 + 16) + 16
+
+    @property
+    def transform_halo(self) -> int:
+        """``transform_reach`` in whole latent positions: the halo with which blocks of g_a
+        and g_s give the whole transform's values (runtime/blocks.py)."""
+        return -(-self.transform_reach // 16)
+
+    @property
     def num_qualities(self) -> int:
         return len(self.lambdas)
 
