@@ -228,11 +228,11 @@ def run_bench(codec, sizes: list[int], repeat: int = 5, quality: float = 0.75,
                 [r["total"] for r in runs["encode"]], [r["total"] for r in runs["decode"]],
                 median["encode"], median["decode"],
                 count_macs(codec.cfg, size, size, codec.tile_size,
-                           codec.scheduler.tile_batch)))
+                           codec.scheduler.batch())))
     finally:
         codec.recorder = previous
     return BenchReport(codec.backend.name, codec.cfg.name, torch.get_num_threads(),
-                       codec.tile_size, codec.scheduler.tile_batch, rate, results)
+                       codec.tile_size, codec.scheduler.batch(), rate, results)
 
 
 def merge_traces(trace: dict) -> dict:

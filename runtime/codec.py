@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.mo
     from stcm.models.codec import STCM
 
 DEFAULT_QUALITY = 0.75
-DEFAULT_TILE_BATCH = 16  # tiles per step call for exact models: fewer, larger calls
 # Transforms run in overlapping blocks on large images (runtime/blocks.py): pixels for g_a,
 # latent positions for g_s; each block's halo is the model's ``transform_halo`` (positions),
 # its transforms' whole receptive field, so blocks give the unblocked values.
@@ -114,7 +113,8 @@ class Codec:
         backend: ``torch`` (default for models), ``onnxruntime``/``ort`` (default for
             engines) or ``tensorrt``.
         tile_size: latent tile size (x16 pixels); each tile is one ANS stream.
-        tile_batch: tiles per step call; None: 16 for exact models (any value gives the same
+        tile_batch: tiles per step call; None: for exact models as many as hold
+            ``scheduler.STEP_POSITIONS`` positions (16 tiles of 64, 1024 of 8; any value gives the same
             streams), 1 for float models (the only value they allow, see scheduler.py).
         naive: use the naive decoder (whole masked stack recomputed at every step); for tests
             and benchmarks.
@@ -183,11 +183,11 @@ class Codec:
             model = self.model = load_model(model)
             self.tables = model_tables(model)
             self.backend = get_backend("torch", model, device)
-        if tile_batch is None:
-            tile_batch = DEFAULT_TILE_BATCH if self.backend.batch_invariant else 1
-        if not isinstance(tile_batch, int) or tile_batch < 1:
+        if tile_batch is None and not self.backend.batch_invariant:
+            tile_batch = 1
+        if tile_batch is not None and (not isinstance(tile_batch, int) or tile_batch < 1):
             raise ConfigError(f"tile_batch must be a positive integer, got {tile_batch!r}")
-        if tile_batch != 1 and not self.backend.batch_invariant:
+        if tile_batch not in (None, 1) and not self.backend.batch_invariant:
             # Float step networks give batch-dependent results (see scheduler.py): a stream
             # coded with several tiles per call would not decode exactly elsewhere.
             raise ConfigError("tile_batch > 1 needs exact (integer) step networks; this model "
@@ -205,8 +205,8 @@ class Codec:
         self.xp = kernels.select(self.device).xp  # NumPy, or CuPy on a GPU
         self.medians = self.xp.asarray(t.z_medians)
         self.tile_size = tile_size
-        self.scheduler = Scheduler(self.backend, self.cfg, self.table, tile_size, tile_batch,
-                                   naive)
+        self.scheduler = Scheduler(self.backend, self.cfg, self.table, tile_size,
+                                   tile_batch, naive)
         self.progress = progress
         self.strict_numerics = strict_numerics
         self._recorder: Recorder | None = None

@@ -102,18 +102,23 @@ class Plan:
         return sum(g.steps * len(g.chunks) for g in self.groups)
 
 
+# Latent positions per step call when ``tile_batch`` is None (exact models by default): 16
+# tiles of 64^2, or 1024 of 8^2; fewer, larger calls amortise each call's fixed cost.
+STEP_POSITIONS = 16 * 64 * 64
+
+
 class Scheduler:
     """Runs the decode schedule over a tiled latent, with stages run by ``backend``."""
 
     def __init__(self, backend: Backend, cfg: ModelConfig, table: np.ndarray,
-                 tile_size: int = 64, tile_batch: int = 1, naive: bool = False):
+                 tile_size: int = 64, tile_batch: int | None = 1, naive: bool = False):
         self.backend = backend
         self.cfg = cfg
         self.context = context_variant(cfg.context)
         self.table = table
         self.quantizer = ScaleQuantizer(table)
         self.tile_size = tile_size
-        self.tile_batch = max(1, tile_batch)
+        self.tile_batch = None if tile_batch is None else max(1, tile_batch)
         self.naive = naive
         self.recorder: Recorder | None = None  # timing spans (runtime/profile.py)
         self.staging = HostStaging()
@@ -122,9 +127,14 @@ class Scheduler:
         starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
         self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
 
+    def batch(self, tile_size: int | None = None) -> int:
+        """Tiles per step call for tiles of ``tile_size`` (None: this scheduler's)."""
+        return self.tile_batch or max(1, STEP_POSITIONS // (tile_size or self.tile_size) ** 2)
+
     def plan(self, shape: tuple[int, int], tile_size: int | None = None) -> Plan:
         """The run that codes a latent of ``shape`` (h, w) in tiles of ``tile_size`` positions
-        (None: this scheduler's), ``tile_batch`` tiles per step call."""
+        (None: this scheduler's), ``tile_batch`` tiles per step call (None: as many as hold
+        ``STEP_POSITIONS`` positions)."""
         grid = TileGrid(shape[0], shape[1], tile_size or self.tile_size)
         return self._plan(grid, [range(grid.count)] * len(self.slices))
 
@@ -165,10 +175,11 @@ class Scheduler:
 
     def _plan(self, grid: TileGrid, tiles: list[Sequence[int]], box=None) -> Plan:
         steps = self.context.num_steps(*grid.frame)
+        batch = self.batch(grid.size)
         groups = []
         for k, (sl, group_tiles) in enumerate(zip(self.slices, tiles)):
-            chunks = tuple(range(i, min(i + self.tile_batch, len(group_tiles)))
-                           for i in range(0, len(group_tiles), self.tile_batch))
+            chunks = tuple(range(i, min(i + batch, len(group_tiles)))
+                           for i in range(0, len(group_tiles), batch))
             groups.append(GroupPlan(k, sl, steps, chunks, group_tiles))
         return Plan(grid, tuple(groups), box)
 

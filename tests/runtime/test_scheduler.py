@@ -8,7 +8,7 @@ from stcm.contexts import context_variant
 from stcm.models.codec import STCM
 from stcm.runtime.ans import pinned_scale_table
 from stcm.runtime.backends.torch_backend import TorchBackend
-from stcm.runtime.scheduler import Scheduler
+from stcm.runtime.scheduler import STEP_POSITIONS, Scheduler
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,18 @@ def test_the_plan_covers_every_tile_once_per_step_of_every_group(tiny, tile_size
     # Another tile size is another plan; the scheduler itself is unchanged by asking.
     assert scheduler.plan((7, 10), tile_size=2).grid.frame == (2, 2)
     assert scheduler.tile_size == tile_size
+
+
+def test_without_a_tile_batch_each_call_holds_a_fixed_count_of_positions(tiny):
+    model, backend, table = tiny
+    scheduler = Scheduler(backend, model.cfg, table, 64, None)
+    assert scheduler.batch() == STEP_POSITIONS // 64 ** 2 == 16
+    assert scheduler.batch(8) == 1024 and scheduler.batch(1000) == 1
+    # 40 x 40 positions in tiles of 4: 100 tiles, all in one call per step.
+    plan = scheduler.plan((40, 40), tile_size=4)
+    assert plan.grid.count == 100 and all(len(g.chunks) == 1 for g in plan.groups)
+    assert Scheduler(backend, model.cfg, table, 4, 7).plan((40, 40)).groups[0].chunks[1] == \
+        range(7, 14)
 
 
 def test_encode_and_decode_run_the_plan_and_report_each_step(tiny):
