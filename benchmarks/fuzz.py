@@ -4,7 +4,9 @@ A mutation is what damage or an attacker does to a valid container *and then res
 OSS-Fuzz harnesses do: bit flips, truncation, inserted or appended bytes, emptied streams,
 streams swapped within a file or taken from another one, edited header bytes; every CRC32 is
 recomputed, so the checksums catch nothing and each outcome shows what the decoder itself
-checks. An outcome is one of
+checks. The symbol checksums of format 2.4 (one per stream, of its decoded symbols) are kept
+as they were: a harness cannot recompute them without decoding the damaged stream, which is
+the decoder's own check. An outcome is one of
 
     clean      a ``StcmError`` (what a user may see)
     same       decoded, and the symbols (or pixels) equal the original's: nothing changed
@@ -22,6 +24,7 @@ runs it on a tiny model and ``--codec`` measures the issue's cases on the built-
     python benchmarks/fuzz.py                  # 1,000,000 inputs, entropy layer, one worker
     python benchmarks/fuzz.py --inputs 20000 --workers 2
     python benchmarks/fuzz.py --codec default --per-kind 40
+    python benchmarks/fuzz.py --inputs 20000 --no-checksums   # format 2.3 files, as before 2.4
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stcm.errors import StcmError
-from stcm.runtime.ans import FactorizedCoder, GaussianDecoder, GaussianEncoder, pinned_scale_table
+from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder,
+                              pinned_scale_table, symbol_checksum)
 from stcm.runtime.container import (KIND_Y, KIND_Z, Georeference, Header, check_model,
                                     read_container, short_id, write_container)
 from stcm.runtime.fields import ByteReader, write_varint
@@ -80,8 +84,11 @@ def reseal(version: bytes, record: bytes, payload: bytes) -> bytes:
 
 
 def _streams(data: bytes):
+    """(header, streams, symbol checksums or None) of a valid container."""
     c = read_container(data)
-    return c.header, {e.key: c.stream(*e.key) for e in c.entries}
+    checksums = None if c.checksums is None else dict(zip((e.key for e in c.entries),
+                                                          c.checksums))
+    return c.header, {e.key: c.stream(*e.key) for e in c.entries}, checksums
 
 
 def _flip(chunk: bytes, rng) -> bytes:
@@ -97,7 +104,7 @@ def mutate(kind: str, data: bytes, rng: np.random.Generator, donor: bytes) -> by
 
     ``donor`` is another valid container (the source of ``foreign_stream``)."""
     if kind in STREAM_KINDS:
-        header, streams = _streams(data)
+        header, streams, checksums = _streams(data)
         keys = list(streams)
         ys = [k for k in keys if k[1] == KIND_Y and streams[k]] or keys
         zs = [k for k in keys if k[1] == KIND_Z and streams[k]] or keys
@@ -115,7 +122,7 @@ def mutate(kind: str, data: bytes, rng: np.random.Generator, donor: bytes) -> by
         elif kind == "append_word":
             streams[key] = s + _u32(int(rng.integers(1, 2 ** 32)))
         elif kind == "foreign_stream":
-            _, other = _streams(donor)
+            other = _streams(donor)[1]
             pool = [k for k in other if k[1] == key[1]]
             streams[key] = other[pool[int(rng.integers(len(pool)))]]
         elif kind == "swap_streams":
@@ -126,7 +133,7 @@ def mutate(kind: str, data: bytes, rng: np.random.Generator, donor: bytes) -> by
         elif kind == "insert_bytes":
             at, n = int(rng.integers(len(s) + 1)), int(rng.choice([1, 3, 4, 8]))
             streams[key] = s[:at] + rng.integers(0, 256, n, dtype=np.uint8).tobytes() + s[at:]
-        return write_container(header, streams)
+        return write_container(header, streams, checksums)
     version, record, payload = split(data)
     if kind == "truncate_file":
         return data[:int(rng.integers(len(data)))]
@@ -166,13 +173,15 @@ class EntropyLayer:
     y stream per tile; each tile is coded anti-diagonal by anti-diagonal like the wavefront,
     with scale indexes computed from z and the previous step's symbols, so a corrupt stream
     derails the rest of its tile as in the real decoder. Decoding runs the codec's checks:
-    ``read_container``, ``check_model``, ``check_backed``, the streams' CRC32s and the
-    coders' own end checks.
+    ``read_container``, ``check_model``, ``check_backed``, the streams' CRC32s, the
+    coders' own end checks and the streams' symbol checksums. ``checksums=False`` writes
+    containers without them (format 2.3's layout), to measure what they catch.
     """
 
     Y_CHANNELS, Z_CHANNELS = 3, 2
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, checksums: bool = True):
+        self.checksums = checksums
         rng = np.random.default_rng(seed)
         self.table = pinned_scale_table(0.11, 256.0, 64)
         # Rows of 9 and 6 symbols, a tail of 1e-6 as learned tables have (escapes are rare).
@@ -203,7 +212,7 @@ class EntropyLayer:
 
     def encode(self, header: Header, rng: np.random.Generator) -> tuple[bytes, list]:
         """Random symbols for ``header``'s shape, coded into a container."""
-        streams = {}
+        streams, checksums = {}, {}
 
         def z_of(g, n):
             p = self.z_coder.probabilities
@@ -212,6 +221,7 @@ class EntropyLayer:
             if n and rng.random() < 0.3:  # an escape beyond the table
                 z[0, int(rng.integers(n))] = int(rng.integers(-10 ** 6, 10 ** 6))
             streams[(g, KIND_Z, 0)] = self.z_coder.encode(z)
+            checksums[(g, KIND_Z, 0)] = symbol_checksum(z)
             return z
 
         def code_tile(g, t, box, base):
@@ -225,10 +235,11 @@ class EntropyLayer:
                 out.append(s)
                 prev = int(np.abs(s.astype(np.int64)).sum()) % 64
             streams[(g, KIND_Y, t)] = enc.finish()
+            checksums[(g, KIND_Y, t)] = enc.checksum
             return np.concatenate(out)
 
         symbols = self._run(header, code_tile, z_of)
-        return write_container(header, streams), symbols
+        return write_container(header, streams, checksums if self.checksums else None), symbols
 
     def decode(self, data: bytes) -> Decoded:
         container = read_container(data)
@@ -236,10 +247,13 @@ class EntropyLayer:
         check_backed(container, self.Y_CHANNELS, self.Z_CHANNELS)
 
         def z_of(g, n):
-            return self.z_coder.decode(container.stream(g, KIND_Z, 0), n)
+            return self.z_coder.decode(container.stream(g, KIND_Z, 0), n,
+                                       container.checksum(g, KIND_Z, 0))
 
         def code_tile(g, t, box, base):
-            dec, out, prev = GaussianDecoder(container.stream(g, KIND_Y, t), self.table), [], 0
+            dec = GaussianDecoder(container.stream(g, KIND_Y, t), self.table,
+                                  checksum=container.checksum(g, KIND_Y, t))
+            out, prev = [], 0
             for step, n in enumerate(self._steps(box)):
                 s = dec.pop(self._indexes(base + prev, step, n * self.Y_CHANNELS))
                 out.append(s)
@@ -325,10 +339,11 @@ def _corpus(layer: EntropyLayer, seed: int, size: int):
     return out
 
 
-def _worker(start: int, stop: int, seed: int, memory_mb: int, fd: int) -> None:
+def _worker(start: int, stop: int, seed: int, memory_mb: int, fd: int,
+            checksums: bool = True) -> None:
     """Runs inputs start..stop-1, writing one outcome byte per input to ``fd``."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-    layer = EntropyLayer(seed)
+    layer = EntropyLayer(seed, checksums)
     corpus = _corpus(layer, seed, 64)
     os.write(fd, bytes([_READY]))  # the time limit counts from here
     for i in range(start, stop):
@@ -345,9 +360,10 @@ def _worker(start: int, stop: int, seed: int, memory_mb: int, fd: int) -> None:
 
 
 def run(inputs: int, seed: int, workers: int, time_limit: float, memory_mb: int,
-        setup_limit: float = 600.0) -> dict:
+        setup_limit: float = 600.0, checksums: bool = True) -> dict:
     """Fuzzes ``inputs`` mutated containers in ``workers`` processes; returns the counts.
-    Every failure but silent changes (the first 50 of those) is listed with its input."""
+    Every failure but silent changes (the first 50 of those) is listed with its input.
+    ``checksums=False``: the containers have no symbol checksums (format 2.3)."""
     counts = {k: dict.fromkeys(OUTCOMES, 0) for k in KINDS}
     failures: list[dict] = []
     shares = [(inputs * w // workers, inputs * (w + 1) // workers) for w in range(workers)]
@@ -359,7 +375,7 @@ def run(inputs: int, seed: int, workers: int, time_limit: float, memory_mb: int,
         if pid == 0:  # never return into the parent's loop, whatever happens
             try:
                 os.close(r)
-                _worker(start, stop, seed, memory_mb, w)
+                _worker(start, stop, seed, memory_mb, w, checksums)
             finally:
                 os._exit(70)
         os.close(w)
@@ -409,7 +425,8 @@ def run(inputs: int, seed: int, workers: int, time_limit: float, memory_mb: int,
                     spawn(i + 1, stop)
     seconds = time.monotonic() - begin
     total = {o: sum(c[o] for c in counts.values()) for o in OUTCOMES}
-    return {"inputs": inputs, "seed": seed, "workers": workers, "seconds": round(seconds, 1),
+    return {"inputs": inputs, "seed": seed, "workers": workers, "checksums": checksums,
+            "seconds": round(seconds, 1),
             "inputs_per_second": round(inputs / seconds, 1), "total": total,
             "by_kind": counts, "failures": failures}
 
@@ -454,6 +471,8 @@ def main() -> int:
     p.add_argument("--codec", choices=["tiny", "default"],
                    help="instead: the issue's stream cases against a real codec")
     p.add_argument("--per-kind", type=int, default=30)
+    p.add_argument("--no-checksums", action="store_true",
+                   help="entropy layer: write containers without symbol checksums (format 2.3)")
     p.add_argument("--out", help="write the counts as JSON here")
     args = p.parse_args()
     if args.codec:
@@ -461,7 +480,8 @@ def main() -> int:
         for kind, c in result["by_kind"].items():
             print(f"{kind:16s} " + " ".join(f"{o} {c[o]:4d}" for o in OUTCOMES if c[o]))
     else:
-        result = run(args.inputs, args.seed, args.workers, args.time_limit, args.memory_mb)
+        result = run(args.inputs, args.seed, args.workers, args.time_limit, args.memory_mb,
+                     checksums=not args.no_checksums)
         print(json.dumps({k: result[k] for k in ("inputs", "seconds", "inputs_per_second",
                                                  "total")}))
         for f in result["failures"][:10]:

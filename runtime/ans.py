@@ -36,9 +36,14 @@ which no model produces (the built-in one: |s| <= 46 against bound 4096); it ref
 ANS stream of a stream's n symbols also has a floor: constriction gives every symbol of the
 alphabet at least 2**-24, so no symbol costs less than ``-log2(1 - 2 * bound / 2**24)`` bits
 (7.0e-4 at bound 4096); ``min_stream_bytes`` is half of that, and a shorter stream cannot be
-real. What remains undetectable without a checksum of the symbols is a change that decodes
-to other valid symbols and ends exactly in the initial state; the container's CRC32 is what
-guarantees integrity.
+real. What the coder cannot detect by itself is a change that decodes to other valid
+symbols and ends exactly in the initial state (a drained state decodes the alphabet's
+leaky tail symbols, 2**-24 each, and can land on it); for that, format 2.4 stores a
+checksum of each stream's symbols (``symbol_checksum``): the encoders compute it from what
+they code (``GaussianEncoder.checksum``, ``FactorizedCoder.encode`` callers), the decoders
+verify it after the stream's last symbol when given one. The container's CRC32s still
+guarantee the bytes' integrity; the symbol checksum catches what a resealed or otherwise
+consistent but wrong stream decodes to.
 
 Errors. A corrupt stream is a ``CorruptError`` (the user's problem), symbols no stream can
 hold unambiguously a ``DataError`` (see Corruption); bad arguments are plain
@@ -48,6 +53,7 @@ a model config sets, is a ``ConfigError``.
 from __future__ import annotations
 
 import math
+import zlib
 
 import constriction
 import numpy as np
@@ -63,6 +69,7 @@ __all__ = [
     "gaussian_bits",
     "min_stream_bytes",
     "pinned_scale_table",
+    "symbol_checksum",
 ]
 
 _AnsCoder = constriction.stream.stack.AnsCoder
@@ -297,6 +304,41 @@ def _ran_dry(coder, last_is_lowest: bool, what: str) -> None:
                            "(truncated or corrupt)")
 
 
+def symbol_checksum(symbols: np.ndarray, crc: int = 0) -> int:
+    """The CRC32 (zlib's) of integer symbols as little-endian int32, continuing ``crc``.
+
+    A stream's checksum is this over all its symbols in coding order, so it may be
+    accumulated call by call: ``symbol_checksum(b, symbol_checksum(a))`` equals
+    ``symbol_checksum(np.concatenate([a, b]))``. Symbols are exact integers on every backend,
+    so every encoder and decoder computes the same value. Values must fit int32 (the coders'
+    symbols do).
+
+    Example:
+        >>> a, b = np.array([0, -2, 5], np.int32), np.array([10**6])
+        >>> symbol_checksum(b, symbol_checksum(a)) == symbol_checksum(np.array([0, -2, 5, 10**6]))
+        True
+        >>> symbol_checksum(np.zeros(0, np.int32)), hex(symbol_checksum(np.array([1])))
+        (0, '0x99f8b879')
+    """
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4"), crc) & 0xFFFFFFFF
+
+
+def _check_checksum(checksum) -> int | None:
+    if checksum is None:
+        return None
+    if isinstance(checksum, bool) or not isinstance(checksum, (int, np.integer)) or not (
+            0 <= checksum <= 0xFFFFFFFF):
+        raise ValueError(f"checksum must be None or a u32, got {checksum!r}")
+    return int(checksum)
+
+
+def _verify_checksum(got: int, expected: int | None, what: str) -> None:
+    if expected is not None and got != expected:
+        raise CorruptError(f"the {what} stream decodes to symbols whose checksum is {got:#010x}, "
+                           f"but the file says {expected:#010x}: the stream is corrupt (damaged "
+                           "and resealed, or another stream's)")
+
+
 def _refuse_ambiguous_end() -> None:
     raise DataError("cannot code this latent: its last symbols lie exactly at the coder's "
                     "lowest escape with nothing after them, which a decoder cannot tell from a "
@@ -331,7 +373,8 @@ class GaussianEncoder:
 
     Call ``push`` once per decode step, in decode order, then ``finish`` once. Symbol
     ``symbols[i]`` is coded with a zero-mean quantized Gaussian of std ``table[indexes[i]]``;
-    symbols with ``|s| >= bound`` are escaped (see the module docstring).
+    symbols with ``|s| >= bound`` are escaped (see the module docstring). ``checksum`` is the
+    ``symbol_checksum`` of everything pushed, in order (format 2.4 stores it per stream).
 
     Args:
         table: The scale table (1-D, positive, strictly increasing).
@@ -346,7 +389,7 @@ class GaussianEncoder:
         >>> enc.push(np.array([0, -2, 5], np.int32), np.array([10, 20, 30], np.uint8))
         >>> enc.push(np.array([10**6], np.int32), np.array([0], np.uint8))
         >>> data = enc.finish()
-        >>> dec = GaussianDecoder(data, table)
+        >>> dec = GaussianDecoder(data, table, checksum=enc.checksum)
         >>> dec.pop(np.array([10, 20, 30], np.uint8))
         array([ 0, -2,  5], dtype=int32)
         >>> dec.pop(np.array([0], np.uint8))
@@ -361,6 +404,7 @@ class GaussianEncoder:
         # Decode-order segments: ("main", symbols, stds) or ("escape", payloads).
         self._segments: list[tuple] = []
         self._finished = False
+        self.checksum = 0  # symbol_checksum of the symbols pushed so far
 
     def push(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
         """Records one decode step's symbols (1-D int32) and their table indexes (1-D).
@@ -377,6 +421,7 @@ class GaussianEncoder:
             raise ValueError(f"symbols {s.shape} and indexes {idx.shape} differ in shape")
         if s.size == 0:
             return
+        self.checksum = symbol_checksum(s, self.checksum)
         # Compare rather than take abs(): abs() of int32's minimum overflows.
         escaped = (s >= self.bound) | (s <= -self.bound)
         main = s.copy()  # the caller may reuse its array before finish()
@@ -432,26 +477,30 @@ class GaussianDecoder:
     """Decodes a ``GaussianEncoder`` stream step by step.
 
     Call ``pop`` with each step's indexes, in the same steps as the encoder's pushes, then
-    ``finish`` to check that the stream was consumed exactly. See ``GaussianEncoder`` for an
-    example.
+    ``finish`` to check that the stream was consumed exactly and, given a ``checksum``, that
+    the symbols popped are the ones coded. See ``GaussianEncoder`` for an example.
 
     Args:
         data: The stream bytes.
         table: The scale table the encoder used.
         bound: The encoder's bound.
+        checksum: The encoder's ``checksum`` (format 2.4 stores it), or None: not verified.
 
     Raises:
         CorruptError: If ``data`` is not whole 32-bit words or ends in a zero word.
         TypeError, ValueError: On a bad table, bound or data type.
     """
 
-    def __init__(self, data: bytes, table: np.ndarray, bound: int = 4096):
+    def __init__(self, data: bytes, table: np.ndarray, bound: int = 4096,
+                 checksum: int | None = None):
         self.table = _check_table(table)
         self.bound = _check_bound(bound)
+        self._expected = _check_checksum(checksum)
         self._model = _model.QuantizedGaussian(-self.bound, self.bound)
         self._coder = _decoder(data)
         self._zeros = np.zeros(0)
         self._finished = False
+        self.checksum = 0  # symbol_checksum of the symbols popped so far
 
     def pop(self, indexes: np.ndarray) -> np.ndarray:
         """Decodes the next step's symbols: int32, one per index.
@@ -472,21 +521,26 @@ class GaussianDecoder:
         _ran_dry(self._coder, main[-1] == -self.bound, "y")
         escaped = np.abs(main) == self.bound
         if not escaped.any():
-            return main.astype(np.int32, copy=False)
-        s = main.astype(np.int64)
-        s[escaped] = np.sign(s[escaped]) * (self.bound + _pop_payloads(self._coder,
-                                                                      int(escaped.sum())))
-        return _to_int32(s)
+            out = main.astype(np.int32, copy=False)
+        else:
+            s = main.astype(np.int64)
+            s[escaped] = np.sign(s[escaped]) * (self.bound + _pop_payloads(self._coder,
+                                                                          int(escaped.sum())))
+            out = _to_int32(s)
+        self.checksum = symbol_checksum(out, self.checksum)
+        return out
 
     def finish(self) -> None:
         """Checks that the stream held exactly the popped symbols.
 
         Raises:
-            CorruptError: If words are left or the coder is not back in its initial state.
+            CorruptError: If words are left, the coder is not back in its initial state, or
+                the symbols popped do not match the checksum given.
         """
         self._finished = True
         if not self._coder.is_empty():
             raise CorruptError("the y stream does not end where its symbols do")
+        _verify_checksum(self.checksum, self._expected, "y")
 
 
 def gaussian_bits(symbols: np.ndarray, indexes: np.ndarray, table: np.ndarray,
@@ -615,6 +669,8 @@ class FactorizedCoder:
 
     def encode(self, symbols: np.ndarray) -> bytes:
         """Encodes (C, n) integer symbols; returns the stream (little-endian uint32 words).
+        Its symbols' checksum, in coding order (channel by channel), is
+        ``symbol_checksum(symbols)`` of the (C, n) array.
 
         Raises:
             TypeError, ValueError: On a bad shape, dtype or values beyond int32.
@@ -635,17 +691,19 @@ class FactorizedCoder:
                 coder.encode_reverse(entries[c], self._models[c])
         return _to_bytes(coder)
 
-    def decode(self, data: bytes, n: int) -> np.ndarray:
-        """Decodes ``n`` symbols per channel: (C, n) int32.
+    def decode(self, data: bytes, n: int, checksum: int | None = None) -> np.ndarray:
+        """Decodes ``n`` symbols per channel: (C, n) int32; given the encoded symbols'
+        ``checksum`` (``symbol_checksum``), verifies them.
 
         Raises:
-            CorruptError: If ``data`` is not whole 32-bit words, is not consumed exactly, or
-                decodes to a symbol beyond int32.
-            TypeError, ValueError: On a bad ``n`` or data type.
+            CorruptError: If ``data`` is not whole 32-bit words, is not consumed exactly,
+                decodes to a symbol beyond int32 or to symbols that do not match ``checksum``.
+            TypeError, ValueError: On a bad ``n``, checksum or data type.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         n = int(n)
+        expected = _check_checksum(checksum)
         coder = _decoder(data)
         out = np.empty((self.channels, n), np.int64)
         for c in range(self.channels):
@@ -661,7 +719,9 @@ class FactorizedCoder:
             out[c] = row
         if not coder.is_empty():
             raise CorruptError("the z stream does not end where its symbols do")
-        return _to_int32(out)
+        out = _to_int32(out)
+        _verify_checksum(symbol_checksum(out), expected, "z")
+        return out
 
     def ideal_bits(self, symbols: np.ndarray) -> float:
         """The ideal information content of (C, n) symbols under the normalized tables, bits.

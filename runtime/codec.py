@@ -471,6 +471,7 @@ class Codec:
                 groups = xp.pad(groups, ((0, 0), (0, 0), (top, 0), (left, 0)), mode="edge")
         gain_enc, gain_dec = (xp.asarray(g) for g in self.tables.gains(quality))
         streams: dict[tuple[int, int, int], bytes] = {}
+        checksums: dict[tuple[int, int, int], int] = {}  # per stream, format 2.4
         latents = []
         latent_shape = latent_shape_of(top + h, left + w)
         passes = 2 if references is not None and temporal == "auto" else 1
@@ -480,8 +481,9 @@ class Codec:
         # auto on the image's own grid also gets every tile coded alone: the container of
         # the image coded without a reference, kept if smaller (no reference id, bitmap or
         # grid to pay for), so that auto never costs a byte more than no reference.
-        alone = ({}, []) if (references is not None and temporal == "auto"
-                             and (top, left) == (0, 0)) else None
+        # (streams, latents, checksums)
+        alone = ({}, [], {}) if (references is not None and temporal == "auto"
+                                 and (top, left) == (0, 0)) else None
         for g, x_g in enumerate(groups):
             y = run_blocked(lambda t: self._stage("analysis", t), _pad_image(xp, x_g[None]),
                             ANALYSIS_BLOCK, self.cfg.transform_halo * DOWNSAMPLE,
@@ -497,23 +499,25 @@ class Codec:
                 with span(self._recorder, "refine", "refine"):
                     y, z = self._refine(x_g[None], quality, y, z, refine, ref, gain_dec,
                                         on_step=step)
+            z_key = (g, KIND_Z, 0)
             with span(self._recorder, "z encode", "ans"):
-                z_hat, streams[(g, KIND_Z, 0)] = code_z(self.z_coder, z, self.medians)
+                z_hat, streams[z_key], checksums[z_key] = code_z(self.z_coder, z, self.medians)
             with self.backend.entropy_threads():
                 hyper = self._stage("hyper_synthesis", z_hat)
                 if ref is None or temporal == "on":
-                    y_hat, tiles = self.scheduler.encode(y, hyper, ref, on_step=step)
+                    coded = self.scheduler.encode(y, hyper, ref, on_step=step)
                 else:
-                    y_hat, tiles, intra, (y_alone, tiles_alone) = self._encode_choosing_modes(
-                        y, hyper, ref, bar)
-                    intra_tiles += [g * len(tiles) + t for t, i in enumerate(intra) if i]
+                    coded, intra, coded_alone = self._encode_choosing_modes(y, hyper, ref, bar)
+                    intra_tiles += [g * len(intra) + t for t, i in enumerate(intra) if i]
                     if alone is not None:
-                        alone[0].update({(g, KIND_Y, t): b for t, b in enumerate(tiles_alone)})
-                        alone[0][(g, KIND_Z, 0)] = streams[(g, KIND_Z, 0)]
-                        alone[1].append(y_alone * gain_dec)
-            for t, data in enumerate(tiles):
-                streams[(g, KIND_Y, t)] = data
-            latents.append(y_hat * gain_dec)
+                        for t, (b, c) in enumerate(zip(coded_alone.streams,
+                                                       coded_alone.checksums)):
+                            alone[0][(g, KIND_Y, t)], alone[2][(g, KIND_Y, t)] = b, c
+                        alone[0][z_key], alone[2][z_key] = streams[z_key], checksums[z_key]
+                        alone[1].append(coded_alone.y_hat * gain_dec)
+            for t, (data, checksum) in enumerate(zip(coded.streams, coded.checksums)):
+                streams[(g, KIND_Y, t)], checksums[(g, KIND_Y, t)] = data, checksum
+            latents.append(coded.y_hat * gain_dec)
         bar.close()
         header = Header(
             model_id=short_id(self.model_id), height=h, width=w, bands=image.shape[0],
@@ -524,35 +528,36 @@ class Codec:
             reference_grid=reference.grid if reference is not None else None,
             mask=SampleMask.from_array(missing) if missing is not None else None)
         with span(self._recorder, "container write", "container"):
-            data = write_container(header, streams)
+            data = write_container(header, streams, checksums)
             if alone is not None:
                 plain = write_container(dataclasses.replace(
-                    header, reference_id=None, intra_tiles=(), reference_grid=None), alone[0])
+                    header, reference_id=None, intra_tiles=(), reference_grid=None), alone[0],
+                    alone[2])
                 if len(plain) < len(data):
                     return plain, alone[1]
             return data, latents
 
     def _encode_choosing_modes(self, y, hyper, ref, bar):
         """Codes each tile with and without the reference and keeps, per tile, the smaller
-        stream; returns (y_hat, streams, intra flags). Tiles are coded independently given
-        their side input, but the channel context reads earlier groups across tile borders,
-        so a mixed choice is coded once more with the flags in force (the decoder's view),
-        and kept only if it is smaller than both uniform choices: the streams then never
-        cost more than coding alone or with the reference everywhere. Also returns the
-        all-alone (y_hat, streams)."""
+        stream; returns (the kept ``CodedLatent``, intra flags, the all-alone one). Tiles
+        are coded independently given their side input, but the channel context reads
+        earlier groups across tile borders, so a mixed choice is coded once more with the
+        flags in force (the decoder's view), and kept only if it is smaller than both
+        uniform choices: the streams then never cost more than coding alone or with the
+        reference everywhere."""
         step = functools.partial(bar.update, 1)
         with_ref = self.scheduler.encode(y, hyper, ref, on_step=step)
         alone = self.scheduler.encode(y, hyper, None, on_step=step)
-        intra = [len(b) < len(a) for a, b in zip(with_ref[1], alone[1])]
+        intra = [len(b) < len(a) for a, b in zip(with_ref.streams, alone.streams)]
         n = len(intra)
-        candidates = [(*with_ref, [False] * n), (*alone, [True] * n)]
+        candidates = [(with_ref, [False] * n), (alone, [True] * n)]
         if 0 < sum(intra) < n:
             bar.total += self.scheduler.plan(tuple(y.shape[-2:])).steps
             bar.refresh()
-            candidates.append((*self.scheduler.encode(y, hyper, ref, intra, on_step=step),
+            candidates.append((self.scheduler.encode(y, hyper, ref, intra, on_step=step),
                                intra))
         # Ties go to the reference everywhere: no bitmap.
-        return (*min(candidates, key=lambda c: sum(map(len, c[1]))), alone)
+        return (*min(candidates, key=lambda c: sum(map(len, c[0].streams))), alone)
 
     @_allocation_failures_are_limits
     def _decompress(self, data: bytes, reference: "_Reference | None",
@@ -594,11 +599,12 @@ class Codec:
             for g in range(header.band_groups):
                 with span(self._recorder, "z decode", "ans"):
                     z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
-                                     (self.cfg.N, *header.z_shape), self.medians, self.device)
+                                     (self.cfg.N, *header.z_shape), self.medians, self.device,
+                                     container.checksum(g, KIND_Z, 0))
                 # Only the streams of the plan's tiles are read (and their CRCs checked).
-                tiles = ({t: container.stream(g, KIND_Y, t) for t in plan.tiles}
-                         if plan is not None else
-                         [container.stream(g, KIND_Y, t) for t in range(header.tiles)])
+                read = plan.tiles if plan is not None else range(header.tiles)
+                tiles = {t: container.stream(g, KIND_Y, t) for t in read}
+                checksums = {t: container.checksum(g, KIND_Y, t) for t in read}
                 ref = references[g] if references is not None else None
                 if ref is not None and plan is not None:
                     ref = _cut(ref, crop)
@@ -609,7 +615,7 @@ class Codec:
                     y_hat = self.scheduler.decode(tiles, shape, hyper, ref, intra,
                                                   tile_size=header.tile_size,
                                                   on_step=functools.partial(bar.update, 1),
-                                                  plan=plan)
+                                                  plan=plan, checksums=checksums)
                 latent = y_hat * gain_dec
                 latents.append(latent)
                 cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])

@@ -1,10 +1,12 @@
 """The stcm container: the versioned binary file that holds one compressed image.
 
 A container is a magic and version, one checksummed record (the per-image header of
-``runtime.header`` and a table of streams: one length and CRC32 per stream), and the
-streams: per band group one stream for the hyper latent z and one per latent tile of y. Every
-stream carries its own CRC32, so one tile can be located and checked without touching the
-others. ``docs/format.md`` gives the layout byte by byte.
+``runtime.header``, from format 2.4 followed by a checksum of each stream's decoded symbols,
+and a table of streams: one length and CRC32 per stream), and the streams: per band group
+one stream for the hyper latent z and one per latent tile of y. Every stream carries its own
+CRC32, so one tile can be located and checked without touching the others; its symbol
+checksum lets the decoder verify what the stream decodes to. ``docs/format.md`` gives the
+layout byte by byte.
 
 Reading trusts nothing: the record's CRC32 is checked before any field is interpreted, every
 length is compared with the bytes actually present, every field is type- and range-checked
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+import operator
 from dataclasses import dataclass
 
 from stcm.errors import (CorruptError, ModelMismatchError,
@@ -30,7 +33,8 @@ from stcm.runtime.header import (BAND_GROUP_SIZE, DEFAULT_MAX_PIXELS, DOWNSAMPLE
 __all__ = [
     "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "MAX_RECORD_BYTES", "DEFAULT_MAX_PIXELS",
     "KIND_Z", "KIND_Y", "DTYPES", "MODEL_ID_BYTES", "Georeference", "Header", "StreamEntry",
-    "Container", "tile_grid", "num_tiles", "quality_on_grid", "write_container",
+    "Container", "CHECKSUM_MINOR", "tile_grid", "num_tiles", "quality_on_grid",
+    "write_container",
     "read_container", "peek_header", "check_model", "check_reference", "short_id",
     "BAND_GROUP_SIZE", "DOWNSAMPLE", "PAD_MULTIPLE", "MAX_TILE_SIZE",
 ]
@@ -40,8 +44,10 @@ MAGIC = b"STCM"
 # format 2 keeps enc * dec on the interpolation of the level products (models/gain.py).
 FORMAT_MAJOR = 2
 # 2.1: flag bit 5, the per-tile mode bitmap; 2.2: bit 6, the reference grid; 2.3: bit 7, the
-# mask of missing samples
-FORMAT_MINOR = 3
+# mask of missing samples; 2.4: the symbol checksum table after the header's last field
+FORMAT_MINOR = 4
+CHECKSUM_MINOR = 4  # the first minor with symbol checksums
+_NO_CHECKSUM_MINOR = 3  # what write_container writes without them (2.3's layout)
 MAX_RECORD_BYTES = 1 << 31
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32
 
@@ -120,12 +126,25 @@ class Container:
         entries: The stream table, in (band_group, kind, tile) order.
         data: The whole container.
         payload_start: Offset of the first stream in ``data``.
+        checksums: Per stream, in table order, the ``runtime.ans.symbol_checksum`` of its
+            decoded symbols (format 2.4); None for files of an older minor, which have none.
     """
 
     header: Header
     entries: tuple[StreamEntry, ...]
     data: bytes
     payload_start: int
+    checksums: tuple[int, ...] | None = None
+
+    def checksum(self, band_group: int, kind: int, tile: int) -> int | None:
+        """The symbol checksum of one stream, for its decoder to verify; None when the file
+        (older than format 2.4) has none.
+
+        Raises:
+            KeyError: The container has no such stream.
+        """
+        index = self.header.stream_index(band_group, kind, tile)
+        return None if self.checksums is None else self.checksums[index]
 
     def stream(self, band_group: int, kind: int, tile: int) -> bytes:
         """Returns one stream after checking its CRC32.
@@ -169,28 +188,37 @@ class Container:
         return hashlib.sha256(self.data).digest()
 
 
-def write_container(header: Header, streams: dict[tuple[int, int, int], bytes]) -> bytes:
+def write_container(header: Header, streams: dict[tuple[int, int, int], bytes],
+                    checksums: dict[tuple[int, int, int], int] | None = None) -> bytes:
     """Serialises a header and its streams into a container.
 
     Args:
         header: The image header.
         streams: Bytes per (band_group, kind, tile): for every band group, one z stream
             (``KIND_Z``, tile 0) and one y stream (``KIND_Y``) per tile, nothing else.
+        checksums: The ``runtime.ans.symbol_checksum`` of each stream's symbols, for the
+            same keys: written as format 2.4's checksum table (what the codec writes). None
+            writes a container without one, in format 2.3's layout (for streams whose
+            symbols are not at hand); decoders then cannot verify the symbols.
 
     Returns:
         The container; streams are laid out in key order.
 
     Raises:
-        CorruptError: A stream is missing, unexpected, not bytes or longer than 4 GiB - 1.
-            (An invalid header cannot be constructed.)
+        CorruptError: A stream is missing, unexpected, not bytes or longer than 4 GiB - 1,
+            or the checksums are not one u32 per stream. (An invalid header cannot be
+            constructed.)
 
     >>> h = Header(model_id=bytes(16), height=64, width=64, bands=1, dtype="uint8",
     ...            normalization={"dtype": "uint8", "lo": [0], "hi": [255]},
     ...            quality=0.75, tile_size=4)
-    >>> data = write_container(h, {(0, KIND_Z, 0): b"zz", (0, KIND_Y, 0): b"yyy"})
+    >>> streams = {(0, KIND_Z, 0): b"zz", (0, KIND_Y, 0): b"yyy"}
+    >>> data = write_container(h, streams, {(0, KIND_Z, 0): 7, (0, KIND_Y, 0): 0xFFFFFFFF})
     >>> c = read_container(data)
     >>> c.header == h, c.stream(0, KIND_Y, 0), len(data) - c.payload_start, c.header_bytes
-    (True, b'yyy', 5, 46)
+    (True, b'yyy', 5, 54)
+    >>> c.checksum(0, KIND_Y, 0), data[4:6], read_container(write_container(h, streams)).checksums
+    (4294967295, b'\\x02\\x04', None)
     """
     if not isinstance(header, Header):
         raise TypeError(f"header must be a Header, got {type(header).__name__}")
@@ -224,6 +252,11 @@ def write_container(header: Header, streams: dict[tuple[int, int, int], bytes]) 
                            f"({header.band_groups} band groups x (1 z + {header.tiles} y tiles)), "
                            f"got {len(streams)}; missing {missing}")
     head = header.to_bytes()
+    minor = FORMAT_MINOR
+    if checksums is None:
+        minor = _NO_CHECKSUM_MINOR
+    else:
+        head += _checksum_table(header, checksums)
     record = bytearray(write_varint(len(head)) + head)
     for key in header.stream_keys():
         chunk = streams[key]
@@ -231,10 +264,44 @@ def write_container(header: Header, streams: dict[tuple[int, int, int], bytes]) 
     if len(record) > MAX_RECORD_BYTES:
         raise CorruptError(f"cannot write stcm container: header and stream table take "
                            f"{len(record)} bytes, more than {MAX_RECORD_BYTES}")
-    prefix = MAGIC + bytes([FORMAT_MAJOR, FORMAT_MINOR]) + write_varint(len(record)) + record
+    prefix = MAGIC + bytes([FORMAT_MAJOR, minor]) + write_varint(len(record)) + record
     parts = [prefix, _U32.pack(_crc(prefix))]
     parts += [bytes(streams[key]) for key in header.stream_keys()]
     return b"".join(parts)
+
+
+def _checksum_table(header: Header, checksums) -> bytes:
+    """The symbol checksum table: one u32 per stream, in stream table order."""
+    if not isinstance(checksums, dict) or len(checksums) != header.num_streams:
+        raise CorruptError(f"cannot write stcm container: checksums must be a dict of one u32 "
+                           f"per stream ({header.num_streams}), got "
+                           f"{len(checksums) if isinstance(checksums, dict) else checksums!r}")
+    out = bytearray()
+    for key in header.stream_keys():
+        value = checksums.get(key)
+        try:
+            number = None if isinstance(value, bool) else operator.index(value)
+        except TypeError:
+            number = None
+        if number is None or not 0 <= number <= 0xFFFFFFFF:
+            raise CorruptError(f"cannot write stcm container: the checksum of stream {key} "
+                               f"must be a u32, got {value!r}")
+        out += _U32.pack(number)
+    return bytes(out)
+
+
+def _read_checksums(fields: ByteReader, header: Header, minor: int) -> tuple[int, ...] | None:
+    """Reads the symbol checksum table that ends a 2.4 header (none before 2.4), checking
+    that its size matches the streams the header implies before reading any of it."""
+    if minor < CHECKSUM_MINOR:
+        return None
+    need = 4 * header.num_streams
+    if fields.remaining < need or (fields.remaining > need and minor <= FORMAT_MINOR):
+        raise CorruptError(f"corrupt stcm header: the symbol checksum table has "
+                           f"{fields.remaining} bytes, but the header's {header.num_streams} "
+                           f"streams ({header.band_groups} band groups x (1 z + "
+                           f"{header.tiles} y tiles)) need {need}")
+    return struct.unpack(f"<{header.num_streams}I", fields.take(need, "symbol checksums"))
 
 
 def _check_magic(data: bytes) -> None:
@@ -273,9 +340,10 @@ def _check_version(data: bytes) -> int:
     return minor
 
 
-def _read_record(data: bytes, max_pixels: int) -> tuple[Header, ByteReader, int]:
-    """Checks magic, version and the record's CRC32, then parses the header. Returns the
-    header, a reader positioned at the stream table, and the payload start."""
+def _read_record(data: bytes, max_pixels: int):
+    """Checks magic, version and the record's CRC32, then parses the header and its symbol
+    checksums. Returns the header, the checksums (None before 2.4), a reader positioned at
+    the stream table, and the payload start."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected the container's bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -303,11 +371,12 @@ def _read_record(data: bytes, max_pixels: int) -> tuple[Header, ByteReader, int]
     header_len = record.varint("header length", record.remaining)
     fields = ByteReader(data, record.pos, record.pos + header_len, what="stcm header")
     header = Header.from_reader(fields, max_pixels)
+    checksums = _read_checksums(fields, header, minor)
     if fields.remaining and minor <= FORMAT_MINOR:  # a newer minor may append fields
         raise CorruptError(f"corrupt stcm header: {fields.remaining} bytes after the last "
                            f"field in a version {FORMAT_MAJOR}.{minor} file")
     record.pos = fields.end
-    return header, record, crc_at + 4
+    return header, checksums, record, crc_at + 4
 
 
 def peek_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
@@ -349,7 +418,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
     """
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
-    header, table, payload_start = _read_record(data, max_pixels)
+    header, checksums, table, payload_start = _read_record(data, max_pixels)
     count = header.num_streams
     if count * _MIN_ENTRY_BYTES > table.remaining:
         raise CorruptError(f"corrupt stcm stream table: the header needs {count} streams "
@@ -376,7 +445,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
                            f"after the last stream (expected {payload_start + offset} bytes, "
                            f"got {len(data)})")
     return Container(header=header, entries=tuple(entries), data=data,
-                     payload_start=payload_start)
+                     payload_start=payload_start, checksums=checksums)
 
 
 def check_model(container: Container, model_id: bytes) -> None:

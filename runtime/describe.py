@@ -39,6 +39,7 @@ def describe_container(data: bytes, path: str | os.PathLike | None = None) -> di
     h = container.header
     return {
         "kind": "container", "path": None if path is None else str(path),
+        "format": f"{container.data[4]}.{container.data[5]}",
         "bytes": len(container.data), "bits_per_pixel": container.bits_per_pixel,
         "model_id": h.model_id.hex(), "header_bytes": container.header_bytes,
         "numerics": h.numerics, "height": h.height, "width": h.width, "bands": h.bands,
@@ -55,7 +56,10 @@ def describe_container(data: bytes, path: str | os.PathLike | None = None) -> di
         "intra_tiles": list(h.intra_tiles),
         "streams": [{"band_group": e.band_group, "kind": _KINDS.get(e.kind, e.kind),
                      "tile": e.tile, "offset": e.offset, "bytes": e.length,
-                     "crc32": f"{e.crc32:08x}"} for e in container.entries],
+                     "crc32": f"{e.crc32:08x}",
+                     "symbols_crc32": None if container.checksums is None
+                     else f"{container.checksums[i]:08x}"}
+                    for i, e in enumerate(container.entries)],
     }
 
 
@@ -84,7 +88,7 @@ def format_description(info: dict) -> str:
 
 
 def _container_text(info: dict) -> str:
-    lines = [f"stcm container: {info['path']} ({info['bytes']:,} bytes, "
+    lines = [f"stcm container: {info['path']} (format {info['format']}, {info['bytes']:,} bytes, "
              f"{info['bits_per_pixel']:.4f} bpp; header and stream table "
              f"{info['header_bytes']} bytes)",
              f"  image     {info['height']}x{info['width']}, {info['bands']} bands, "
@@ -108,6 +112,7 @@ def _container_text(info: dict) -> str:
                      f"{intra} coded intra)")
     lines += [f"  stream    group {s['band_group']} {s['kind']} tile {s['tile']:<4} "
               f"{s['bytes']:>9,} bytes @ {s['offset']:<9} crc {s['crc32']}"
+              + (f" symbols {s['symbols_crc32']}" if s["symbols_crc32"] else "")
               for s in info["streams"]]
     return "\n".join(lines)
 

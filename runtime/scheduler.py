@@ -38,7 +38,7 @@ from stcm.config import ModelConfig
 from stcm.contexts import context_variant
 from stcm.errors import CorruptError
 from stcm.runtime.ans import (FactorizedCoder, GaussianDecoder, GaussianEncoder, ScaleQuantizer,
-                              min_stream_bytes)
+                              min_stream_bytes, symbol_checksum)
 from stcm.runtime.backends.base import Backend
 from stcm.runtime.container import KIND_Z, Container
 from stcm.runtime.header import HYPER_DOWNSAMPLE
@@ -105,6 +105,17 @@ class Plan:
 # Latent positions per step call when ``tile_batch`` is None (exact models by default): 16
 # tiles of 64^2, or 1024 of 8^2; fewer, larger calls amortise each call's fixed cost.
 STEP_POSITIONS = 16 * 64 * 64
+
+
+@dataclass(frozen=True)
+class CodedLatent:
+    """What ``Scheduler.encode`` returns: the quantized latent the decoder will reconstruct,
+    one stream per tile and, per tile, the ``symbol_checksum`` of the symbols it codes (what
+    format 2.4 stores for the decoder to verify)."""
+
+    y_hat: object  # (1, M, h, w), on the backend's device
+    streams: list[bytes]
+    checksums: list[int]
 
 
 class Scheduler:
@@ -245,8 +256,9 @@ class Scheduler:
             yield b, sel, self.staging.download(indexes)
 
     def encode(self, y, hyper, reference, intra: list[bool] | None = None,
-               on_step: Callable[[], None] | None = None) -> tuple[object, list[bytes]]:
-        """Quantizes and codes y (1, M, h, w); returns (y_hat, one stream per tile).
+               on_step: Callable[[], None] | None = None) -> CodedLatent:
+        """Quantizes and codes y (1, M, h, w); returns y_hat, one stream per tile and the
+        streams' symbol checksums.
 
         ``intra``: per tile, True to code it without the reference (its side input is the
         one of a zero reference); None: every tile uses ``reference``. ``on_step`` is called
@@ -268,21 +280,27 @@ class Scheduler:
             return y_hat
 
         y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
-        return y_hat, [e.finish() for e in encoders]
+        streams = [e.finish() for e in encoders]
+        return CodedLatent(y_hat, streams, [e.checksum for e in encoders])
 
     def decode(self, streams: Sequence[bytes] | Mapping[int, bytes], shape: tuple[int, int],
                hyper, reference, intra: list[bool] | None = None, tile_size: int | None = None,
-               on_step: Callable[[], None] | None = None, plan: Plan | None = None):
+               on_step: Callable[[], None] | None = None, plan: Plan | None = None,
+               checksums: Sequence[int | None] | Mapping[int, int | None] | None = None):
         """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` and
         ``on_step`` as in ``encode``) of ``tile_size`` positions (the stream's; None: this
         scheduler's). With a ``plan`` of ``window_plan``, ``streams`` needs only the plan's
         tiles (tile -> stream), ``hyper`` and ``reference`` are the plan's crop, and so is the
-        latent returned (zero outside the tiles decoded)."""
+        latent returned (zero outside the tiles decoded). ``checksums`` (indexed like
+        ``streams``; None: none) are the streams' symbol checksums: each stream decoded to
+        its end is verified against its own (a ``CorruptError`` if its symbols differ)."""
         if plan is None:
             plan = self.plan(shape, tile_size)
             if len(streams) != plan.grid.count:
                 raise ValueError(f"{len(streams)} streams for {plan.grid.count} tiles")
-        decoders = {t: GaussianDecoder(streams[t], self.table) for t in plan.tiles}
+        decoders = {t: GaussianDecoder(streams[t], self.table,
+                                       checksum=None if checksums is None else checksums[t])
+                    for t in plan.tiles}
 
         def visit(k, t, tiles, program, mean, scale):
             symbols = np.zeros_like(mean, dtype=np.int32)
@@ -295,7 +313,7 @@ class Scheduler:
 
         y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
         # Only a tile every group decoded has been read to its end (a window plan decodes
-        # the outer tiles' first groups only).
+        # the outer tiles' first groups only): those are end- and checksum-checked.
         for t in set(plan.tiles).intersection(*(g.tiles for g in plan.groups)):
             decoders[t].finish()
         return y_hat
@@ -308,20 +326,21 @@ def dilate_box(box, radius: int, shape: tuple[int, int]) -> tuple[int, int, int,
     return a, b, min(r0 + h + radius, shape[0]) - a, min(c0 + w + radius, shape[1]) - b
 
 
-def code_z(coder: FactorizedCoder, z, medians) -> tuple[object, bytes]:
+def code_z(coder: FactorizedCoder, z, medians) -> tuple[object, bytes, int]:
     """Quantizes z (1, N, hz, wz) around its medians (N,) and codes it; returns
-    (z_hat, stream)."""
+    (z_hat, stream, the stream's symbol checksum)."""
     medians = medians.reshape(1, -1, 1, 1)
     symbols = np.rint(z - medians)
-    data = coder.encode(to_host(symbols[0]).reshape(z.shape[1], -1).astype(np.int32))
-    return symbols + medians, data
+    host = to_host(symbols[0]).reshape(z.shape[1], -1).astype(np.int32)
+    return symbols + medians, coder.encode(host), symbol_checksum(host)
 
 
 def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int], medians,
-             device: str = "cpu"):
-    """Decodes z_hat (1, N, hz, wz) onto ``device``, where ``medians`` (N,) lives."""
+             device: str = "cpu", checksum: int | None = None):
+    """Decodes z_hat (1, N, hz, wz) onto ``device``, where ``medians`` (N,) lives; verifies
+    the symbols against ``checksum`` when given."""
     n, hz, wz = shape
-    symbols = coder.decode(data, hz * wz).astype(np.float32).reshape(1, n, hz, wz)
+    symbols = coder.decode(data, hz * wz, checksum).astype(np.float32).reshape(1, n, hz, wz)
     return HostStaging.upload(symbols, device) + medians.reshape(1, -1, 1, 1)
 
 

@@ -14,6 +14,7 @@ from stcm.runtime.ans import (
     gaussian_bits,
     min_stream_bytes,
     pinned_scale_table,
+    symbol_checksum,
 )
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
@@ -193,6 +194,67 @@ def test_an_emptied_or_drained_y_stream_is_refused_at_the_step_it_runs_dry():
         for _, idx in steps:
             dec.pop(idx)
         dec.finish()
+
+
+def test_a_drained_stream_that_ends_in_the_initial_state_is_caught_by_the_symbol_checksum():
+    # Issue 17: with its last word dropped, a stream's drained state decodes leaky-tail
+    # symbols and can land exactly on the initial state; the coder's own checks accept that
+    # (about 1 stream in 10 here). The checksum of the symbols refuses every such case.
+    silent = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        symbols, indexes = _draw_steps(rng, rng.integers(1, 30, 8))
+        enc = GaussianEncoder(TABLE)
+        for s, i in zip(symbols, indexes):
+            enc.push(s, i)
+        data = enc.finish()
+        assert enc.checksum == symbol_checksum(np.concatenate(symbols))
+        dec = GaussianDecoder(data, TABLE, checksum=enc.checksum)
+        assert all(np.array_equal(dec.pop(i), s) for s, i in zip(symbols, indexes))
+        dec.finish()
+        try:
+            got = _decode(data[:-4], indexes)  # no checksum: as format 2.3
+        except CorruptError:
+            continue
+        assert not all(np.array_equal(a, b) for a, b in zip(got, symbols))
+        silent += 1
+        dec = GaussianDecoder(data[:-4], TABLE, checksum=enc.checksum)
+        for i in indexes:
+            dec.pop(i)
+        with pytest.raises(CorruptError, match="checksum is 0x[0-9a-f]{8}, but the file says"):
+            dec.finish()
+    assert silent >= 3
+
+
+def test_a_z_stream_is_verified_against_its_symbol_checksum():
+    pmfs = np.array([[0.25, 0.5, 0.25], [0.5, 0.5, 0.0]])
+    coder = FactorizedCoder(pmfs, np.array([3, 2]), np.array([-1, 0]))
+    z = np.array([[-1, 0, 1, 7], [0, 1, -9, 1]], np.int32)
+    data, checksum = coder.encode(z), symbol_checksum(z)
+    np.testing.assert_array_equal(coder.decode(data, 4, checksum), z)
+    with pytest.raises(CorruptError, match="the z stream decodes to symbols whose checksum"):
+        coder.decode(data, 4, checksum ^ 1)
+    for bad in (-1, 2 ** 32, 1.5, "x", True):
+        with pytest.raises(ValueError, match="checksum"):
+            coder.decode(data, 4, bad)
+        with pytest.raises(ValueError, match="checksum"):
+            GaussianDecoder(data, TABLE, checksum=bad)
+
+
+def test_the_checksum_does_not_depend_on_how_the_steps_are_split():
+    rng = np.random.default_rng(3)
+    symbols, indexes = _draw_steps(rng, [5, 0, 17, 1, 40])
+    symbols[2][3] = INT32_MIN  # escaped symbols count with their whole value
+    whole = symbol_checksum(np.concatenate(symbols).astype(np.int64))
+    enc = GaussianEncoder(TABLE)
+    for s, i in zip(symbols, indexes):
+        enc.push(s, i)
+    assert enc.checksum == whole
+    dec = GaussianDecoder(enc.finish(), TABLE, checksum=whole)
+    for i in indexes:
+        dec.pop(i)
+    dec.finish()
+    assert dec.checksum == whole
 
 
 def test_the_encoder_refuses_the_one_stream_a_decoder_would_take_for_truncated():

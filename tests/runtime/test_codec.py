@@ -1,4 +1,5 @@
 """stcm.Codec end to end: exact latent round trips, determinism, series, and bad input."""
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from stcm.models.codec import STCM
 from stcm.config import CONTEXTS, get_config
 from stcm.models.revisit import synthetic_revisit
 from stcm.runtime.codec import Codec, _Reference
-from stcm.runtime.container import read_container
+from stcm.runtime.container import read_container, write_container
 
 
 def _model(seed=0, **overrides) -> STCM:
@@ -189,11 +190,11 @@ def test_stream_sizes_match_the_estimated_rate_of_the_coded_latent(trained_tiny)
         gain_enc, _ = model.gain.gains(torch.tensor([1.0]))
         y = model.g_a(pad_image(x)) * gain_enc
         z = model.h_a(y)
-        z_hat, z_stream = code_z(codec.z_coder, z.numpy(), codec.medians)
+        z_hat, z_stream, _ = code_z(codec.z_coder, z.numpy(), codec.medians)
         z_hat = torch.from_numpy(z_hat)
         hyper = model.h_s(z_hat)
-        y_hat, y_streams = codec.scheduler.encode(y.numpy(), hyper.numpy(), None)
-        y_hat = torch.from_numpy(y_hat)
+        coded = codec.scheduler.encode(y.numpy(), hyper.numpy(), None)
+        y_hat, y_streams = torch.from_numpy(coded.y_hat), coded.streams
         means, scales = model.entropy_parameters(y_hat, hyper, None)
         y_bits = -torch.log2(gaussian_likelihood(y_hat, means, scales, model.cfg.scale_min)).sum()
         z_bits = -torch.log2(model.entropy_bottleneck.likelihood(z_hat)).sum()
@@ -236,9 +237,9 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
 
     def alternate(self, y, hyper, ref, bar):
         intra = [t % 2 == 0 for t in range(4)]
-        y_hat, tiles = self.scheduler.encode(y, hyper, ref, intra)
+        coded = self.scheduler.encode(y, hyper, ref, intra)
         # The all-alone choice, made too large to win, so that the mixed container is kept.
-        return y_hat, tiles, intra, (y_hat, [bytes(1 << 16)] * len(tiles))
+        return coded, intra, dataclasses.replace(coded, streams=[bytes(1 << 16)] * 4)
 
     monkeypatch.setattr(Codec, "_encode_choosing_modes", alternate)
     ref_id = hashlib.sha256(reference).digest()
@@ -250,6 +251,24 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
     # The flags matter: with every tile using the reference the same image codes otherwise.
     on, _ = codec._compress(later, 0.7, None, ref, ref_id, temporal="on")
     assert on != data
+
+
+def test_every_stream_carries_the_checksum_of_its_symbols(codec):
+    data = codec.compress(_image(5, 64, 80), 0.5)  # two band groups
+    c = read_container(data)
+    assert data[4:6] == b"\x02\x04"
+    assert len(c.checksums) == len(c.entries) == 2 * (1 + c.header.tiles)
+    streams = {e.key: c.stream(*e.key) for e in c.entries}
+    for i, entry in enumerate(c.entries):  # each stream is verified against its own value
+        sums = {e.key: v ^ (j == i) for j, (e, v) in enumerate(zip(c.entries, c.checksums))}
+        with pytest.raises(CorruptError, match=f"the {'zy'[entry.kind]} stream decodes to "
+                                               "symbols whose checksum"):
+            codec.decompress(write_container(c.header, streams, sums))
+    # The same streams without checksums (a 2.3 file) decode, unverified, to the same pixels.
+    plain = write_container(c.header, streams)
+    assert plain[4:6] == b"\x02\x03"
+    assert len(data) - len(plain) - 4 * len(c.entries) in (0, 1)  # and the record length's varint
+    assert np.array_equal(codec.decompress(plain), codec.decompress(data))
 
 
 def test_unknown_temporal_mode_is_refused(codec):

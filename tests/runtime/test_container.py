@@ -63,17 +63,19 @@ def _v(value: int) -> bytes:
 
 def craft(*, flags=0, model=MODEL[:16], height=64, width=64, bands=1, dtype=1, quality=65535,
           tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=3,
-          streams=(b"z", b"y")) -> bytes:
+          streams=(b"z", b"y"), checksums=()) -> bytes:
     """A container written by hand from docs/format.md, fields unchecked, CRC32 valid.
 
     ``ranges`` is the encoded band ranges (default: lo 0, span 1000 per band, integer
-    dtypes); ``tail`` follows them (reference id, georef, numerics, extra);
-    ``header_extra`` is appended to the header record; ``table`` replaces the stream table.
+    dtypes); ``tail`` follows them (reference id, georef, numerics, extra); ``checksums``
+    (u32s) are the 2.4 symbol checksum table after the last field; ``header_extra`` is
+    appended to the header record; ``table`` replaces the stream table.
     """
     if ranges is None:
         ranges = (_v(0) + _v(1000)) * bands
     head = (bytes([flags]) + model + _v(height) + _v(width) + _v(bands) + bytes([dtype])
-            + struct.pack("<H", quality) + _v(tile_size) + ranges + tail + header_extra)
+            + struct.pack("<H", quality) + _v(tile_size) + ranges + tail
+            + b"".join(struct.pack("<I", c) for c in checksums) + header_extra)
     if table is None:
         table = b"".join(_v(len(s)) + struct.pack("<I", zlib.crc32(s)) for s in streams)
     record = _v(len(head)) + head + table
@@ -128,9 +130,17 @@ def test_the_writer_follows_the_documented_layout():
     header = Header(model_id=MODEL[:16], height=64, width=64, bands=1, dtype="uint16",
                     normalization={"dtype": "uint16", "lo": [0], "hi": [1000]},
                     quality=1.0, tile_size=4)
-    assert write_container(header, {(0, KIND_Z, 0): b"z", (0, KIND_Y, 0): b"y"}) == craft()
+    streams = {(0, KIND_Z, 0): b"z", (0, KIND_Y, 0): b"y"}
+    assert write_container(header, streams) == craft()  # no checksums: the 2.3 layout
     data = craft()
     assert data[:6] == b"STCM\x02\x03" and data[9:25] == MODEL[:16]
+    sums = {(0, KIND_Z, 0): 1, (0, KIND_Y, 0): 0xDEADBEEF}
+    data = write_container(header, streams, sums)
+    assert data == craft(minor=4, checksums=(1, 0xDEADBEEF))
+    assert data[:6] == b"STCM\x02\x04" and struct.pack("<II", 1, 0xDEADBEEF) in data
+    c = read_container(data)
+    assert c.checksums == (1, 0xDEADBEEF) and c.checksum(0, KIND_Y, 0) == 0xDEADBEEF
+    assert c.header == header and peek_header(data) == header
 
 
 @pytest.mark.parametrize("bands,dtype,limit", [(3, "uint8", 32), (1, "uint8", 32),
@@ -145,9 +155,10 @@ def test_header_is_compact(bands, dtype, limit):
                     quality=0.3, tile_size=64)
     assert len(header.to_bytes()) <= limit
     streams = make_streams(header, size=2)
-    c = read_container(write_container(header, streams))
-    # Everything before the payload: 12 bytes of framing and 5-9 bytes per stream.
-    assert c.header_bytes <= 12 + len(header.to_bytes()) + 9 * header.num_streams
+    c = read_container(write_container(header, streams, dict.fromkeys(streams, 0)))
+    # Everything before the payload: 12 bytes of framing and 9-13 bytes per stream (a
+    # length and CRC32 in the table, the symbol checksum after the header).
+    assert c.header_bytes <= 12 + len(header.to_bytes()) + 13 * header.num_streams
 
 
 def test_georeferencing_is_stored_compactly_and_exactly():
@@ -294,12 +305,54 @@ def test_versions(sample):
     old[4:6] = b"\x01\x00"  # stcm 0.2 wrote format 1: another header and quality rule
     with pytest.raises(UnsupportedVersionError, match=r"1\.0 \(written by stcm 0.2\).*stcm==0.2"):
         read_container(bytes(old))
-    # A newer minor may append header fields; this reader skips them. The same bytes in a
-    # file of this minor are corruption.
-    assert read_container(craft(header_extra=b"\x07new", minor=4)).header.height == 64
+    # A newer minor may append header fields after the checksum table; this reader skips
+    # them. The same bytes in a file of this minor are corruption.
+    newer = read_container(craft(checksums=(5, 6), header_extra=b"\x07new", minor=5))
+    assert newer.header.height == 64 and newer.checksums == (5, 6)
     assert read_container(craft(minor=0)).header.height == 64  # stcm 0.3 wrote 2.0
-    with pytest.raises(CorruptError, match="after the last field"):
-        read_container(craft(header_extra=b"\x07new"))
+    for minor in (0, 1, 2, 3):  # no symbol checksums before 2.4
+        assert read_container(craft(minor=minor)).checksums is None
+        with pytest.raises(CorruptError, match="after the last field"):
+            read_container(craft(header_extra=b"\x07new", minor=minor))
+        with pytest.raises(CorruptError, match="after the last field"):
+            read_container(craft(checksums=(5, 6), minor=minor))
+
+
+def test_the_symbol_checksum_table_matches_the_stream_count():
+    assert read_container(craft(checksums=(5, 6), minor=4)).checksums == (5, 6)
+    for sums, minor in [((), 4), ((5,), 4), ((5, 6, 7), 4), ((), 5), ((5,), 5)]:
+        with pytest.raises(CorruptError, match=rf"checksum table has {4 * len(sums)} bytes.*"
+                                               r"2 streams .* need 8"):
+            read_container(craft(checksums=sums, minor=minor))
+    # A tail of 3 bytes is not a whole checksum either.
+    with pytest.raises(CorruptError, match="checksum table has 7 bytes"):
+        read_container(craft(checksums=(5,), header_extra=b"abc", minor=4))
+    # Many streams claimed against a few bytes: refused by the size, before reading any.
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptError, match=r"checksum table has 8 bytes, but the header's "
+                                               r"2147483649 streams .* need 8589934596"):
+            read_container(craft(height=2 ** 31 - 1, width=256, tile_size=1, checksums=(5, 6),
+                                 minor=4), max_pixels=2 ** 63)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_the_writer_refuses_checksums_that_are_not_one_u32_per_stream():
+    header = make_header()
+    streams = make_streams(header)
+    good = dict.fromkeys(streams, 7)
+    assert read_container(write_container(header, streams, good)).checksums == (7,) * 10
+    key = (0, KIND_Y, 1)
+    for bad in [{**good, key: -1}, {**good, key: 2 ** 32}, {**good, key: True},
+                {**good, key: "7"}, {**good, key: 1.0}, {k: 7 for k in list(good)[1:]},
+                {**good, (9, KIND_Y, 0): 7}, [7] * 10]:
+        with pytest.raises(CorruptError, match="checksum"):
+            write_container(header, streams, bad)
+    assert read_container(write_container(header, streams, {**good, key: np.uint32(9)})
+                          ).checksum(*key) == 9
 
 
 def test_flags():

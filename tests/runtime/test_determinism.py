@@ -101,9 +101,9 @@ def test_eager_full_tensor_model_predicts_the_means_the_step_engine_coded_with(s
     with torch.no_grad():
         x = torch.from_numpy(image[None].astype(np.float32) / 255)
         y = model.g_a(pad_image(x)) * torch.from_numpy(eager.tables.gains(0.9)[0])
-        z_hat, _ = code_z(eager.z_coder, model.h_a(y).numpy(), eager.medians)
+        z_hat, _, _ = code_z(eager.z_coder, model.h_a(y).numpy(), eager.medians)
         hyper = ort.backend.run("hyper_synthesis", z_hat)[0]
-        y_hat, _ = ort.scheduler.encode(y.numpy(), hyper, None)
+        y_hat = ort.scheduler.encode(y.numpy(), hyper, None).y_hat
         assert np.array_equal(model.h_s(torch.from_numpy(z_hat)).numpy(), hyper)
         means, _ = model.entropy_parameters(torch.from_numpy(y_hat), torch.from_numpy(hyper),
                                             None)

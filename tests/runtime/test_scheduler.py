@@ -63,7 +63,8 @@ def test_encode_and_decode_run_the_plan_and_report_each_step(tiny):
     hyper = rng.standard_normal((1, 2 * model.cfg.M, *shape)).astype(np.float32)
     steps = []
     with backend.entropy_threads():
-        y_hat, streams = scheduler.encode(y, hyper, None, on_step=lambda: steps.append("e"))
+        coded = scheduler.encode(y, hyper, None, on_step=lambda: steps.append("e"))
+        y_hat, streams = coded.y_hat, coded.streams
         plan = scheduler.plan(shape)
         assert len(streams) == plan.grid.count
         decoded = scheduler.decode(streams, shape, hyper, None,

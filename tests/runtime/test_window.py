@@ -16,7 +16,7 @@ from stcm.models.codec import STCM
 from stcm.models.entropy_parameters import ChannelContext, TemporalContext
 from stcm.models.revisit import synthetic_revisit
 from stcm.runtime.codec import Codec
-from stcm.runtime.container import KIND_Y, read_container
+from stcm.runtime.container import KIND_Y, read_container, write_container
 from stcm.runtime.files import decompress_file
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.scheduler import CHANNEL_CONTEXT_RADIUS, TEMPORAL_CONTEXT_RADIUS
@@ -153,6 +153,35 @@ def test_streams_outside_the_window_are_not_read(coded):
     # a stream the window does read is still checked
     with pytest.raises(CorruptError):
         codec.decompress(_corrupt_stream(data, 0, plan.tiles[0]), window=window)
+
+
+def _wrong_checksum(data: bytes, index: int) -> bytes:
+    """``data`` with stream ``index``'s symbol checksum changed, rewritten consistently (a
+    file whose stream decodes to other symbols than it says)."""
+    c = read_container(data)
+    sums = {e.key: v ^ (i == index) for i, (e, v) in enumerate(zip(c.entries, c.checksums))}
+    return write_container(c.header, {e.key: c.stream(*e.key) for e in c.entries}, sums)
+
+
+def test_each_stream_a_window_decodes_is_verified_against_its_own_checksum(coded):
+    codec, data, full, _ = coded
+    window = (601, 497, 40, 50)
+    plan, _ = codec._window_plan(full.header, window)
+    inner = plan.groups[-1].tiles[0]  # decoded to its end by the window
+    outer = sorted(set(plan.groups[0].tiles) - set(plan.groups[-1].tiles))[0]  # in part
+    far = next(t for t in range(plan.grid.count) if t not in plan.tiles)  # not read
+    with pytest.raises(CorruptError, match="checksum"):
+        codec.decompress(_wrong_checksum(data, 1 + inner), window=window)
+    with pytest.raises(CorruptError, match="the z stream decodes to symbols whose checksum"):
+        codec.decompress(_wrong_checksum(data, 0), window=window)
+    # A stream read only in part, or not at all, cannot be verified by the window; the whole
+    # decode verifies them.
+    for tile in (outer, far):
+        broken = _wrong_checksum(data, 1 + tile)
+        assert np.array_equal(codec.decompress(broken, window=window),
+                              _crop(full.pixels, window))
+        with pytest.raises(CorruptError, match="checksum"):
+            codec.decompress(broken)
 
 
 def test_multiband_window_with_a_mask():
