@@ -520,7 +520,7 @@ class Codec:
         latents = []
         latent_shape = latent_shape_of(top + h, left + w)
         passes = 2 if references is not None and temporal == "auto" else 1
-        steps = self.scheduler.plan(latent_shape).steps
+        steps = self.scheduler.plan(latent_shape).calls  # progress: step calls
         progress = self._progress(label, h * w, refine)
         intra_tiles: list[int] = []
         # auto on the image's own grid also gets every tile coded alone: the container of
@@ -613,7 +613,7 @@ class Codec:
         n = len(intra)
         candidates = [(*with_ref, [False] * n), (*alone, [True] * n)]
         if 0 < sum(intra) < n:
-            progress.add(self.scheduler.plan(tuple(y.shape[-2:])).steps)
+            progress.add(self.scheduler.plan(tuple(y.shape[-2:])).calls)
             candidates.append((*self.scheduler.encode(y, hyper, ref, intra, on_step=step),
                                intra))
         # Ties go to the reference everywhere: no bitmap.
@@ -662,8 +662,8 @@ class Codec:
         nodata = header.georef.nodata if header.georef else None
         groups = header.band_groups
         progress = self._progress(label, height * width)
-        steps = (plan if plan is not None else
-                 self.scheduler.plan(shape, header.tile_size)).steps
+        steps = (plan if plan is not None else  # progress: step calls
+                 self.scheduler.plan(shape, header.tile_size)).calls
         cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
         r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
         try:
