@@ -42,7 +42,7 @@ def test_the_plan_covers_every_tile_once_per_step_of_every_group(tiny, tile_size
     assert scheduler.tile_size == tile_size
 
 
-def test_encode_and_decode_run_the_plan_and_report_each_step(tiny):
+def test_encode_and_decode_run_the_plan_and_report_each_step_call(tiny):
     model, backend, table = tiny
     scheduler = Scheduler(backend, model.cfg, table, tile_size=4, tile_batch=1)
     rng = np.random.default_rng(0)
@@ -56,7 +56,7 @@ def test_encode_and_decode_run_the_plan_and_report_each_step(tiny):
         assert len(streams) == plan.grid.count
         decoded = scheduler.decode(streams, shape, hyper, None,
                                    on_step=lambda: steps.append("d"))
-    assert steps == ["e"] * plan.steps + ["d"] * plan.steps
+    assert steps == ["e"] * plan.calls + ["d"] * plan.calls  # one per step of each chunk
     np.testing.assert_array_equal(decoded, y_hat)
     with pytest.raises(ValueError, match="streams for"):
         scheduler.decode(streams[:-1], shape, hyper, None)
