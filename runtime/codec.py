@@ -20,20 +20,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from stcm import kernels
-from stcm.bands import (BandNormalization, denormalize, from_band_groups, normalize,
-                        to_band_groups)
+from stcm.bands import BandNormalization, denormalize
 from stcm.errors import (ConfigError, DataError, ModelMismatchError, ResourceLimitError,
                          StcmError)
 from stcm.quality import check_quality
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import backend_name, get_backend
-from stcm.runtime.blocks import run_blocked
+from stcm.runtime.blocks import BlockReader, block_count, run_blocked
 from stcm.runtime.container import (DEFAULT_MAX_PIXELS, DTYPES, KIND_Y, KIND_Z, Header,
                                     check_model, check_reference, peek_header, quality_on_grid,
                                     read_container, short_id, write_container)
@@ -42,10 +40,12 @@ from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_c
                                 reference_grid, resample_latent)
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, HYPER_DOWNSAMPLE, IDENTITY_GRID,
                                  MAX_TILE_SIZE, ReferenceGrid, latent_shape_of, padding_of)
-from stcm.runtime.mask import SampleMask, missing_samples, restore_missing
+from stcm.runtime.mask import restore_missing
 from stcm.runtime.profile import Recorder, span
+from stcm.runtime.progress import Progress
 from stcm.runtime.scheduler import (HYPER_MARGIN, Scheduler, check_backed, code_z, decode_z,
                                     dilate_box)
+from stcm.runtime.scene import ArraySink, ArraySource, BlockSource, PixelSink, Scene
 from stcm.runtime.transfer import HostStaging, to_host
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
@@ -118,7 +118,9 @@ class Codec:
             streams), 1 for float models (the only value they allow, see scheduler.py).
         naive: use the naive decoder (whole masked stack recomputed at every step); for tests
             and benchmarks.
-        progress: show a progress bar on large images (None: only on a terminal).
+        progress: report progress on large images, every stage (analysis blocks, entropy
+            steps, synthesis blocks; ``runtime.progress``): True or None, a bar on a
+            terminal and plain lines on stderr elsewhere (logs, batch jobs); False: nothing.
         strict_numerics: refuse streams encoded with other float numerics (another backend
             or device), which would decode to wrong pixels; False only to measure that.
         device: ``cpu`` or ``cuda``: where the torch backend runs the model, or which
@@ -271,8 +273,27 @@ class Codec:
         image = self._as_bands(image, layout)
         if layout == "hwc" and missing is not None and np.ndim(missing) == 3:
             missing = np.moveaxis(missing, -1, 0)
-        self._check_refine(refine, image)
+        return self.compress_source(ArraySource(image, missing), quality, georef=georef,
+                                    extra=extra, reference=reference, refine=refine,
+                                    temporal=temporal)
+
+    def compress_source(self, source: BlockSource, quality: float = DEFAULT_QUALITY, *,
+                        georef: Georeference | None = None, extra: dict | None = None,
+                        reference: bytes | None = None, refine: int = 0,
+                        temporal: str = "auto", label: str = "encode") -> bytes:
+        """``compress`` for an image read block by block (``runtime.scene.BlockSource``,
+        e.g. a GeoTIFF's windows, ``runtime.rasterblocks``): the image is never held whole
+        as float, the same bytes as ``compress`` of the whole array. ``label`` names the run
+        in progress lines. With ``refine`` (the band groups go through the model whole) or a
+        reference without georeferencing (phase correlation) the image is read whole."""
+        shape = (source.bands, source.height, source.width)
+        self._check_refine(refine, shape)
         check_temporal(temporal)
+        check_quality(quality)
+        if np.dtype(source.dtype).name not in DTYPES:
+            raise DataError(f"pixels of type {np.dtype(source.dtype).name} are not supported; "
+                            f"use one of {', '.join(DTYPES)}")
+        scene = Scene.scan(source, georef.nodata if georef else None)
         ref = ref_id = None
         if reference is not None:
             ref_header = peek_header(reference, self.max_pixels)
@@ -281,14 +302,16 @@ class Codec:
                                 "container coded without a reference of its own)")
             ref_size = (ref_header.height, ref_header.width)
             # Refuse pairs that are not the same place before the slow decode.
-            mapping = georeferenced_mapping(ref_header.georef, georef, ref_size,
-                                            image.shape[1:])
+            mapping = georeferenced_mapping(ref_header.georef, georef, ref_size, shape[1:])
             decoded, latents = self._decompress(reference, None)
-            ref = _Reference(latents, ref_size, self._mapping(mapping, decoded.pixels, image))
+            ref = _Reference(latents, ref_size,
+                             self._mapping(mapping, decoded.pixels, source.read_all))
+            del decoded
             ref_id = hashlib.sha256(reference).digest()
         with span(self._recorder, "encode", "encode"):
-            data, _ = self._compress(image, quality, georef, ref, ref_id, extra,
-                                     refine=refine, temporal=temporal, missing=missing)
+            data, _ = self._compress(scene, quality, georef, ref, ref_id, extra,
+                                     refine=refine, temporal=temporal, keep_latents=False,
+                                     label=label)
         return data
 
     def decompress(self, data: bytes, reference: bytes | None = None, *,
@@ -312,7 +335,21 @@ class Codec:
         if reference is not None:
             ref = _Reference.decoded(*self._decompress(reference, None))
         with span(self._recorder, "decode", "decode"):
-            return self._decompress(data, ref, reference, window)[0]
+            return self._decompress(data, ref, reference, window, keep_latents=False)[0]
+
+    def decompress_into(self, data: bytes, sink: PixelSink, reference: bytes | None = None, *,
+                        window: tuple[int, int, int, int] | None = None,
+                        label: str = "decode") -> Header:
+        """``decompress_image``, the pixels written block by block into ``sink``
+        (``runtime.scene.PixelSink``, e.g. a GeoTIFF's windows, ``runtime.rasterblocks``)
+        instead of returned: the image is never held whole, the same pixels. Returns the
+        header; ``label`` names the run in progress lines."""
+        ref = None
+        if reference is not None:
+            ref = _Reference.decoded(*self._decompress(reference, None))
+        with span(self._recorder, "decode", "decode"):
+            return self._decode(data, ref, reference, window, sink=sink,
+                                    keep_latents=False, label=label)[0]
 
     def compress_series(self, images: list[np.ndarray], quality: float = DEFAULT_QUALITY, *,
                         georefs: list[Georeference | None] | None = None,
@@ -323,6 +360,7 @@ class Codec:
         ``compress``; ``refine``, ``temporal`` and ``layout`` as in ``compress``, for every
         image."""
         check_temporal(temporal)
+        check_quality(quality)
         if not images:
             raise DataError("compress_series needs at least one image")
         images = [self._as_bands(image, layout) for image in images]
@@ -330,13 +368,18 @@ class Codec:
         size = images[0].shape[1:]
         mappings = [georeferenced_mapping(georefs[0], georef, size, image.shape[1:])
                     for image, georef in zip(images[1:], georefs[1:])]  # before any work
-        first, latents = self._compress(images[0], quality, georefs[0], None, None,
-                                        refine=refine)
+
+        def scene(image, georef):
+            self._check_refine(refine, image.shape)
+            return Scene.scan(ArraySource(image), georef.nodata if georef else None)
+
+        first, latents = self._compress(scene(images[0], georefs[0]), quality, georefs[0],
+                                        None, None, refine=refine)
         out = [first]
         ref_id = hashlib.sha256(first).digest()
         for image, georef, mapping in zip(images[1:], georefs[1:], mappings):
-            ref = _Reference(latents, size, self._mapping(mapping, images[0], image))
-            out.append(self._compress(image, quality, georef, ref, ref_id,
+            ref = _Reference(latents, size, self._mapping(mapping, images[0], lambda i=image: i))
+            out.append(self._compress(scene(image, georef), quality, georef, ref, ref_id,
                                       refine=refine, temporal=temporal)[0])
         return out
 
@@ -346,23 +389,26 @@ class Codec:
             return []
         first, latents = self._decompress(blobs[0], None)
         ref = _Reference.decoded(first, latents)
-        return [first.pixels] + [self._decompress(b, ref, blobs[0])[0].pixels
+        return [first.pixels] + [self._decompress(b, ref, blobs[0],
+                                                        keep_latents=False)[0].pixels
                                  for b in blobs[1:]]
 
     # -- internals -----------------------------------------------------------------------------
     @staticmethod
     def _mapping(georeferenced, reference_pixels: np.ndarray,
-                 image: np.ndarray) -> ReferenceGrid | None:
-        """Where the reference lies against ``image``: the georeferenced mapping when both
-        have one, else the shift phase correlation finds; None: on one grid."""
+                 image: Callable[[], np.ndarray]) -> ReferenceGrid | None:
+        """Where the reference lies against the image (``image()`` its pixels, read only
+        here): the georeferenced mapping when both have one, else the shift phase
+        correlation finds; None: on one grid."""
         mapping = georeferenced
         if mapping is None:
-            shift = estimate_shift(reference_pixels, image)
+            shift = estimate_shift(reference_pixels, image())
             mapping = (1.0, 0.0, shift[0], 0.0, 1.0, shift[1]) if shift else IDENTITY_GRID
         return reference_grid(mapping)
 
-    def _check_refine(self, refine, image=None) -> None:
-        """ConfigError unless ``refine`` is a step count this codec can run on ``image``."""
+    def _check_refine(self, refine, shape: tuple[int, ...] = ()) -> None:
+        """ConfigError unless ``refine`` is a step count this codec can run on an image of
+        ``shape`` ((bands, H, W))."""
         if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
             raise ConfigError(f"refine must be a non-negative integer (gradient steps), got "
                               f"{refine!r}")
@@ -373,7 +419,6 @@ class Codec:
                               "engine does not have: compress with a checkpoint (--model, or "
                               "none for the built-in model) to refine; any engine of the same "
                               "model decodes the result")
-        shape = np.shape(image) if image is not None else ()
         if len(shape) >= 2:
             from stcm.models.refine import check_refinable  # a checkpoint's codec: torch is here
 
@@ -390,17 +435,14 @@ class Codec:
                                  gain_dec=tensor(gain_dec), on_step=on_step)
         return self.backend.from_tensor(refined.y), self.backend.from_tensor(refined.z)
 
-    def _bar(self, band_groups: int, latent_shape: tuple[int, int], pixels: int, desc: str,
-             refine: int = 0, passes: int = 1, tile_size: int | None = None):
-        """A progress bar over all sequential steps (and refinement steps), for the
-        scheduler's ``on_step``; shown for images of a megapixel or more, or refined ones
-        (refinement is slow at any size), and with progress=None only on a terminal."""
-        disable = (not self.progress if self.progress is not None else None)
+    def _progress(self, label: str, pixels: int, refine: int = 0) -> Progress:
+        """The progress of a run over ``pixels`` pixels: shown for images of a megapixel or
+        more, or refined ones (refinement is slow at any size); ``self.progress`` True or
+        None: a bar on a terminal, plain lines elsewhere."""
+        show = self.progress
         if pixels < 2 ** 20 and not refine:
-            disable = True
-        steps = self.scheduler.plan(latent_shape, tile_size).steps
-        total = band_groups * (passes * steps + refine)
-        return tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
+            show = False
+        return Progress.choose(label, show)
 
     @staticmethod
     def _as_bands(image, layout: str | None = None) -> np.ndarray:
@@ -430,53 +472,57 @@ class Codec:
         return image
 
     @_allocation_failures_are_limits
-    def _compress(self, image, quality, georef, reference: "_Reference | None", reference_id,
-                  extra=None, refine: int = 0, temporal: str = "auto", *,
-                  canvas_fallback: bool = True, missing=None):
+    def _compress(self, scene: "Scene | np.ndarray", quality, georef,
+                  reference: "_Reference | None", reference_id, extra=None, refine: int = 0,
+                  temporal: str = "auto", *, canvas_fallback: bool = True,
+                  keep_latents: bool = True, label: str = "encode"):
+        """Codes ``scene`` (or a (bands, H, W) array); returns (container, the decoded
+        latents per band group, or an empty list without ``keep_latents``)."""
         check_quality(quality)
-        self._check_refine(refine, image)
+        if not isinstance(scene, Scene):
+            scene = Scene.scan(ArraySource(self._as_bands(scene, "chw")),
+                               georef.nodata if georef else None)
         refine = int(refine)
         quality = quality_on_grid(quality)  # code at exactly the quality the header stores
-        image = self._as_bands(image, "chw")  # checked by the caller
-        missing = missing_samples(image, georef.nodata if georef else None, missing)
         xp = self.xp
-        x, norm = normalize(image, missing)
-        groups = xp.asarray(to_band_groups(x))
-        h, w = image.shape[1:]
+        h, w = scene.height, scene.width
         if (temporal == "auto" and canvas_fallback and reference is not None
                 and reference.grid is not None and reference.grid.origin != (0, 0)):
             # The canvas's extra rows and columns cost bits of their own (another 64-pixel
             # block at many sizes: +16-20 % on 512^2 Sentinel-2 crops): also code the image on
             # its own grid, the reference moved by the nearest whole latent positions (per
             # tile with or without it, so never above coding alone), and keep the smaller.
-            args = (image, quality, georef)
+            args = (scene, quality, georef)
+            options = dict(keep_latents=keep_latents, label=label)
             moved = self._compress(*args, reference, reference_id, extra, refine, temporal,
-                                   canvas_fallback=False, missing=missing)
+                                   canvas_fallback=False, **options)
             unmoved = self._compress(*args, _Reference(reference.latents, reference.size,
                                                        nearest_cells(reference.grid)),
-                                     reference_id, extra, refine, temporal, missing=missing)
+                                     reference_id, extra, refine, temporal, **options)
             return min(moved, unmoved, key=lambda c: len(c[0]))
         references, top, left = None, 0, 0
         if reference is not None:
-            if len(reference.latents) != len(groups):
+            if len(reference.latents) != scene.band_groups:
                 raise DataError(f"the reference image has {len(reference.latents)} band "
-                                f"groups, this one {len(groups)}: a series must share its "
-                                "bands")
+                                f"groups, this one {scene.band_groups}: a series must share "
+                                "its bands")
             if reference.grid is not None:
                 top, left = reference.grid.origin
             references = reference.on_grid(latent_shape_of(top + h, left + w),
                                            self.device)
-            # The canvas: the image after ``top`` rows and ``left`` columns of its edge.
-            if top or left:
-                groups = xp.pad(groups, ((0, 0), (0, 0), (top, 0), (left, 0)), mode="edge")
+        # The canvas: the image after ``top`` rows and ``left`` columns of its edge, and its
+        # edge repeated to multiples of 64 (the transforms' and hyper transforms' strides;
+        # replicated borders cost fewer bits than zeros).
+        canvas = (top + h, left + w)
+        padded = tuple(n + p for n, p in zip(canvas, padding_of(*canvas)))
         gain_enc, gain_dec = (xp.asarray(g) for g in self.tables.gains(quality))
         streams: dict[tuple[int, int, int], bytes] = {}
         checksums: dict[tuple[int, int, int], int] = {}  # per stream, format 2.4
         latents = []
         latent_shape = latent_shape_of(top + h, left + w)
         passes = 2 if references is not None and temporal == "auto" else 1
-        bar = self._bar(len(groups), latent_shape, h * w, "compress", refine, passes)
-        step = functools.partial(bar.update, 1)
+        steps = self.scheduler.plan(latent_shape).calls  # progress: step calls
+        progress = self._progress(label, h * w, refine)
         intra_tiles: list[int] = []
         # auto on the image's own grid also gets every tile coded alone: the container of
         # the image coded without a reference, kept if smaller (no reference id, bitmap or
@@ -484,49 +530,71 @@ class Codec:
         # (streams, latents, checksums)
         alone = ({}, [], {}) if (references is not None and temporal == "auto"
                                  and (top, left) == (0, 0)) else None
-        for g, x_g in enumerate(groups):
-            y = run_blocked(lambda t: self._stage("analysis", t), _pad_image(xp, x_g[None]),
-                            ANALYSIS_BLOCK, self.cfg.transform_halo * DOWNSAMPLE,
-                            down=DOWNSAMPLE) * gain_enc
-            z = self._stage("hyper_analysis", y)
-            ref = references[g] if references is not None else None
-            if ref is not None and ref.shape != y.shape:
-                raise DataError(f"the reference image has another band count than this one "
-                                f"(latent {tuple(ref.shape)} vs {tuple(y.shape)})")
-            if refine:
-                # The refined z is coded as it is, not h_a(refined y): the search optimised
-                # the pair, and the decoder only ever sees z_hat.
-                with span(self._recorder, "refine", "refine"):
-                    y, z = self._refine(x_g[None], quality, y, z, refine, ref, gain_dec,
-                                        on_step=step)
-            z_key = (g, KIND_Z, 0)
-            with span(self._recorder, "z encode", "ans"):
-                z_hat, streams[z_key], checksums[z_key] = code_z(self.z_coder, z, self.medians)
-            with self.backend.entropy_threads():
-                hyper = self._stage("hyper_synthesis", z_hat)
-                if ref is None or temporal == "on":
-                    coded = self.scheduler.encode(y, hyper, ref, on_step=step)
-                else:
-                    coded, intra, coded_alone = self._encode_choosing_modes(y, hyper, ref, bar)
-                    intra_tiles += [g * len(intra) + t for t, i in enumerate(intra) if i]
-                    if alone is not None:
-                        for t, (b, c) in enumerate(zip(coded_alone.streams,
-                                                       coded_alone.checksums)):
-                            alone[0][(g, KIND_Y, t)], alone[2][(g, KIND_Y, t)] = b, c
-                        alone[0][z_key], alone[2][z_key] = streams[z_key], checksums[z_key]
-                        alone[1].append(coded_alone.y_hat * gain_dec)
-            for t, (data, checksum) in enumerate(zip(coded.streams, coded.checksums)):
-                streams[(g, KIND_Y, t)], checksums[(g, KIND_Y, t)] = data, checksum
-            latents.append(coded.y_hat * gain_dec)
-        bar.close()
+        groups = scene.band_groups
+        try:
+            for g in range(groups):
+                name = f"group {g + 1}/{groups}" if groups > 1 else ""
+
+                def read(r0, r1, c0, c1, g=g):
+                    return xp.asarray(scene.group_block(g, (r0, r1), (c0, c1), (top, left)))
+
+                progress.stage(f"{name} analysis".strip(),
+                               block_count(padded, ANALYSIS_BLOCK), "blocks")
+                y = run_blocked(lambda t: self._stage("analysis", t),
+                                BlockReader(padded, read), ANALYSIS_BLOCK,
+                                self.cfg.transform_halo * DOWNSAMPLE, down=DOWNSAMPLE,
+                                on_block=progress.update) * gain_enc
+                z = self._stage("hyper_analysis", y)
+                ref = references[g] if references is not None else None
+                if ref is not None and ref.shape != y.shape:
+                    raise DataError(f"the reference image has another band count than this "
+                                    f"one (latent {tuple(ref.shape)} vs {tuple(y.shape)})")
+                if refine:
+                    # The refined z is coded as it is, not h_a(refined y): the search
+                    # optimised the pair, and the decoder only ever sees z_hat. It sees the
+                    # band group whole.
+                    progress.stage(f"{name} refine".strip(), refine, "steps")
+                    with span(self._recorder, "refine", "refine"):
+                        y, z = self._refine(read(0, canvas[0], 0, canvas[1]), quality, y, z,
+                                            refine, ref, gain_dec, on_step=progress.update)
+                z_key = (g, KIND_Z, 0)
+                with span(self._recorder, "z encode", "ans"):
+                    z_hat, streams[z_key], checksums[z_key] = code_z(self.z_coder, z,
+                                                                     self.medians)
+                del z
+                progress.stage(f"{name} steps".strip(), passes * steps, "steps")
+                with self.backend.entropy_threads():
+                    hyper = self._stage("hyper_synthesis", z_hat)
+                    if ref is None or temporal == "on":
+                        coded = self.scheduler.encode(y, hyper, ref, on_step=progress.update)
+                    else:
+                        coded, intra, coded_alone = self._encode_choosing_modes(
+                            y, hyper, ref, progress)
+                        intra_tiles += [g * len(intra) + t for t, i in enumerate(intra) if i]
+                        if alone is not None:
+                            for t, (b, c) in enumerate(zip(coded_alone.streams,
+                                                           coded_alone.checksums)):
+                                alone[0][(g, KIND_Y, t)], alone[2][(g, KIND_Y, t)] = b, c
+                            alone[0][z_key], alone[2][z_key] = streams[z_key], checksums[z_key]
+                            if keep_latents:
+                                alone[1].append(coded_alone.y_hat * gain_dec)
+                        del coded_alone
+                del y, hyper  # the next group's analysis needs the memory
+                for t, (data, checksum) in enumerate(zip(coded.streams, coded.checksums)):
+                    streams[(g, KIND_Y, t)], checksums[(g, KIND_Y, t)] = data, checksum
+                if keep_latents:
+                    latents.append(coded.y_hat * gain_dec)
+                del coded
+        finally:
+            progress.close()
         header = Header(
-            model_id=short_id(self.model_id), height=h, width=w, bands=image.shape[0],
-            dtype=image.dtype.name, normalization=norm.to_dict(), quality=quality,
+            model_id=short_id(self.model_id), height=h, width=w, bands=scene.bands,
+            dtype=scene.dtype.name, normalization=scene.norm.to_dict(), quality=quality,
             tile_size=self.tile_size, georef=georef,
             reference_id=short_id(reference_id) if reference_id is not None else None,
             numerics=self.numerics, extra=extra or {}, intra_tiles=intra_tiles,
             reference_grid=reference.grid if reference is not None else None,
-            mask=SampleMask.from_array(missing) if missing is not None else None)
+            mask=scene.mask)
         with span(self._recorder, "container write", "container"):
             data = write_container(header, streams, checksums)
             if alone is not None:
@@ -537,7 +605,7 @@ class Codec:
                     return plain, alone[1]
             return data, latents
 
-    def _encode_choosing_modes(self, y, hyper, ref, bar):
+    def _encode_choosing_modes(self, y, hyper, ref, progress):
         """Codes each tile with and without the reference and keeps, per tile, the smaller
         stream; returns (the kept ``CodedLatent``, intra flags, the all-alone one). Tiles
         are coded independently given their side input, but the channel context reads
@@ -545,23 +613,26 @@ class Codec:
         flags in force (the decoder's view), and kept only if it is smaller than both
         uniform choices: the streams then never cost more than coding alone or with the
         reference everywhere."""
-        step = functools.partial(bar.update, 1)
+        step = progress.update
         with_ref = self.scheduler.encode(y, hyper, ref, on_step=step)
         alone = self.scheduler.encode(y, hyper, None, on_step=step)
         intra = [len(b) < len(a) for a, b in zip(with_ref.streams, alone.streams)]
         n = len(intra)
         candidates = [(with_ref, [False] * n), (alone, [True] * n)]
         if 0 < sum(intra) < n:
-            bar.total += self.scheduler.plan(tuple(y.shape[-2:])).steps
-            bar.refresh()
+            progress.add(self.scheduler.plan(tuple(y.shape[-2:])).calls)
             candidates.append((self.scheduler.encode(y, hyper, ref, intra, on_step=step),
                                intra))
         # Ties go to the reference everywhere: no bitmap.
         return (*min(candidates, key=lambda c: sum(map(len, c[0].streams))), alone)
 
     @_allocation_failures_are_limits
-    def _decompress(self, data: bytes, reference: "_Reference | None",
-                    reference_data: bytes | None = None, window=None):
+    def _decode(self, data: bytes, reference: "_Reference | None",
+                reference_data: bytes | None = None, window=None, *,
+                sink: PixelSink | None = None, keep_latents: bool = True,
+                label: str = "decode"):
+        """Decodes ``data`` (its ``window``) into ``sink`` (default: an ``ArraySink``);
+        returns (header, the latents per band group, or [] without ``keep_latents``)."""
         with span(self._recorder, "container read", "container"):
             container = read_container(data, self.max_pixels)
         header = container.header
@@ -583,7 +654,6 @@ class Codec:
             reference = _Reference(reference.latents, reference.size, header.reference_grid)
             references = reference.on_grid(header.latent_shape, self.device)
         gain_dec = self.xp.asarray(self.tables.gains(header.quality)[1])
-        norm = BandNormalization.from_dict(header.normalization)
         col, row, width, height = (check_window(window, header.height, header.width)
                                    if window is not None else (0, 0, header.width, header.height))
         top, left = header.origin
@@ -592,11 +662,21 @@ class Codec:
         plan, synth = (self._window_plan(header, window) if window is not None
                        else (None, (0, 0, *shape)))
         crop = plan.crop if plan is not None else (0, 0, *shape)
-        groups, latents = [], []
-        bar = self._bar(header.band_groups, header.latent_shape,
-                        header.height * header.width, "decompress", tile_size=header.tile_size)
+        latents = []
+        sink = sink if sink is not None else ArraySink()
+        sink.open(header, (col, row, width, height))
+        norm = BandNormalization.from_dict(header.normalization)
+        nodata = header.georef.nodata if header.georef else None
+        groups = header.band_groups
+        progress = self._progress(label, height * width)
+        steps = (plan if plan is not None else  # progress: step calls
+                 self.scheduler.plan(shape, header.tile_size)).calls
+        cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
+        r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
         try:
-            for g in range(header.band_groups):
+            for g in range(groups):
+                name = f"group {g + 1}/{groups} " if groups > 1 else ""
+                progress.stage(name + "steps", steps, "steps")
                 with span(self._recorder, "z decode", "ans"):
                     z_hat = decode_z(self.z_coder, container.stream(g, KIND_Z, 0),
                                      (self.cfg.N, *header.z_shape), self.medians, self.device,
@@ -614,25 +694,61 @@ class Codec:
                     # The stream's tile size decides, not this codec's.
                     y_hat = self.scheduler.decode(tiles, shape, hyper, ref, intra,
                                                   tile_size=header.tile_size,
-                                                  on_step=functools.partial(bar.update, 1),
-                                                  plan=plan, checksums=checksums)
+                                                  on_step=progress.update, plan=plan,
+                                                  checksums=checksums)
+                del hyper, tiles, checksums, z_hat
                 latent = y_hat * gain_dec
-                latents.append(latent)
-                cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
-                x_hat = run_blocked(lambda t: self._stage("synthesis", t), _cut(latent, cut),
-                                    SYNTHESIS_BLOCK, self.cfg.transform_halo, up=DOWNSAMPLE)
-                r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
-                x_hat = x_hat[0, :, r: r + height, c: c + width]
-                groups.append(to_host(self.xp.clip(x_hat, 0, 1)))
+                del y_hat
+                if keep_latents:
+                    latents.append(latent)
+                bands = range(g * BAND_GROUP_SIZE, min((g + 1) * BAND_GROUP_SIZE, header.bands))
+                part = BandNormalization(norm.dtype, norm.lo[bands.start: bands.stop],
+                                         norm.hi[bands.start: bands.stop])
+
+                def write(r0, r1, c0, c1, x_hat, bands=bands, part=part):
+                    # The block's part of the decoded area, in its rows and columns.
+                    a0, a1 = max(r0, r), min(r1, r + height)
+                    b0, b1 = max(c0, c), min(c1, c + width)
+                    if a0 >= a1 or b0 >= b1:
+                        return
+                    x = to_host(self.xp.clip(x_hat[0, : len(bands), a0 - r0: a1 - r0,
+                                                   b0 - c0: b1 - c0], 0, 1))
+                    pixels = denormalize(x, part)
+                    rows, cols = (a0 - r, a1 - r), (b0 - c, b1 - c)
+                    if header.mask is not None:
+                        missing = header.mask.window(
+                            header.height, header.width, header.bands,
+                            (row + rows[0], row + rows[1]), (col + cols[0], col + cols[1]),
+                            bands)
+                        restore_missing(pixels, missing, nodata)
+                    sink.write(bands, rows, cols, pixels)
+
+                latent_cut = _cut(latent, cut)
+                progress.stage(name + "synthesis",
+                               block_count(latent_cut.shape[-2:], SYNTHESIS_BLOCK), "blocks")
+                run_blocked(lambda t: self._stage("synthesis", t), latent_cut,
+                            SYNTHESIS_BLOCK, self.cfg.transform_halo, up=DOWNSAMPLE, write=write,
+                            on_block=progress.update)
+                del latent, latent_cut
         finally:
-            bar.close()
-        pixels = denormalize(from_band_groups(np.stack(groups), header.bands), norm)
+            progress.close()
+        return header, latents
+
+    def _decompress(self, data: bytes, reference: "_Reference | None",
+                    reference_data: bytes | None = None, window=None,
+                    keep_latents: bool = True) -> tuple["DecodedImage", list]:
+        """``_decode`` into an array: (the decoded image, the latents)."""
+        sink = ArraySink()
+        header, latents = self._decode(data, reference, reference_data, window, sink=sink,
+                                       keep_latents=keep_latents)
         missing = None
         if header.mask is not None:
-            missing = header.mask.to_array(header.height, header.width, header.bands)
-            missing = np.ascontiguousarray(missing[:, row: row + height, col: col + width])
-            restore_missing(pixels, missing, header.georef.nodata if header.georef else None)
-        return DecodedImage(pixels, header.georef, header, missing, window), latents
+            col, row, width, height = (check_window(window, header.height, header.width)
+                                       if window is not None
+                                       else (0, 0, header.width, header.height))
+            missing = header.mask.window(header.height, header.width, header.bands,
+                                         (row, row + height), (col, col + width))
+        return DecodedImage(sink.pixels, header.georef, header, missing, window), latents
 
     def _window_plan(self, header: Header, window) -> tuple:
         """(plan, synth): the decode plan of ``window`` (``Scheduler.window_plan``) and the
@@ -689,13 +805,6 @@ def _cut(x, box):
     """(1, C, h, w) ``x`` cut to ``box`` (row0, col0, rows, cols)."""
     r0, c0, h, w = box
     return x[:, :, r0: r0 + h, c0: c0 + w]
-
-
-def _pad_image(xp, x):
-    """Replicates (1, C, H, W) at the bottom and right to multiples of 64 (the transforms'
-    and hyper transforms' strides); replicated borders cost fewer bits than zeros."""
-    ph, pw = padding_of(*x.shape[-2:])
-    return xp.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x
 
 
 @dataclass

@@ -23,6 +23,7 @@ is a ``DataError``. Tags of other domains than the default one are not kept.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -41,7 +42,7 @@ from rasterio.transform import Affine
 
 from stcm.atomic import atomic_path
 from stcm.rasters import IMAGE_SUFFIXES, open_raster
-from stcm.errors import DataError, OutputExistsError
+from stcm.errors import DataError, OutputExistsError, StcmError
 
 from stcm.runtime.georeference import ControlPoint, Georeference
 from stcm.runtime.metadata import RasterMetadata
@@ -58,6 +59,8 @@ PNG_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 # int32/uint32 JP2 files are written by GDAL but OpenJPEG cannot read them back.
 JP2_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("int16"))
 TILE = 256
+# Written block by block, a GeoTIFF of more bands than one band group is band-interleaved.
+BLOCK_PIXEL_INTERLEAVE_BANDS = 3
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -213,6 +216,21 @@ def read_raster(path: str | os.PathLike) -> Raster:
         >>> raster.pixels.shape, raster.pixels.dtype, raster.georef
         ((1, 3, 4), dtype('uint8'), None)
     """
+    with open_image(path) as (ds, dtype):
+        if dtype is None:
+            pixels = _expand_palette(ds)
+        else:
+            pixels = ds.read(out_dtype=dtype)
+        masked, georef, names, metadata = describe(ds, pixels.shape[0])
+        return Raster(pixels=pixels, georef=georef, band_descriptions=names, metadata=metadata,
+                      missing=ds.dataset_mask() == 0 if masked else None)
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike):
+    """Opens an image file for reading: yields the dataset and the dtype its bands are read
+    as, None for a palette image (``_expand_palette`` reads it). DataError for a missing or
+    unreadable file, one without bands or of an unsupported pixel type."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"cannot read image {path}: "
@@ -221,25 +239,29 @@ def read_raster(path: str | os.PathLike) -> Raster:
         if ds.count == 0:
             raise DataError(f"cannot read image {path}: it has no raster bands "
                             "(a container of sub-datasets?); extract one band set to GeoTIFF")
-        palette = ds.count == 1 and ds.colorinterp[0] == ColorInterp.palette
-        if palette:
-            pixels = _expand_palette(ds)
-        else:
-            dtypes = {np.dtype(t) for t in ds.dtypes}
-            bad = sorted(str(t) for t in dtypes - set(SUPPORTED_DTYPES))
-            if bad:
-                raise DataError(f"image {path} has {', '.join(bad)} pixels; supported: "
-                                f"{', '.join(str(t) for t in SUPPORTED_DTYPES)}")
-            # Bands of different types (possible in a VRT) share the widest one.
-            pixels = ds.read(out_dtype=np.result_type(*dtypes))
-        names = tuple(d or None for d in ds.descriptions)
-        # An expanded palette's bands are new: only the dataset's tags still apply.
-        metadata = (_read_metadata(ds) if not palette
-                    else RasterMetadata(tags=ds.tags(), bands=pixels.shape[0]))
-        missing = ds.dataset_mask() == 0 if metadata.dataset_mask else None
-        return Raster(pixels=pixels, georef=_read_georef(ds, palette),
-                      band_descriptions=names if any(names) else None, metadata=metadata,
-                      missing=missing)
+        if ds.count == 1 and ds.colorinterp[0] == ColorInterp.palette:
+            yield ds, None
+            return
+        dtypes = {np.dtype(t) for t in ds.dtypes}
+        bad = sorted(str(t) for t in dtypes - set(SUPPORTED_DTYPES))
+        if bad:
+            raise DataError(f"image {path} has {', '.join(bad)} pixels; supported: "
+                            f"{', '.join(str(t) for t in SUPPORTED_DTYPES)}")
+        # Bands of different types (possible in a VRT) share the widest one.
+        yield ds, np.result_type(*dtypes)
+
+
+def describe(ds, bands: int) -> tuple:
+    """What ``read_raster`` keeps of an open dataset beyond its pixels: (whether it has a
+    per-dataset mask band, georef, band descriptions, metadata); ``bands``: the band count
+    read (a palette image's expanded bands)."""
+    palette = ds.count == 1 and ds.colorinterp[0] == ColorInterp.palette
+    names = tuple(d or None for d in ds.descriptions)
+    # An expanded palette's bands are new: only the dataset's tags still apply.
+    metadata = (_read_metadata(ds) if not palette
+                else RasterMetadata(tags=ds.tags(), bands=bands))
+    return (bool(metadata.dataset_mask), _read_georef(ds, palette),
+            names if any(names) else None, metadata)
 
 
 def _check_nodata(nodata: float, dtype: np.dtype) -> None:
@@ -333,16 +355,17 @@ def _profile(driver: str, raster: Raster) -> dict:
     return profile
 
 
-def _write(tmp: Path, driver: str, raster: Raster, cog: bool = False) -> None:
+def _write(tmp: Path, driver: str, raster: Raster, cog: bool = False, blocks=None) -> None:
     """Writes ``raster`` to ``tmp`` with ``driver`` (chosen explicitly, not by suffix); a COG
-    is a GeoTIFF written beside it first and copied by GDAL's COG driver."""
+    is a GeoTIFF written beside it first and copied by GDAL's COG driver. ``blocks(ds)``,
+    if given, writes the pixels (and the mask band) instead of ``raster``'s."""
     # No .aux.xml sidecar: it would be named after the temporary file and left behind.
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if cog:
             staging = tmp.with_name(tmp.name + ".gtiff")
             try:
-                _write(staging, driver, raster)
+                _write(staging, driver, raster, blocks=blocks)
                 # Overviews already in the staging file are kept, else made (AUTO).
                 rasterio.shutil.copy(staging, tmp, driver="COG", compress="DEFLATE",
                                      predictor="YES", overviews="AUTO", resampling="AVERAGE",
@@ -350,8 +373,15 @@ def _write(tmp: Path, driver: str, raster: Raster, cog: bool = False) -> None:
             finally:
                 staging.unlink(missing_ok=True)
             return
-        with rasterio.open(tmp, "w", **_profile(driver, raster)) as ds:
-            ds.write(raster.pixels)
+        profile = _profile(driver, raster)
+        if blocks is not None and raster.bands > BLOCK_PIXEL_INTERLEAVE_BANDS:
+            # Written a band group at a time: each band's tiles then are written once.
+            profile["interleave"] = "band"
+        with rasterio.open(tmp, "w", **profile) as ds:
+            if blocks is not None:
+                blocks(ds)
+            else:
+                ds.write(raster.pixels)
             if driver == "GTiff":
                 _write_metadata(ds, raster)
         if driver == "GTiff" and raster.metadata.overviews:
@@ -391,8 +421,15 @@ def _write_metadata(ds, raster: Raster) -> None:
 
 
 def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False,
-                 source: str | os.PathLike | None = None, cog: bool = False) -> Path:
+                 source: str | os.PathLike | None = None, cog: bool = False,
+                 blocks=None) -> Path:
     """Writes ``raster`` to ``path`` atomically, in the format its suffix names.
+
+    With ``blocks`` (GeoTIFF only), ``raster.pixels`` only gives the shape and dtype (a
+    ``numpy.broadcast_to`` of one value will do) and ``blocks(ds)`` writes the pixels and
+    the mask band into the open rasterio dataset window by window, so that the image is
+    never whole in memory (``runtime.rasterblocks``); with more than 3 bands the GeoTIFF is
+    then band-interleaved.
 
     Nothing is written unless the whole file is: the image goes to a temporary file beside
     ``path`` that replaces it at the end. A .png/.jp2 output that cannot store part of the
@@ -448,9 +485,13 @@ def write_raster(path: str | os.PathLike, raster: Raster, *, force: bool = False
     if lost:
         warnings.warn(f"{path.suffix} cannot store the {', '.join(lost)} of this image, which "
                       f"will be missing from {path}; write a .tif to keep them", stacklevel=2)
+    if blocks is not None and driver != "GTiff":
+        raise DataError(f"{path}: only GeoTIFF output is written block by block")
     with atomic_path(path) as tmp:
         try:
-            _write(tmp, driver, raster, cog)
+            _write(tmp, driver, raster, cog, blocks)
+        except StcmError:  # the blocks' own (a corrupt stream...)
+            raise
         except Exception as exc:  # GDAL: disk full, permission, driver limits...
             raise DataError(f"cannot write {path}: {exc}") from exc
     return path

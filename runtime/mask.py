@@ -100,11 +100,25 @@ class SampleMask:
 
     def to_array(self, height: int, width: int, bands: int) -> np.ndarray:
         """The (bands, H, W) bool array, True where a sample is missing."""
+        return self.window(height, width, bands, (0, height), (0, width))
+
+    def window(self, height: int, width: int, bands: int, rows: tuple[int, int],
+               cols: tuple[int, int], band_range: range | None = None) -> np.ndarray:
+        """The (bands, r1 - r0, c1 - c0) bool array of rows [r0, r1) and columns [c0, c1)
+        (of ``band_range``, default all bands) of a ``height`` x ``width`` image: only
+        those rows are unpacked."""
+        (r0, r1), (c0, c1) = rows, cols
+        band_range = band_range if band_range is not None else range(bands)
         n = plane_bytes(height, width)
-        bits = np.unpackbits(np.frombuffer(self.packed, np.uint8).reshape(-1, n), axis=1,
-                             count=height * width)
-        planes = bits.astype(bool).reshape(-1, height, width)
-        return np.broadcast_to(planes, (bands, height, width)).copy()
+        first, last = r0 * width, r1 * width  # bit offsets in a plane
+        planes = []
+        for p in (band_range if self.per_band else [0]):
+            chunk = np.frombuffer(self.packed, np.uint8, count=-(-last // 8) - first // 8,
+                                  offset=p * n + first // 8)
+            bits = np.unpackbits(chunk)[first % 8: first % 8 + last - first]
+            planes.append(bits.reshape(r1 - r0, width)[:, c0:c1].astype(bool))
+        planes = np.stack(planes)
+        return np.broadcast_to(planes, (len(band_range), *planes.shape[1:])).copy()
 
 
 def missing_samples(image: np.ndarray, nodata: float | None,

@@ -227,21 +227,30 @@ class Scheduler:
                 intra_tiles = xp.asarray([intra[t] for t in tiles]).reshape(-1, 1, 1, 1)
                 side = xp.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None),
                                                         tiles, (r0, c0)), side)
-            programs = [self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
-                        for c in chunks]
-            if programs[0].num_steps != group.steps:
-                raise AssertionError(f"group {k}: the program has {programs[0].num_steps} "
-                                     f"steps, the plan {group.steps}")
-            for t in range(group.steps):
-                with span(self.recorder, f"group {k} step {t}", "step", group=k, step=t):
-                    for c, program in zip(chunks, programs):
+            # One chunk after the other, each through all its steps: a tile's steps depend
+            # on nothing but its own, and each tile has its own stream, so the order across
+            # chunks changes no stream, while only one chunk's caches (several times its
+            # latent) are alive at a time: memory bounded by ``tile_batch`` tiles, not the
+            # latent (a 10240^2 image has 100 tiles of 64).
+            decoded = []
+            for c in chunks:
+                program = self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
+                if program.num_steps != group.steps:
+                    raise AssertionError(f"group {k}: the program has {program.num_steps} "
+                                         f"steps, the plan {group.steps}")
+                for t in range(group.steps):
+                    with span(self.recorder, f"group {k} step {t}", "step", group=k, step=t):
                         mean, scale = program.params(t)
                         program.update(t, visit(k, t, tiles[c.start: c.stop], program, mean,
                                                 scale))
-                if on_step is not None:
-                    on_step()
-            y_hat[:, group.channels] = grid.merge(xp.concatenate([p.latent() for p in programs]),
-                                                  tiles, (r0, c0), (box_h, box_w))
+                    if on_step is not None:
+                        on_step()
+                decoded.append(program.latent())
+                del program
+            del side
+            y_hat[:, group.channels] = grid.merge(xp.concatenate(decoded), tiles, (r0, c0),
+                                                  (box_h, box_w))
+            del decoded
         return y_hat
 
     def _symbol_layout(self, program: GroupProgram, t: int, scale):
@@ -262,7 +271,7 @@ class Scheduler:
 
         ``intra``: per tile, True to code it without the reference (its side input is the
         one of a zero reference); None: every tile uses ``reference``. ``on_step`` is called
-        after each sequential step (progress)."""
+        after each step of each chunk of tiles (progress: ``Plan.calls`` in all)."""
         plan = self.plan(tuple(y.shape[2:]))
         grid = plan.grid
         encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]

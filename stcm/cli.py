@@ -137,7 +137,9 @@ def _codec_options(args) -> dict:
     return {"model": args.model, "engine": getattr(args, "engine", None),
             "backend": getattr(args, "backend", None),
             "tile_size": getattr(args, "tile_size", 64),
-            "tile_batch": getattr(args, "tile_batch", None), "progress": None,
+            "tile_batch": getattr(args, "tile_batch", None),
+            # None: a bar on a terminal, plain lines on stderr elsewhere (logs, batch jobs).
+            "progress": False if getattr(args, "quiet", False) else None,
             "device": getattr(args, "device", "cpu"),
             "max_pixels": getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS}
 
@@ -160,6 +162,9 @@ def _add_batch_args(p, what: str) -> None:
                    "--threads threads)")
     p.add_argument("--threads", type=int, help="CPU threads of the codec (torch's, or "
                    "onnxruntime's for an engine; default: their own choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress (by default images of a "
+                   "megapixel or more report every stage: a bar on a terminal, plain "
+                   "'stcm: encode NAME: ...' lines on stderr otherwise)")
 
 
 def _run_files(args, kind: str, suffix: str, options: dict, line) -> int:

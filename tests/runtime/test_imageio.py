@@ -165,7 +165,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         write_raster(tmp_path / "n.tif", Raster(np.zeros((1, 4, 4), np.uint8),
                                                 Georeference(None, None, -1.0)))
 
-    def half_write(tmp, driver, raster, cog=False):  # a failure after bytes hit the disk (disk full)
+    def half_write(tmp, driver, raster, cog=False, blocks=None):  # a failure after bytes hit the disk (disk full)
         tmp.write_bytes(b"II*\0partial")
         raise OSError("No space left on device")
 

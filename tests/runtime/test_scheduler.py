@@ -54,7 +54,7 @@ def test_without_a_tile_batch_each_call_holds_a_fixed_count_of_positions(tiny):
         range(7, 14)
 
 
-def test_encode_and_decode_run_the_plan_and_report_each_step(tiny):
+def test_encode_and_decode_run_the_plan_and_report_each_step_call(tiny):
     model, backend, table = tiny
     scheduler = Scheduler(backend, model.cfg, table, tile_size=4, tile_batch=1)
     rng = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def test_encode_and_decode_run_the_plan_and_report_each_step(tiny):
         assert len(streams) == plan.grid.count
         decoded = scheduler.decode(streams, shape, hyper, None,
                                    on_step=lambda: steps.append("d"))
-    assert steps == ["e"] * plan.steps + ["d"] * plan.steps
+    assert steps == ["e"] * plan.calls + ["d"] * plan.calls  # one per step of each chunk
     np.testing.assert_array_equal(decoded, y_hat)
     with pytest.raises(ValueError, match="streams for"):
         scheduler.decode(streams[:-1], shape, hyper, None)
