@@ -9,7 +9,7 @@ temporary folder, so that building it needs a strip of memory, not the scene. Th
 ``compress_file`` and ``decompress_file`` (GeoTIFF out) each run in a fresh Python process
 (the built-in model, torch backend, --threads threads) that reports its wall time and its
 peak resident memory (``ru_maxrss``). Checks: the decoded file equals the in-memory decode
-(``Codec.decompress``) of a window (the first synthesis block's 2048 x 2048 pixels) in a
+(``Codec.decompress``) of a window (the first 2048 x 2048 pixels: 4 synthesis blocks) in a
 third process, and at sizes up to 4096 the container equals ``Codec.compress`` of the whole
 array (bit-identity of the two paths).
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 STRIP = 256
-CHECK_WINDOW = 2048  # one synthesis block (SYNTHESIS_BLOCK x 16 pixels)
+CHECK_WINDOW = 2048  # 2 x 2 synthesis blocks (SYNTHESIS_BLOCK x 16 pixels each)
 WHOLE_CHECK_MAX = 4096
 
 

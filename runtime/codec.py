@@ -39,13 +39,15 @@ from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_cells,
                                 reference_grid, resample_latent)
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, HYPER_DOWNSAMPLE, IDENTITY_GRID,
-                                 MAX_TILE_SIZE, ReferenceGrid, latent_shape_of, padding_of)
+                                 MAX_TILE_SIZE, ReferenceGrid, footprint_of, latent_shape_of,
+                                 padding_of)
 from stcm.runtime.mask import restore_missing
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.progress import Progress
 from stcm.runtime.scheduler import (HYPER_MARGIN, Scheduler, check_backed, code_z, decode_z,
                                     dilate_box)
-from stcm.runtime.scene import ArraySink, ArraySource, BlockSource, PixelSink, Scene
+from stcm.runtime.scene import (FILL_BLOCK, ArraySink, ArraySource, BlockSource, PixelSink,
+                                Scene)
 from stcm.runtime.transfer import HostStaging, to_host
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
@@ -54,8 +56,17 @@ if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.mo
 DEFAULT_QUALITY = 0.75
 # Transforms run in overlapping blocks on large images (runtime/blocks.py): pixels for g_a,
 # latent positions for g_s; each block's halo is the model's ``transform_halo`` (positions),
-# its transforms' whole receptive field, so blocks give the unblocked values.
-ANALYSIS_BLOCK, SYNTHESIS_BLOCK = 2048, 128
+# its transforms' whole receptive field, so blocks give the unblocked values. Sizes: the
+# `small` model's g_a on a 2048-pixel block held 1.2 GB of activations, on 1024 0.34 GB;
+# g_s on 128 positions 1.3 GB, on 64 0.37 GB (peak RSS growth, 1 thread); the halos then
+# add ~20 % of the work instead of ~10 %.
+ANALYSIS_BLOCK, SYNTHESIS_BLOCK = 1024, 64
+# The hyper transforms too, in blocks of HYPER_BLOCK latent positions: whole, a 10240^2
+# scene's would hold ~2 GB of activations. h_s with ``HYPER_MARGIN`` z cells around each
+# block, and only for exact models, whose integer h_s gives any crop the whole one's values
+# (a float model's streams expect the whole computation); h_a (encoder only: z is coded as
+# it comes out) with HYPER_ANALYSIS_HALO positions, over its receptive field of 7.
+HYPER_BLOCK, HYPER_ANALYSIS_HALO = 256, 16
 # How an image with a temporal reference uses it: "auto" decides per tile (header flags),
 # "on" uses it everywhere (one coding pass; what stcm 0.3 always did).
 TEMPORAL_MODES = ("auto", "on")
@@ -293,7 +304,7 @@ class Codec:
         if np.dtype(source.dtype).name not in DTYPES:
             raise DataError(f"pixels of type {np.dtype(source.dtype).name} are not supported; "
                             f"use one of {', '.join(DTYPES)}")
-        scene = Scene.scan(source, georef.nodata if georef else None)
+        scene = self._scan(source, georef.nodata if georef else None, label)
         ref = ref_id = None
         if reference is not None:
             ref_header = peek_header(reference, self.max_pixels)
@@ -435,6 +446,23 @@ class Codec:
                                  gain_dec=tensor(gain_dec), on_step=on_step)
         return self.backend.from_tensor(refined.y), self.backend.from_tensor(refined.z)
 
+    def _scan(self, source: BlockSource, nodata, label: str) -> Scene:
+        """``Scene.scan`` of a source read block by block, with progress: on a large file
+        its strip reads (one pass, two with a partly missing band) take a while before the
+        first transform block."""
+        progress = self._progress(label, source.height * source.width)
+        progress.stage("scan", -(-source.height // FILL_BLOCK), "strips")
+
+        def on_strip(total: int) -> None:
+            if total > progress.total:  # the fill's second pass
+                progress.add(total - progress.total)
+            progress.update()
+
+        try:
+            return Scene.scan(source, nodata, on_strip)
+        finally:
+            progress.close()
+
     def _progress(self, label: str, pixels: int, refine: int = 0) -> Progress:
         """The progress of a run over ``pixels`` pixels: shown for images of a megapixel or
         more, or refined ones (refinement is slow at any size); ``self.progress`` True or
@@ -520,6 +548,9 @@ class Codec:
         checksums: dict[tuple[int, int, int], int] = {}  # per stream, format 2.4
         latents = []
         latent_shape = latent_shape_of(top + h, left + w)
+        # Latent positions over replicated padding only get no symbol (format 3.0): they
+        # decode to their predicted mean, and cost nothing.
+        footprint = footprint_of(top, left, h, w)
         passes = 2 if references is not None and temporal == "auto" else 1
         steps = self.scheduler.plan(latent_shape).calls  # progress: step calls
         progress = self._progress(label, h * w, refine)
@@ -543,8 +574,10 @@ class Codec:
                 y = run_blocked(lambda t: self._stage("analysis", t),
                                 BlockReader(padded, read), ANALYSIS_BLOCK,
                                 self.cfg.transform_halo * DOWNSAMPLE, down=DOWNSAMPLE,
-                                on_block=progress.update) * gain_enc
-                z = self._stage("hyper_analysis", y)
+                                on_block=progress.update)
+                y *= gain_enc  # in place: no second latent-sized array
+                z = run_blocked(lambda t: self._stage("hyper_analysis", t), y, HYPER_BLOCK,
+                                HYPER_ANALYSIS_HALO, down=HYPER_DOWNSAMPLE)
                 ref = references[g] if references is not None else None
                 if ref is not None and ref.shape != y.shape:
                     raise DataError(f"the reference image has another band count than this "
@@ -564,12 +597,13 @@ class Codec:
                 del z
                 progress.stage(f"{name} steps".strip(), passes * steps, "steps")
                 with self.backend.entropy_threads():
-                    hyper = self._stage("hyper_synthesis", z_hat)
+                    hyper = self._hyper(z_hat)
                     if ref is None or temporal == "on":
-                        coded = self.scheduler.encode(y, hyper, ref, on_step=progress.update)
+                        coded = self.scheduler.encode(y, hyper, ref, on_step=progress.update,
+                                                      coded=footprint)
                     else:
                         coded, intra, coded_alone = self._encode_choosing_modes(
-                            y, hyper, ref, progress)
+                            y, hyper, ref, progress, footprint)
                         intra_tiles += [g * len(intra) + t for t, i in enumerate(intra) if i]
                         if alone is not None:
                             for t, (b, c) in enumerate(zip(coded_alone.streams,
@@ -605,7 +639,7 @@ class Codec:
                     return plain, alone[1]
             return data, latents
 
-    def _encode_choosing_modes(self, y, hyper, ref, progress):
+    def _encode_choosing_modes(self, y, hyper, ref, progress, footprint):
         """Codes each tile with and without the reference and keeps, per tile, the smaller
         stream; returns (the kept ``CodedLatent``, intra flags, the all-alone one). Tiles
         are coded independently given their side input, but the channel context reads
@@ -614,15 +648,15 @@ class Codec:
         uniform choices: the streams then never cost more than coding alone or with the
         reference everywhere."""
         step = progress.update
-        with_ref = self.scheduler.encode(y, hyper, ref, on_step=step)
-        alone = self.scheduler.encode(y, hyper, None, on_step=step)
+        with_ref = self.scheduler.encode(y, hyper, ref, on_step=step, coded=footprint)
+        alone = self.scheduler.encode(y, hyper, None, on_step=step, coded=footprint)
         intra = [len(b) < len(a) for a, b in zip(with_ref.streams, alone.streams)]
         n = len(intra)
         candidates = [(with_ref, [False] * n), (alone, [True] * n)]
         if 0 < sum(intra) < n:
             progress.add(self.scheduler.plan(tuple(y.shape[-2:])).calls)
-            candidates.append((self.scheduler.encode(y, hyper, ref, intra, on_step=step),
-                               intra))
+            candidates.append((self.scheduler.encode(y, hyper, ref, intra, on_step=step,
+                                                     coded=footprint), intra))
         # Ties go to the reference everywhere: no bitmap.
         return (*min(candidates, key=lambda c: sum(map(len, c[0].streams))), alone)
 
@@ -695,9 +729,11 @@ class Codec:
                     y_hat = self.scheduler.decode(tiles, shape, hyper, ref, intra,
                                                   tile_size=header.tile_size,
                                                   on_step=progress.update, plan=plan,
-                                                  checksums=checksums)
+                                                  checksums=checksums,
+                                                  coded=container.coded_box)
                 del hyper, tiles, checksums, z_hat
-                latent = y_hat * gain_dec
+                y_hat *= gain_dec  # in place: no second latent-sized array
+                latent = y_hat
                 del y_hat
                 if keep_latents:
                     latents.append(latent)
@@ -770,10 +806,14 @@ class Codec:
 
     def _hyper(self, z_hat, crop=None):
         """Psi = h_s(z_hat), or its ``crop`` (row0, col0, rows, cols; a multiple of the z
-        grid) from the z cells under it and ``HYPER_MARGIN`` more around them."""
-        if crop is None:
-            return self._stage("hyper_synthesis", z_hat)
+        grid) from the z cells under it and ``HYPER_MARGIN`` more around them. An exact
+        model's whole Psi is computed in blocks of ``HYPER_BLOCK`` positions."""
         a = HYPER_DOWNSAMPLE
+        if crop is None:
+            if not self.backend.exact:
+                return self._stage("hyper_synthesis", z_hat)
+            return run_blocked(lambda t: self._stage("hyper_synthesis", t), z_hat,
+                               HYPER_BLOCK // a, HYPER_MARGIN, up=a)
         r0, c0, h, w = (v // a for v in crop)
         zr, zc, _, _ = z_cut = dilate_box((r0, c0, h, w), HYPER_MARGIN, z_hat.shape[-2:])
         hyper = self._stage("hyper_synthesis", _cut(z_hat, z_cut))

@@ -31,9 +31,11 @@ from stcm.runtime.header import (BAND_GROUP_SIZE, DEFAULT_MAX_PIXELS, DOWNSAMPLE
                                  Header, num_tiles, quality_on_grid, tile_grid)
 
 __all__ = [
-    "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "MAX_RECORD_BYTES", "DEFAULT_MAX_PIXELS",
+    "MAGIC", "FORMAT_MAJOR", "FORMAT_MINOR", "FORMAT_VERSION", "READ_MAJORS",
+    "MAX_RECORD_BYTES", "DEFAULT_MAX_PIXELS",
     "KIND_Z", "KIND_Y", "DTYPES", "MODEL_ID_BYTES", "Georeference", "Header", "StreamEntry",
-    "Container", "CHECKSUM_MINOR", "tile_grid", "num_tiles", "quality_on_grid",
+    "Container", "CHECKSUM_VERSION", "FOOTPRINT_VERSION", "tile_grid", "num_tiles",
+    "quality_on_grid",
     "write_container",
     "read_container", "peek_header", "check_model", "check_reference", "short_id",
     "BAND_GROUP_SIZE", "DOWNSAMPLE", "PAD_MULTIPLE", "MAX_TILE_SIZE",
@@ -42,12 +44,19 @@ __all__ = [
 MAGIC = b"STCM"
 # 2: compact binary header, 16-byte ids, stream table of (length, CRC32); the quality rule of
 # format 2 keeps enc * dec on the interpolation of the level products (models/gain.py).
-FORMAT_MAJOR = 2
 # 2.1: flag bit 5, the per-tile mode bitmap; 2.2: bit 6, the reference grid; 2.3: bit 7, the
-# mask of missing samples; 2.4: the symbol checksum table after the header's last field
-FORMAT_MINOR = 4
-CHECKSUM_MINOR = 4  # the first minor with symbol checksums
-_NO_CHECKSUM_MINOR = 3  # what write_container writes without them (2.3's layout)
+# mask of missing samples; 2.4: the symbol checksum table after the header's last field.
+# 3: 2.4's layout, but the y streams hold no symbol for the latent cells away from the image
+# (``Header.footprint``): a 2.x reader would decode other symbols from them, so a new major.
+FORMAT_MAJOR, FORMAT_MINOR = 3, 0
+FORMAT_VERSION = (FORMAT_MAJOR, FORMAT_MINOR)
+READ_MAJORS = (2, 3)  # what this reader decodes (format 1 only stcm 0.2 does)
+CHECKSUM_VERSION = (2, 4)  # the first with symbol checksums
+FOOTPRINT_VERSION = (3, 0)  # the first that codes no y symbol away from the image
+_NO_CHECKSUM_VERSION = (2, 3)  # what write_container writes without them (2.3's layout)
+# The newest minor of each major this reader knows: bytes after the last field it knows are
+# corruption in a file of these or older, skipped in a newer minor's.
+_KNOWN_MINOR = {2: 4, 3: FORMAT_MINOR}
 MAX_RECORD_BYTES = 1 << 31
 _MIN_ENTRY_BYTES = 5  # a varint length (>= 1 byte) and a CRC32
 
@@ -127,7 +136,8 @@ class Container:
         data: The whole container.
         payload_start: Offset of the first stream in ``data``.
         checksums: Per stream, in table order, the ``runtime.ans.symbol_checksum`` of its
-            decoded symbols (format 2.4); None for files of an older minor, which have none.
+            decoded symbols (format 2.4 on); None for files of an older minor, which have none.
+        version: (major, minor) of the file's format.
     """
 
     header: Header
@@ -135,6 +145,14 @@ class Container:
     data: bytes
     payload_start: int
     checksums: tuple[int, ...] | None = None
+    version: tuple[int, int] = FORMAT_VERSION  # (major, minor)
+
+    @property
+    def coded_box(self) -> tuple[int, int, int, int] | None:
+        """The latent box (row0, col0, rows, cols) whose positions have y symbols in the
+        streams: the image's footprint from format 3.0 on (positions over replicated padding
+        only decode to their predicted mean, ``Header.footprint``); None before 3.0: all."""
+        return self.header.footprint if self.version >= FOOTPRINT_VERSION else None
 
     def checksum(self, band_group: int, kind: int, tile: int) -> int | None:
         """The symbol checksum of one stream, for its decoder to verify; None when the file
@@ -218,7 +236,7 @@ def write_container(header: Header, streams: dict[tuple[int, int, int], bytes],
     >>> c.header == h, c.stream(0, KIND_Y, 0), len(data) - c.payload_start, c.header_bytes
     (True, b'yyy', 5, 54)
     >>> c.checksum(0, KIND_Y, 0), data[4:6], read_container(write_container(h, streams)).checksums
-    (4294967295, b'\\x02\\x04', None)
+    (4294967295, b'\\x03\\x00', None)
     """
     if not isinstance(header, Header):
         raise TypeError(f"header must be a Header, got {type(header).__name__}")
@@ -252,9 +270,9 @@ def write_container(header: Header, streams: dict[tuple[int, int, int], bytes],
                            f"({header.band_groups} band groups x (1 z + {header.tiles} y tiles)), "
                            f"got {len(streams)}; missing {missing}")
     head = header.to_bytes()
-    minor = FORMAT_MINOR
+    version = FORMAT_VERSION
     if checksums is None:
-        minor = _NO_CHECKSUM_MINOR
+        version = _NO_CHECKSUM_VERSION
     else:
         head += _checksum_table(header, checksums)
     record = bytearray(write_varint(len(head)) + head)
@@ -264,7 +282,7 @@ def write_container(header: Header, streams: dict[tuple[int, int, int], bytes],
     if len(record) > MAX_RECORD_BYTES:
         raise CorruptError(f"cannot write stcm container: header and stream table take "
                            f"{len(record)} bytes, more than {MAX_RECORD_BYTES}")
-    prefix = MAGIC + bytes([FORMAT_MAJOR, minor]) + write_varint(len(record)) + record
+    prefix = MAGIC + bytes(version) + write_varint(len(record)) + record
     parts = [prefix, _U32.pack(_crc(prefix))]
     parts += [bytes(streams[key]) for key in header.stream_keys()]
     return b"".join(parts)
@@ -290,13 +308,14 @@ def _checksum_table(header: Header, checksums) -> bytes:
     return bytes(out)
 
 
-def _read_checksums(fields: ByteReader, header: Header, minor: int) -> tuple[int, ...] | None:
-    """Reads the symbol checksum table that ends a 2.4 header (none before 2.4), checking
-    that its size matches the streams the header implies before reading any of it."""
-    if minor < CHECKSUM_MINOR:
+def _read_checksums(fields: ByteReader, header: Header,
+                    version: tuple[int, int]) -> tuple[int, ...] | None:
+    """Reads the symbol checksum table that ends a 2.4 or later header (none before 2.4),
+    checking that its size matches the streams the header implies before reading any."""
+    if version < CHECKSUM_VERSION:
         return None
     need = 4 * header.num_streams
-    if fields.remaining < need or (fields.remaining > need and minor <= FORMAT_MINOR):
+    if fields.remaining < need or (fields.remaining > need and not _newer(version)):
         raise CorruptError(f"corrupt stcm header: the symbol checksum table has "
                            f"{fields.remaining} bytes, but the header's {header.num_streams} "
                            f"streams ({header.band_groups} band groups x (1 z + "
@@ -333,24 +352,30 @@ def _check_version(data: bytes) -> int:
             f"stcm format version 1.{minor} (written by stcm 0.2) is not supported: format 2 "
             "changed the header and how qualities between trained levels are decoded, so "
             "version 1 streams decode only with stcm 0.2 (pip install 'stcm==0.2.*')")
-    if major != FORMAT_MAJOR:
+    if major not in READ_MAJORS:
         raise UnsupportedVersionError(
-            f"stcm format version {major}.{minor} is not supported: this stcm reads version "
-            f"{FORMAT_MAJOR}.x" + ("; upgrade stcm" if major > FORMAT_MAJOR else ""))
-    return minor
+            f"stcm format version {major}.{minor} is not supported: this stcm reads versions "
+            + " and ".join(f"{m}.x" for m in READ_MAJORS)
+            + ("; upgrade stcm" if major > FORMAT_MAJOR else ""))
+    return major, minor
+
+
+def _newer(version: tuple[int, int]) -> bool:
+    """A minor newer than this reader knows of its major (which may append header fields)."""
+    return version[1] > _KNOWN_MINOR[version[0]]
 
 
 def _read_record(data: bytes, max_pixels: int):
     """Checks magic, version and the record's CRC32, then parses the header and its symbol
     checksums. Returns the header, the checksums (None before 2.4), a reader positioned at
-    the stream table, and the payload start."""
+    the stream table, the payload start and the file's (major, minor)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected the container's bytes, got {type(data).__name__}")
     data = bytes(data)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     _check_magic(data)
-    minor = _check_version(data)
+    version = _check_version(data)
     outer = ByteReader(data, 6, what="stcm file")
     try:
         record_len = outer.varint("record length", MAX_RECORD_BYTES)
@@ -371,12 +396,12 @@ def _read_record(data: bytes, max_pixels: int):
     header_len = record.varint("header length", record.remaining)
     fields = ByteReader(data, record.pos, record.pos + header_len, what="stcm header")
     header = Header.from_reader(fields, max_pixels)
-    checksums = _read_checksums(fields, header, minor)
-    if fields.remaining and minor <= FORMAT_MINOR:  # a newer minor may append fields
+    checksums = _read_checksums(fields, header, version)
+    if fields.remaining and not _newer(version):  # a newer minor may append fields
         raise CorruptError(f"corrupt stcm header: {fields.remaining} bytes after the last "
-                           f"field in a version {FORMAT_MAJOR}.{minor} file")
+                           f"field in a version {version[0]}.{version[1]} file")
     record.pos = fields.end
-    return header, checksums, record, crc_at + 4
+    return header, checksums, record, crc_at + 4, version
 
 
 def peek_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
@@ -405,7 +430,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
 
     Raises:
         NotStcmFileError: Empty input or no ``STCM`` magic (names common other formats).
-        UnsupportedVersionError: A format major version other than 2.
+        UnsupportedVersionError: A format major version other than 2 or 3.
         TruncatedError: The data ends early; says how many bytes were expected and present.
         CorruptError: A checksum, length, field or stream table entry is wrong, or bytes
             follow the last stream.
@@ -418,7 +443,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
     """
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
-    header, checksums, table, payload_start = _read_record(data, max_pixels)
+    header, checksums, table, payload_start, version = _read_record(data, max_pixels)
     count = header.num_streams
     if count * _MIN_ENTRY_BYTES > table.remaining:
         raise CorruptError(f"corrupt stcm stream table: the header needs {count} streams "
@@ -445,7 +470,7 @@ def read_container(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Contain
                            f"after the last stream (expected {payload_start + offset} bytes, "
                            f"got {len(data)})")
     return Container(header=header, entries=tuple(entries), data=data,
-                     payload_start=payload_start, checksums=checksums)
+                     payload_start=payload_start, checksums=checksums, version=version)
 
 
 def check_model(container: Container, model_id: bytes) -> None:

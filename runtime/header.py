@@ -206,6 +206,25 @@ def latent_shape_of(height: int, width: int) -> tuple[int, int]:
     return (height + ph) // DOWNSAMPLE, (width + pw) // DOWNSAMPLE
 
 
+# Pixels around the image within which a latent cell is still coded (format 3.0): a cell
+# that only covers padding but ends within FOOTPRINT_MARGIN pixels of the image shapes the
+# image's edge through g_s. Measured on the built-in model (stage 8): coding no cell that
+# lies wholly in the padding cost 0.14-0.31 dB on a 400^2 image (its edge on a cell border);
+# one more cell there kept the PSNR within 0.01 dB; 8 pixels keeps it exactly there.
+FOOTPRINT_MARGIN = 8
+
+
+def footprint_of(top: int, left: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(row0, col0, rows, cols): the latent positions whose 16 x 16 pixels, grown by
+    ``FOOTPRINT_MARGIN`` on each side, hold some of an image of ``height`` x ``width`` pixels
+    that starts ``top`` rows and ``left`` columns into its canvas. The others cover only
+    replicated padding away from the image: format 3.0 codes no symbol there, they decode to
+    their predicted mean (``Header.footprint``)."""
+    m, d = FOOTPRINT_MARGIN, DOWNSAMPLE
+    r0, c0 = max(top - m, 0) // d, max(left - m, 0) // d
+    return r0, c0, -(-(top + height + m) // d) - r0, -(-(left + width + m) // d) - c0
+
+
 @dataclass(frozen=True)
 class Header:
     """Everything about a compressed image except its streams.
@@ -395,6 +414,11 @@ class Header:
         """(h, w) of y: the padded canvas / 16."""
         top, left = self.origin
         return latent_shape_of(top + self.height, left + self.width)
+
+    @property
+    def footprint(self) -> tuple[int, int, int, int]:
+        """``footprint_of`` this image on its canvas: the latent box that holds its pixels."""
+        return footprint_of(*self.origin, self.height, self.width)
 
     @property
     def z_shape(self) -> tuple[int, int]:

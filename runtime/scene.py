@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -114,9 +114,12 @@ class Scene:
         return -(-self.bands // BAND_GROUP_SIZE)
 
     @classmethod
-    def scan(cls, source: BlockSource, nodata: float | None) -> Scene:
+    def scan(cls, source: BlockSource, nodata: float | None,
+             on_strip: Callable[[int], None] | None = None) -> Scene:
         """Reads ``source`` once (twice with a partly missing band) in strips: the band
         ranges (``stcm.bands.normalize``'s), the mask and the fill's coarse levels.
+        ``on_strip(total)`` is called after each strip read, with the strips of all passes
+        known so far (progress of a long first read).
 
         Raises:
             DataError: NaN/inf samples that are not missing, or a range too large.
@@ -126,9 +129,12 @@ class Scene:
         lo, hi = [None] * bands, [None] * bands
         planes: list[list] = [[] for _ in range(bands)]
         counts, bad, first_bad = np.zeros(bands, np.int64), 0, {}
+        strips = -(-height // FILL_BLOCK)
+        report = on_strip or (lambda total: None)
         for r0 in range(0, height, FILL_BLOCK):
             r1 = min(r0 + FILL_BLOCK, height)
             pixels, explicit = source.read((r0, r1), (0, width), range(bands))
+            report(strips)
             missing = missing_samples(pixels, nodata, explicit)
             if missing is not None:
                 counts += missing.sum(axis=(1, 2))
@@ -170,15 +176,16 @@ class Scene:
             partial = [b for b in range(bands) if 0 < counts[b] < height * width]
         scene = cls(source, nodata, norm, mask)
         if partial:
-            scene._coarse = scene._scan_fill(partial)
+            scene._coarse = scene._scan_fill(partial, lambda: report(2 * strips))
         return scene
 
-    def _scan_fill(self, bands: list[int]) -> dict:
+    def _scan_fill(self, bands: list[int], on_strip: Callable[[], None]) -> dict:
         """The whole band's filled level ``FILL_LEVELS`` of each of ``bands``."""
         tops = {b: [] for b in bands}
         for r0 in range(0, self.height, FILL_BLOCK):
             rows = (r0, min(r0 + FILL_BLOCK, self.height))
             pixels, missing = self._read(rows, (0, self.width), bands)
+            on_strip()
             for i, b in enumerate(bands):
                 x = self._normalized(b, pixels[i], missing[i] if missing is not None else None)
                 valid = ~missing[i] if missing is not None else np.ones(x.shape, bool)

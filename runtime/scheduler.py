@@ -55,8 +55,10 @@ TEMPORAL_CONTEXT_RADIUS = 2  # TemporalContext: two 3x3 convolutions
 # convolutions and a 3x3: at most 2 z positions) needs; one more for safety.
 HYPER_MARGIN = 3
 
-# visit(k, t, tiles, program, mean, scale) -> y_hat of the step's positions, (b, C, n)
-Visit = Callable[[int, int, range, GroupProgram, object, object], object]
+# visit(k, t, tiles, program, mean, scale, coded) -> y_hat of the step's positions, (b, C, n);
+# coded: (b, n) bool, the positions that have a symbol in the stream (the others, over the
+# replicated padding of format 3.0, are y_hat = mean: symbol 0, never coded)
+Visit = Callable[[int, int, range, GroupProgram, object, object, object], object]
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ class Plan:
 # Latent positions per step call when ``tile_batch`` is None (exact models by default): 16
 # tiles of 64^2, or 1024 of 8^2; fewer, larger calls amortise each call's fixed cost.
 STEP_POSITIONS = 16 * 64 * 64
+# Latent positions (before the context margin) per side-input call of an exact model: its
+# stages hold ~10 KB of activations per position, so a whole 10240^2 scene's latent would
+# need ~4 GB at once; a row of at most 4 tiles of 64^2 at a time needs ~0.2 GB.
+SIDE_POSITIONS = 4 * 64 * 64
 
 
 @dataclass(frozen=True)
@@ -210,53 +216,121 @@ class Scheduler:
             inputs.append(reference if reference is not None else np.zeros_like(y_hat))
         return self.backend.run(f"side_{k}", *inputs)[0]
 
+    def side_margin(self, k: int) -> int:
+        """Latent positions around a position that group k's side input reads (beyond the
+        hyper prior under it, a 1x1 projection): the channel context over groups < k and
+        the temporal context over the reference."""
+        return max(CHANNEL_CONTEXT_RADIUS if k > 0 else 0,
+                   TEMPORAL_CONTEXT_RADIUS if self.cfg.temporal else 0)
+
+    def side_blocks(self, grid: TileGrid, tiles: Sequence[int]) -> list[Sequence[int]]:
+        """``tiles`` (raster order) cut into runs of one tile row each, at most
+        ``SIDE_POSITIONS`` latent positions a run: the tiles whose side input one call
+        computes. (Several rows of small tiles in one call were slower: a 512^2 window of a
+        4096^2 scene in tiles of 8 decoded in 3.84 s with its 15 rows in one side call per
+        group, 3.20 s with a call per row; medians of 4, interleaved, 1 thread, idle.)"""
+        th, tw = grid.frame
+        per_block = max(1, SIDE_POSITIONS // (th * tw))
+        cols = grid.shape[1]
+        blocks: list[list[int]] = []
+        for t in tiles:
+            last = blocks[-1] if blocks else None
+            if (last and len(last) < per_block and last[-1] // cols == t // cols
+                    and last[-1] + 1 == t):
+                last.append(t)
+            else:
+                blocks.append([t])
+        return blocks
+
+    def _side_tiles(self, k: int, plan: Plan, tiles: Sequence[int], hyper, y_hat, reference,
+                    intra: list[bool] | None, whole: dict):
+        """Group k's side input of ``tiles`` (a chunk), split into tiles: (b, A, th, tw).
+
+        Exact models compute it a few tiles at a time (``side_blocks``) on the box of those
+        tiles grown by ``side_margin`` (inside the plan's crop, whose edge pads with zeros as
+        the whole computation does): integer sums make it bit-identical to the whole crop's,
+        and memory stays bounded by the block, not the latent. Float models compute the whole
+        crop once per group (``whole`` keeps it), as streams coded so expect."""
+        grid, xp = plan.grid, self.ops.xp
+        r0, c0, box_h, box_w = plan.crop
+
+        def sides(box, block):
+            a, b, h, w = box
+            cut = (slice(None), slice(None), slice(a - r0, a - r0 + h), slice(b - c0, b - c0 + w))
+            ref = reference[cut] if reference is not None else None
+            side = grid.split(self._side(k, hyper[cut], y_hat[cut], ref), block, (a, b))
+            if reference is not None and intra is not None and any(intra[t] for t in block):
+                # intra tiles read the side computed with a zero reference
+                flags = xp.asarray([intra[t] for t in block]).reshape(-1, 1, 1, 1)
+                side = xp.where(flags, grid.split(self._side(k, hyper[cut], y_hat[cut], None),
+                                                  block, (a, b)), side)
+            return side
+
+        if not self.backend.exact:
+            if "side" not in whole:
+                whole["side"] = sides(plan.crop, plan.groups[k].tiles)
+            index = {t: i for i, t in enumerate(plan.groups[k].tiles)}
+            return whole["side"][[index[t] for t in tiles]]
+        margin = self.side_margin(k)
+        parts = []
+        for block in self.side_blocks(grid, tiles):
+            a, b, h, w = dilate_box(grid.cover(block), margin, (grid.height, grid.width))
+            a0, b0 = max(a, r0), max(b, c0)  # inside the crop the arrays hold
+            box = (a0, b0, min(a + h, r0 + box_h) - a0, min(b + w, c0 + box_w) - b0)
+            parts.append(sides(box, block))
+        return parts[0] if len(parts) == 1 else xp.concatenate(parts)
+
     def _run(self, plan: Plan, hyper, reference, visit: Visit, intra: list[bool] | None,
-             on_step: Callable[[], None] | None):
+             on_step: Callable[[], None] | None, coded: tuple[int, int, int, int] | None):
         xp = self.ops.xp
         grid = plan.grid
+        if coded is not None and coded[0] <= 0 and coded[1] <= 0 and \
+                coded[0] + coded[2] >= grid.height and coded[1] + coded[3] >= grid.width:
+            coded = None  # every position has its symbol
         r0, c0, box_h, box_w = plan.crop
         if reference is not None and intra is not None and all(intra):
             reference, intra = None, None
         mixed = reference is not None and intra is not None and any(intra)
         y_hat = np.zeros_like(hyper, shape=(1, self.cfg.M, box_h, box_w))
+        flags = intra if mixed else None
+        whole: dict = {}  # a float model's side input of the whole crop, per group
         for group in plan.groups:
             k, chunks, tiles = group.group, group.chunks, group.tiles
             valid = grid.valid(xp, tiles)
-            side = grid.split(self._side(k, hyper, y_hat, reference), tiles, (r0, c0))
-            if mixed:  # intra tiles read the side computed with a zero reference
-                intra_tiles = xp.asarray([intra[t] for t in tiles]).reshape(-1, 1, 1, 1)
-                side = xp.where(intra_tiles, grid.split(self._side(k, hyper, y_hat, None),
-                                                        tiles, (r0, c0)), side)
+            in_box = None if coded is None else grid.valid(xp, tiles, coded) > 0
             # One chunk after the other, each through all its steps: a tile's steps depend
             # on nothing but its own, and each tile has its own stream, so the order across
             # chunks changes no stream, while only one chunk's caches (several times its
-            # latent) are alive at a time: memory bounded by ``tile_batch`` tiles, not the
-            # latent (a 10240^2 image has 100 tiles of 64).
-            decoded = []
+            # latent) and side input are alive at a time: memory bounded by the chunk, not
+            # the latent (a 10240^2 image has 100 tiles of 64). Each chunk's latent goes
+            # straight into y_hat: this group's side inputs read only earlier groups' channels.
             for c in chunks:
-                program = self._program(k, side[c.start: c.stop], valid[c.start: c.stop])
+                side = self._side_tiles(k, plan, tiles[c.start: c.stop], hyper, y_hat,
+                                        reference, flags, whole)
+                program = self._program(k, side, valid[c.start: c.stop])
                 if program.num_steps != group.steps:
                     raise AssertionError(f"group {k}: the program has {program.num_steps} "
                                          f"steps, the plan {group.steps}")
                 for t in range(group.steps):
                     with span(self.recorder, f"group {k} step {t}", "step", group=k, step=t):
                         mean, scale = program.params(t)
+                        present = program.valid_at(t)
+                        if in_box is not None:
+                            rows, cols = program.positions[t]
+                            present = present & in_box[c.start: c.stop, 0, rows, cols]
                         program.update(t, visit(k, t, tiles[c.start: c.stop], program, mean,
-                                                scale))
+                                                scale, present))
                     if on_step is not None:
                         on_step()
-                decoded.append(program.latent())
-                del program
-            del side
-            y_hat[:, group.channels] = grid.merge(xp.concatenate(decoded), tiles, (r0, c0),
-                                                  (box_h, box_w))
-            del decoded
+                grid.paste(y_hat[:, group.channels], program.latent(), tiles[c.start: c.stop],
+                           (r0, c0))
+                del program, side
+            whole.clear()
         return y_hat
 
-    def _symbol_layout(self, program: GroupProgram, t: int, scale):
-        """Per tile of the chunk: the mask of coded positions and their scale indexes, in
-        coding order (channel-major, then the step's positions)."""
-        present = program.valid_at(t)
+    def _symbol_layout(self, present, scale):
+        """Per tile of the chunk: the mask of coded positions (``present``, (b, n)) and their
+        scale indexes, in coding order (channel-major, then the step's positions)."""
         for b in range(scale.shape[0]):
             sel = present[b]
             if bool(sel.all()):  # the common case: a view instead of two boolean gathers
@@ -265,44 +339,55 @@ class Scheduler:
             yield b, sel, self.staging.download(indexes)
 
     def encode(self, y, hyper, reference, intra: list[bool] | None = None,
-               on_step: Callable[[], None] | None = None) -> CodedLatent:
+               on_step: Callable[[], None] | None = None,
+               coded: tuple[int, int, int, int] | None = None) -> CodedLatent:
         """Quantizes and codes y (1, M, h, w); returns y_hat, one stream per tile and the
         streams' symbol checksums.
 
         ``intra``: per tile, True to code it without the reference (its side input is the
         one of a zero reference); None: every tile uses ``reference``. ``on_step`` is called
-        after each step of each chunk of tiles (progress: ``Plan.calls`` in all)."""
+        after each step of each chunk of tiles (progress: ``Plan.calls`` in all). ``coded``:
+        the latent box (row0, col0, rows, cols) whose positions are coded (the image's
+        footprint, ``Header.footprint``); elsewhere y_hat is the predicted mean, at no cost.
+        None: every position."""
         plan = self.plan(tuple(y.shape[2:]))
-        grid = plan.grid
+        grid, xp = plan.grid, self.ops.xp
         encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]
-        y_tiles = grid.split(y)
         slices = self.slices
+        chunk: dict = {}  # y of the chunk and group being coded, split into tiles
 
-        def visit(k, t, tiles, program, mean, scale):
+        def visit(k, t, tiles, program, mean, scale, present):
             rows, cols = program.positions[t]
-            values = y_tiles[tiles.start: tiles.stop, slices[k]][:, :, rows, cols]
+            if chunk.get("key") != (k, tiles):  # split per chunk: no second copy of y
+                chunk.clear()
+                chunk["key"], chunk["y"] = (k, tiles), grid.split(y[:, slices[k]], tiles)
+            values = chunk["y"][:, :, rows, cols]
+            if coded is not None:  # uncoded positions: symbol 0, y_hat = mean
+                values = xp.where(present[:, None], values, mean)
             symbols, y_hat = self.ops.quantize_step(values, mean)
             with span(self.recorder, "ans encode", "ans"):
-                for b, sel, indexes in self._symbol_layout(program, t, scale):
+                for b, sel, indexes in self._symbol_layout(present, scale):
                     encoders[tiles.start + b].push(self.staging.download(symbols[b][:, sel]),
                                                    indexes)
             return y_hat
 
-        y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
+        y_hat = self._run(plan, hyper, reference, visit, intra, on_step, coded)
         streams = [e.finish() for e in encoders]
         return CodedLatent(y_hat, streams, [e.checksum for e in encoders])
 
     def decode(self, streams: Sequence[bytes] | Mapping[int, bytes], shape: tuple[int, int],
                hyper, reference, intra: list[bool] | None = None, tile_size: int | None = None,
                on_step: Callable[[], None] | None = None, plan: Plan | None = None,
-               checksums: Sequence[int | None] | Mapping[int, int | None] | None = None):
+               checksums: Sequence[int | None] | Mapping[int, int | None] | None = None,
+               coded: tuple[int, int, int, int] | None = None):
         """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` and
         ``on_step`` as in ``encode``) of ``tile_size`` positions (the stream's; None: this
         scheduler's). With a ``plan`` of ``window_plan``, ``streams`` needs only the plan's
         tiles (tile -> stream), ``hyper`` and ``reference`` are the plan's crop, and so is the
         latent returned (zero outside the tiles decoded). ``checksums`` (indexed like
         ``streams``; None: none) are the streams' symbol checksums: each stream decoded to
-        its end is verified against its own (a ``CorruptError`` if its symbols differ)."""
+        its end is verified against its own (a ``CorruptError`` if its symbols differ).
+        ``coded`` as in ``encode`` (``Container.coded_box``)."""
         if plan is None:
             plan = self.plan(shape, tile_size)
             if len(streams) != plan.grid.count:
@@ -311,16 +396,16 @@ class Scheduler:
                                        checksum=None if checksums is None else checksums[t])
                     for t in plan.tiles}
 
-        def visit(k, t, tiles, program, mean, scale):
+        def visit(k, t, tiles, program, mean, scale, present):
             symbols = np.zeros_like(mean, dtype=np.int32)
             with span(self.recorder, "ans decode", "ans"):
-                for b, sel, indexes in self._symbol_layout(program, t, scale):
+                for b, sel, indexes in self._symbol_layout(present, scale):
                     decoded = decoders[tiles[b]].pop(indexes)
                     symbols[b][:, sel] = self.staging.upload(
                         decoded.astype(np.int32), self.backend.device).reshape(mean.shape[1], -1)
             return self.ops.dequantize_step(symbols, mean)
 
-        y_hat = self._run(plan, hyper, reference, visit, intra, on_step)
+        y_hat = self._run(plan, hyper, reference, visit, intra, on_step, coded)
         # Only a tile every group decoded has been read to its end (a window plan decodes
         # the outer tiles' first groups only): those are end- and checksum-checked.
         for t in set(plan.tiles).intersection(*(g.tiles for g in plan.groups)):
@@ -356,7 +441,8 @@ def decode_z(coder: FactorizedCoder, data: bytes, shape: tuple[int, int, int], m
 def check_backed(container: Container, y_channels: int, z_channels: int) -> None:
     """Refuses streams too short for the symbols the header says they hold, before any work.
 
-    A y tile of h x w positions holds ``y_channels * h * w`` symbols, which no stream shorter
+    A y tile of h x w coded positions (from format 3.0, those in the image's footprint,
+    ``Container.coded_box``) holds ``y_channels * h * w`` symbols, which no stream shorter
     than ``min_stream_bytes`` of them can code; a z stream holds ``z_channels`` x the z
     positions and is at least one word when that is not zero. So a small file cannot claim a
     large image backed by empty or near-empty streams and make the decoder run the networks
@@ -370,7 +456,8 @@ def check_backed(container: Container, y_channels: int, z_channels: int) -> None
     hz, wz = header.z_shape
     z_need = min(4, 4 * z_channels * hz * wz)
     boxes = TileGrid(*header.latent_shape, header.tile_size).boxes()
-    y_need = [min_stream_bytes(y_channels * h * w) for _, _, h, w in boxes]
+    coded = container.coded_box  # format 3.0 codes only the footprint's positions
+    y_need = [min_stream_bytes(y_channels * _overlap(box, coded)) for box in boxes]
     for e in container.entries:
         need = z_need if e.kind == KIND_Z else y_need[e.tile]
         if e.length < need:
@@ -378,3 +465,13 @@ def check_backed(container: Container, y_channels: int, z_channels: int) -> None
             raise CorruptError(f"corrupt stcm file: the {what} of band group {e.band_group} "
                                f"has {e.length} bytes, fewer than the {need} its symbols "
                                "need at the least (emptied or truncated)")
+
+
+def _overlap(box, inside) -> int:
+    """Positions of ``box`` (row0, col0, rows, cols) inside ``inside`` (None: all)."""
+    r, c, h, w = box
+    if inside is None:
+        return h * w
+    rows = min(r + h, inside[0] + inside[2]) - max(r, inside[0])
+    cols = min(c + w, inside[1] + inside[3]) - max(c, inside[1])
+    return max(rows, 0) * max(cols, 0)

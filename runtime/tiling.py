@@ -64,14 +64,21 @@ class TileGrid:
         return (r0, c0, max(b[0] + b[2] for b in boxes) - r0,
                 max(b[1] + b[3] for b in boxes) - c0)
 
-    def valid(self, xp=np, tiles=None):
+    def valid(self, xp=np, tiles=None, inside: tuple[int, int, int, int] | None = None):
         """(T, 1, th, tw) float32 mask of each tile's real positions (an ``xp`` array), of
-        every tile or of ``tiles`` (indexes) in their order."""
+        every tile or of ``tiles`` (indexes) in their order; with ``inside`` (row0, col0,
+        rows, cols of the latent), only those in that box."""
         th, tw = self.frame
         boxes = self._selected(tiles)
         mask = xp.zeros((len(boxes), 1, th, tw), xp.float32)
-        for t, (_, _, h, w) in enumerate(boxes):
-            mask[t, :, :h, :w] = 1
+        for t, (r, c, h, w) in enumerate(boxes):
+            if inside is None:
+                mask[t, :, :h, :w] = 1
+                continue
+            a0, b0 = max(inside[0] - r, 0), max(inside[1] - c, 0)
+            a1, b1 = min(inside[0] + inside[2] - r, h), min(inside[1] + inside[3] - c, w)
+            if a0 < a1 and b0 < b1:
+                mask[t, :, a0:a1, b0:b1] = 1
         return mask
 
     def split(self, x, tiles=None, origin: tuple[int, int] = (0, 0)):
@@ -91,10 +98,16 @@ class TileGrid:
         (``shape``: the crop's, zeros where no tile of ``tiles`` lies)."""
         h_out, w_out = shape or (self.height, self.width)
         out = _zeros_like(tiles_data, (1, tiles_data.shape[1], h_out, w_out))
+        self.paste(out, tiles_data, tiles, origin)
+        return out
+
+    def paste(self, out, tiles_data, tiles=None, origin: tuple[int, int] = (0, 0)) -> None:
+        """Writes (T, C, th, tw) ``tiles_data`` into ``out`` (1, C, h, w; a crop of the
+        latent whose first position is ``origin``), dropping the padding: ``merge`` into an
+        existing array, e.g. a view of some channels of a larger one."""
         for t, (r, c, h, w) in enumerate(self._selected(tiles)):
             r, c = r - origin[0], c - origin[1]
             out[0, :, r: r + h, c: c + w] = tiles_data[t, :, :h, :w]
-        return out
 
     def _selected(self, tiles) -> list[tuple[int, int, int, int]]:
         boxes = self.boxes()

@@ -16,7 +16,8 @@ from stcm.models.codec import STCM
 from stcm.config import CONTEXTS, get_config
 from stcm.models.revisit import synthetic_revisit
 from stcm.runtime.codec import Codec, _Reference
-from stcm.runtime.container import read_container, write_container
+from stcm.runtime.container import KIND_Y, read_container, write_container
+from stcm.runtime.tiling import TileGrid
 
 
 def _model(seed=0, **overrides) -> STCM:
@@ -222,8 +223,10 @@ def test_an_unrelated_reference_costs_no_more_than_coding_alone(trained_tiny):
     assert payload(auto) <= min(payload(alone), payload(always))
     assert len(auto) <= len(alone) + 16 + bitmap + 1
     assert len(auto) <= len(always) + bitmap + 1
-    if payload(always) > payload(alone):  # the reference hurts: some tiles went intra
-        assert header.intra_tiles
+    if payload(always) > payload(alone):
+        # The reference hurts: some tiles went intra, or the whole image was written alone
+        # (no reference id, bitmap or grid; what a wholly useless reference gets).
+        assert header.intra_tiles or (header.reference_id is None and auto == alone)
     assert np.array_equal(codec.decompress(auto, reference=reference),
                           codec.decompress_series([reference, auto])[1])
 
@@ -235,9 +238,9 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
                     ).astype(np.uint8)
     reference, ref_latents = codec._compress(first, 0.7, None, None, None)
 
-    def alternate(self, y, hyper, ref, bar):
+    def alternate(self, y, hyper, ref, bar, footprint):
         intra = [t % 2 == 0 for t in range(4)]
-        coded = self.scheduler.encode(y, hyper, ref, intra)
+        coded = self.scheduler.encode(y, hyper, ref, intra, coded=footprint)
         # The all-alone choice, made too large to win, so that the mixed container is kept.
         return coded, intra, dataclasses.replace(coded, streams=[bytes(1 << 16)] * 4)
 
@@ -254,9 +257,11 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
 
 
 def test_every_stream_carries_the_checksum_of_its_symbols(codec):
-    data = codec.compress(_image(5, 64, 80), 0.5)  # two band groups
+    # Two band groups; 64 x 128 pixels: a footprint of the whole latent, so that the same
+    # streams also make a valid 2.3 file below (one that codes every position).
+    data = codec.compress(_image(5, 64, 128), 0.5)
     c = read_container(data)
-    assert data[4:6] == b"\x02\x04"
+    assert data[4:6] == b"\x03\x00"
     assert len(c.checksums) == len(c.entries) == 2 * (1 + c.header.tiles)
     streams = {e.key: c.stream(*e.key) for e in c.entries}
     for i, entry in enumerate(c.entries):  # each stream is verified against its own value
@@ -264,7 +269,8 @@ def test_every_stream_carries_the_checksum_of_its_symbols(codec):
         with pytest.raises(CorruptError, match=f"the {'zy'[entry.kind]} stream decodes to "
                                                "symbols whose checksum"):
             codec.decompress(write_container(c.header, streams, sums))
-    # The same streams without checksums (a 2.3 file) decode, unverified, to the same pixels.
+    # The same streams without checksums (a 2.3 file, which codes every latent position)
+    # decode, unverified, to the same pixels.
     plain = write_container(c.header, streams)
     assert plain[4:6] == b"\x02\x03"
     assert len(data) - len(plain) - 4 * len(c.entries) in (0, 1)  # and the record length's varint
@@ -304,3 +310,29 @@ def test_nodata_samples_decode_exactly_and_do_not_cost_the_valid_pixels():
     # the mask saves ~20 % (docs/format.md, mask).
     assert with_mask > without + 1.0
     assert read_container(masked).header.mask is not None
+
+
+def test_positions_over_padding_away_from_the_image_get_no_symbols(monkeypatch):
+    """Format 3.0: latent cells that hold only replicated padding, farther than
+    ``FOOTPRINT_MARGIN`` pixels from the image, are not coded (they decode to their predicted
+    mean): their tiles' streams are empty, the rest cost fewer bytes than coding everything,
+    and encoder and decoder agree on every latent value."""
+    import stcm.runtime.codec as codec_module
+    from stcm.runtime.header import footprint_of
+
+    codec = Codec(_model(seed=3), tile_size=2)
+    image = _image(3, 70, 90, seed=4)  # a 128 x 128 canvas: an 8 x 8 latent, 4 x 4 tiles
+    data, latents = codec._compress(image, 0.6, None, None, None)
+    c = read_container(data)
+    assert c.coded_box == footprint_of(0, 0, 70, 90) == (0, 0, 5, 7)  # (70 + 8) / 16, ...
+    sizes = {e.tile: e.length for e in c.entries if e.kind == KIND_Y}
+    boxes = TileGrid(*c.header.latent_shape, 2).boxes()
+    outside = [t for t, (r, col, _, _) in enumerate(boxes) if r >= 5 or col >= 7]
+    assert outside == [12, 13, 14, 15]  # tile row 3: latent rows 6 and 7
+    assert all(sizes[t] == 0 for t in outside), sizes
+    assert all(sizes[t] > 0 for t in sizes if t not in outside)
+    np.testing.assert_array_equal(codec._decompress(data, None)[1][0], latents[0])
+    # Coding every position (what format 2.4 did) costs more bytes, with the same header.
+    monkeypatch.setattr(codec_module, "footprint_of", lambda *args: (0, 0, 8, 8))
+    everything = codec.compress(image, 0.6)
+    assert len(everything) > len(data) + 40

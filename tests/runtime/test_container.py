@@ -63,7 +63,7 @@ def _v(value: int) -> bytes:
 
 def craft(*, flags=0, model=MODEL[:16], height=64, width=64, bands=1, dtype=1, quality=65535,
           tile_size=4, ranges=None, tail=b"", header_extra=b"", table=None, minor=3,
-          streams=(b"z", b"y"), checksums=()) -> bytes:
+          streams=(b"z", b"y"), checksums=(), major=2) -> bytes:
     """A container written by hand from docs/format.md, fields unchecked, CRC32 valid.
 
     ``ranges`` is the encoded band ranges (default: lo 0, span 1000 per band, integer
@@ -79,7 +79,7 @@ def craft(*, flags=0, model=MODEL[:16], height=64, width=64, bands=1, dtype=1, q
     if table is None:
         table = b"".join(_v(len(s)) + struct.pack("<I", zlib.crc32(s)) for s in streams)
     record = _v(len(head)) + head + table
-    prefix = b"STCM" + bytes([2, minor]) + _v(len(record)) + record
+    prefix = b"STCM" + bytes([major, minor]) + _v(len(record)) + record
     return prefix + struct.pack("<I", zlib.crc32(prefix)) + b"".join(streams)
 
 
@@ -136,10 +136,15 @@ def test_the_writer_follows_the_documented_layout():
     assert data[:6] == b"STCM\x02\x03" and data[9:25] == MODEL[:16]
     sums = {(0, KIND_Z, 0): 1, (0, KIND_Y, 0): 0xDEADBEEF}
     data = write_container(header, streams, sums)
-    assert data == craft(minor=4, checksums=(1, 0xDEADBEEF))
-    assert data[:6] == b"STCM\x02\x04" and struct.pack("<II", 1, 0xDEADBEEF) in data
+    assert data == craft(major=3, minor=0, checksums=(1, 0xDEADBEEF))
+    assert data[:6] == b"STCM\x03\x00" and struct.pack("<II", 1, 0xDEADBEEF) in data
     c = read_container(data)
     assert c.checksums == (1, 0xDEADBEEF) and c.checksum(0, KIND_Y, 0) == 0xDEADBEEF
+    # 3.0 codes the image's footprint (64 + 8 pixels: 5 cells, the whole 4 x 4 latent and
+    # more); 2.4, the same layout, codes every latent position
+    assert c.version == (3, 0) and c.coded_box == header.footprint == (0, 0, 5, 5)
+    two = read_container(craft(minor=4, checksums=(1, 2)))
+    assert two.version == (2, 4) and two.coded_box is None
     assert c.header == header and peek_header(data) == header
 
 
@@ -294,10 +299,11 @@ def test_foreign_data_is_named():
 
 def test_versions(sample):
     _, _, data = sample
-    for major in (3, 255, 0):
+    for major in (4, 255, 0):
         future = bytearray(data)
         future[4:6] = bytes([major, 0])
-        with pytest.raises(UnsupportedVersionError, match=f"version {major}.0"):
+        with pytest.raises(UnsupportedVersionError, match=f"version {major}.0 is not .*reads "
+                                                          r"versions 2\.x and 3\.x"):
             read_container(bytes(future))
         with pytest.raises(UnsupportedVersionError):
             read_container(bytes(future[:6]))  # checked before anything else
@@ -307,8 +313,14 @@ def test_versions(sample):
         read_container(bytes(old))
     # A newer minor may append header fields after the checksum table; this reader skips
     # them. The same bytes in a file of this minor are corruption.
-    newer = read_container(craft(checksums=(5, 6), header_extra=b"\x07new", minor=5))
-    assert newer.header.height == 64 and newer.checksums == (5, 6)
+    for major, minor in ((2, 5), (3, 1)):
+        newer = read_container(craft(checksums=(5, 6), header_extra=b"\x07new", major=major,
+                                     minor=minor))
+        assert newer.header.height == 64 and newer.checksums == (5, 6)
+    for major, minor in ((2, 4), (3, 0)):
+        with pytest.raises(CorruptError, match="checksum table has 12 bytes"):
+            read_container(craft(checksums=(5, 6), header_extra=b"\x07new", major=major,
+                                 minor=minor))
     assert read_container(craft(minor=0)).header.height == 64  # stcm 0.3 wrote 2.0
     for minor in (0, 1, 2, 3):  # no symbol checksums before 2.4
         assert read_container(craft(minor=minor)).checksums is None
@@ -320,10 +332,12 @@ def test_versions(sample):
 
 def test_the_symbol_checksum_table_matches_the_stream_count():
     assert read_container(craft(checksums=(5, 6), minor=4)).checksums == (5, 6)
-    for sums, minor in [((), 4), ((5,), 4), ((5, 6, 7), 4), ((), 5), ((5,), 5)]:
+    for sums, major, minor in [((), 2, 4), ((5,), 2, 4), ((5, 6, 7), 2, 4), ((), 2, 5),
+                               ((5,), 2, 5), ((), 3, 0), ((5,), 3, 0), ((5, 6, 7), 3, 0),
+                               ((5,), 3, 1)]:
         with pytest.raises(CorruptError, match=rf"checksum table has {4 * len(sums)} bytes.*"
                                                r"2 streams .* need 8"):
-            read_container(craft(checksums=sums, minor=minor))
+            read_container(craft(checksums=sums, major=major, minor=minor))
     # A tail of 3 bytes is not a whole checksum either.
     with pytest.raises(CorruptError, match="checksum table has 7 bytes"):
         read_container(craft(checksums=(5,), header_extra=b"abc", minor=4))

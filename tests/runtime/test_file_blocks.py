@@ -138,6 +138,8 @@ def test_cli_prints_plain_progress_lines_off_a_terminal_and_none_with_quiet(tmp_
     done = _cli("compress", "scene.tif", "scene.stcm", "--threads", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
+    assert lines[0] == "stcm: encode scene.tif: scan 0/4 strips"  # 256 rows a strip
+    assert "stcm: encode scene.tif: scan 4/4 strips" in lines
     assert "stcm: encode scene.tif: analysis 0/1 blocks" in lines
     assert "stcm: encode scene.tif: analysis 1/1 blocks" in lines
     steps = [line for line in lines if line.startswith("stcm: encode scene.tif: steps ")]

@@ -104,7 +104,9 @@ def test_a_real_codec_refuses_every_damaged_stream(one_torch_thread):
                           np.random.default_rng([5, i]), originals[1 - i % 2][0])
         counts[fuzz.codec_outcome(codec, bad, pixels, header)] += 1
     assert counts["clean"] + counts["same"] == 8 * len(fuzz.STREAM_KINDS), counts
-    assert counts["clean"] >= 70
+    # "same": e.g. two streams swapped that hold the same symbols, such as two empty ones of
+    # tiles outside the image's footprint (64 x 80 pixels on a 64 x 128 canvas)
+    assert counts["clean"] >= 65
 
 
 def test_the_runner_counts_outcomes_in_a_capped_worker():

@@ -95,3 +95,16 @@ def test_array_sink_holds_the_decoded_window():
     sink.open(Header, (0, 0, 5, 4))
     sink.write(range(0, 2), (1, 3), (2, 5), np.full((2, 2, 3), 7, np.uint16))
     assert sink.pixels.shape == (2, 4, 5) and (sink.pixels[:, 1:3, 2:5] == 7).all()
+
+
+def test_scan_reports_each_strip_of_both_passes(small_fill_blocks):
+    """Progress of the scan: one call per strip read, with the strips of all passes known
+    so far; a partly missing band adds the fill's second pass."""
+    rng = np.random.default_rng(5)
+    totals = []
+    Scene.scan(ArraySource(_holed(rng, 3, 21, 30)), 0.0, totals.append)  # 3 strips of 8
+    assert totals == [3, 3, 3, 6, 6, 6]
+    totals.clear()
+    Scene.scan(ArraySource(rng.integers(1, 9, (2, 17, 5)).astype(np.uint16)), 0.0,
+               totals.append)
+    assert totals == [3, 3, 3]  # nothing missing: one pass

@@ -73,3 +73,94 @@ def test_encode_and_decode_run_the_plan_and_report_each_step_call(tiny):
     np.testing.assert_array_equal(decoded, y_hat)
     with pytest.raises(ValueError, match="streams for"):
         scheduler.decode(streams[:-1], shape, hyper, None)
+
+
+@pytest.mark.parametrize("temporal,positions", [(False, 18), (True, 18), (True, 200)])
+def test_side_inputs_in_blocks_equal_the_whole_latents(tiny, monkeypatch, temporal,
+                                                       positions):
+    """An exact model's side input is computed a few tiles at a time (``SIDE_POSITIONS``:
+    a tile row or part of one) on their box grown by the context margin, so memory does not grow with the latent; it must equal the whole latent's, tile
+    for tile, also for tiles coded intra beside tiles with a reference, and for a window
+    plan's crop."""
+    import stcm.runtime.scheduler as sched
+
+    model, backend, table = tiny
+    assert backend.exact
+    scheduler = Scheduler(backend, model.cfg, table, tile_size=3, tile_batch=None)
+    rng = np.random.default_rng(1)
+    shape = (13, 17)  # partial edge tiles both ways
+    m = model.cfg.M
+    hyper = rng.standard_normal((1, 2 * m, *shape)).astype(np.float32)
+    y_hat = np.rint(4 * rng.standard_normal((1, m, *shape))).astype(np.float32)
+    reference = (np.rint(4 * rng.standard_normal((1, m, *shape))).astype(np.float32)
+                 if temporal else None)
+    plan = scheduler.plan(shape)
+    intra = [bool(t % 3 == 0) for t in range(plan.grid.count)] if temporal else None
+    monkeypatch.setattr(sched, "SIDE_POSITIONS", positions)
+    blocks = scheduler.side_blocks(plan.grid, range(plan.grid.count))
+    assert [t for b in blocks for t in b] == list(range(plan.grid.count))
+    rows = [{t // plan.grid.shape[1] for t in b} for b in blocks]
+    assert all(len(r) == 1 for r in rows)  # never more than one tile row
+    if positions == 18:  # two tiles of 3^2 a block: parts of rows
+        assert len(blocks) > plan.grid.shape[0]
+    else:  # whole rows of 6 tiles
+        assert len(blocks) == plan.grid.shape[0]
+    with backend.entropy_threads():
+        for k in range(len(model.cfg.groups)):
+            whole = plan.grid.split(scheduler._side(k, hyper, y_hat, reference))
+            if temporal:
+                alone = plan.grid.split(scheduler._side(k, hyper, y_hat, None))
+                whole = np.where(np.asarray(intra).reshape(-1, 1, 1, 1), alone, whole)
+            tiles = range(plan.grid.count)
+            got = scheduler._side_tiles(k, plan, tiles, hyper, y_hat, reference, intra, {})
+            np.testing.assert_array_equal(got, whole)
+            chunk = range(5, 12)  # a chunk that starts and ends inside tile rows
+            got = scheduler._side_tiles(k, plan, chunk, hyper, y_hat, reference, intra, {})
+            np.testing.assert_array_equal(got, whole[5:12])
+        # A window plan: its arrays hold only the crop, whose edge pads as the crop's own
+        # whole computation does.
+        window = scheduler.window_plan(shape, (6, 7, 2, 3))
+        r0, c0, h, w = window.crop
+        cut = (slice(None), slice(None), slice(r0, r0 + h), slice(c0, c0 + w))
+        ref_cut = reference[cut] if temporal else None
+        for group in window.groups:
+            k = group.group
+            whole = window.grid.split(scheduler._side(k, hyper[cut], y_hat[cut], ref_cut),
+                                      group.tiles, (r0, c0))
+            if temporal:
+                alone = window.grid.split(scheduler._side(k, hyper[cut], y_hat[cut], None),
+                                          group.tiles, (r0, c0))
+                flags = np.asarray([intra[t] for t in group.tiles]).reshape(-1, 1, 1, 1)
+                whole = np.where(flags, alone, whole)
+            got = scheduler._side_tiles(k, window, group.tiles, hyper[cut], y_hat[cut],
+                                        ref_cut, intra, {})
+            np.testing.assert_array_equal(got, whole)
+
+
+def test_the_hyper_prior_in_blocks_equals_the_whole(tiny, monkeypatch):
+    """An exact model's h_s runs in blocks of ``HYPER_BLOCK`` positions with a margin of z
+    cells, bit-identical to the whole computation; and a codec's streams and decoded
+    latents do not change with the size of the side input's blocks."""
+    import stcm.runtime.codec as codec_module
+    import stcm.runtime.scheduler as sched
+    from conftest import make_smooth_image
+    from stcm.runtime.codec import Codec
+
+    model, _, _ = tiny
+    codec = Codec(model, tile_size=3)
+    z_hat = np.rint(3 * np.random.default_rng(2).standard_normal((1, model.cfg.N, 11, 9))
+                    ).astype(np.float32)
+    with codec.backend.entropy_threads():
+        whole = codec._hyper(z_hat)
+        monkeypatch.setattr(codec_module, "HYPER_BLOCK", 8)  # 2 z cells a block
+        np.testing.assert_array_equal(codec._hyper(z_hat), whole)
+    monkeypatch.setattr(codec_module, "HYPER_BLOCK", 10 ** 6)
+    image = np.rint(make_smooth_image(np.random.default_rng(3), 3, 200, 260) * 255
+                    ).astype(np.uint8)
+    coded, decoded = {}, {}
+    for positions in (9, 10 ** 9):  # one tile of 3^2 a block; a tile row
+        monkeypatch.setattr(sched, "SIDE_POSITIONS", positions)
+        coded[positions] = codec.compress(image, 0.5)
+        decoded[positions] = codec._decompress(coded[9], None)[1][0]
+    assert coded[9] == coded[10 ** 9]
+    np.testing.assert_array_equal(decoded[9], decoded[10 ** 9])
