@@ -111,8 +111,8 @@ def test_peak_memory_does_not_grow_with_the_scene(tmp_path):
     small transform blocks. Whole-image float copies grow with pixels x bands: one float32
     copy of it is 96 MiB, and the in-memory path made several (the normalised image, its
     band groups, the decoded groups). Block by block only one band group's latent arrays
-    grow (the entropy coder's stages run on one group's whole latent: ~10 KB per latent
-    position, 40 MB here)."""
+    grow (its latent, hyper prior and, encoding, symbol buffers: ~3 KB per latent position,
+    12 MB here; the side inputs run a tile row at a time)."""
     bands, growth = 24, {}
     for size in (256, 1024):
         image = _scene(size, size, bands)
