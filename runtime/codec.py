@@ -125,7 +125,7 @@ class Codec:
             engines) or ``tensorrt``.
         tile_size: latent tile size (x16 pixels); each tile is one ANS stream.
         tile_batch: tiles per step call; None: for exact models as many as hold
-            ``scheduler.STEP_POSITIONS`` positions (16 tiles of 64, 1024 of 8; any value gives the same
+            ``scheduler.STEP_POSITIONS`` positions (8 tiles of 64, 512 of 8; any value gives the same
             streams), 1 for float models (the only value they allow, see scheduler.py).
         naive: use the naive decoder (whole masked stack recomputed at every step); for tests
             and benchmarks.

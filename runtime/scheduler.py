@@ -104,9 +104,12 @@ class Plan:
         return sum(g.steps * len(g.chunks) for g in self.groups)
 
 
-# Latent positions per step call when ``tile_batch`` is None (exact models by default): 16
-# tiles of 64^2, or 1024 of 8^2; fewer, larger calls amortise each call's fixed cost.
-STEP_POSITIONS = 16 * 64 * 64
+# Latent positions per step call when ``tile_batch`` is None (exact models by default): 8
+# tiles of 64^2, or 512 of 8^2; fewer, larger calls amortise each call's fixed cost, but a
+# chunk's step caches are alive at once. Measured (stage 9, 1 thread): 16 tiles of 64 a call
+# decoded a 4096^2 scene in 32.9 s, 8 in 32.2 s (medians of 2, interleaved, idle), and the
+# encode of a 10240^2 x 4 scene peaked at 2.32 GB with 16, 1.99 GB with 8.
+STEP_POSITIONS = 8 * 64 * 64
 # Latent positions (before the context margin) per side-input call of an exact model: its
 # stages hold ~10 KB of activations per position, so a whole 10240^2 scene's latent would
 # need ~4 GB at once; a row of at most 4 tiles of 64^2 at a time needs ~0.2 GB.

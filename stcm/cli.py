@@ -472,7 +472,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--quality", type=float, default=0.75)
     p.add_argument("--tile-size", type=int, default=64, help="latent tile size (default 64)")
     p.add_argument("--tiles", type=int, dest="tile_batch",
-                   help="tiles per step call (default: the codec's; exact models: 16 tiles of 64, "
+                   help="tiles per step call (default: the codec's; exact models: 8 tiles of 64, "
                    "as many positions for other tile sizes)")
     p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per size (default 5)")

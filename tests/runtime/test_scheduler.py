@@ -45,8 +45,8 @@ def test_the_plan_covers_every_tile_once_per_step_of_every_group(tiny, tile_size
 def test_without_a_tile_batch_each_call_holds_a_fixed_count_of_positions(tiny):
     model, backend, table = tiny
     scheduler = Scheduler(backend, model.cfg, table, 64, None)
-    assert scheduler.batch() == STEP_POSITIONS // 64 ** 2 == 16
-    assert scheduler.batch(8) == 1024 and scheduler.batch(1000) == 1
+    assert scheduler.batch() == STEP_POSITIONS // 64 ** 2 == 8
+    assert scheduler.batch(8) == 512 and scheduler.batch(1000) == 1
     # 40 x 40 positions in tiles of 4: 100 tiles, all in one call per step.
     plan = scheduler.plan((40, 40), tile_size=4)
     assert plan.grid.count == 100 and all(len(g.chunks) == 1 for g in plan.groups)
