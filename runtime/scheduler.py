@@ -287,9 +287,7 @@ class Scheduler:
              on_step: Callable[[], None] | None, coded: tuple[int, int, int, int] | None):
         xp = self.ops.xp
         grid = plan.grid
-        if coded is not None and coded[0] <= 0 and coded[1] <= 0 and \
-                coded[0] + coded[2] >= grid.height and coded[1] + coded[3] >= grid.width:
-            coded = None  # every position has its symbol
+        coded = _partial(coded, grid)
         r0, c0, box_h, box_w = plan.crop
         if reference is not None and intra is not None and all(intra):
             reference, intra = None, None
@@ -355,6 +353,7 @@ class Scheduler:
         None: every position."""
         plan = self.plan(tuple(y.shape[2:]))
         grid, xp = plan.grid, self.ops.xp
+        coded = _partial(coded, grid)
         encoders = [GaussianEncoder(self.table) for _ in range(grid.count)]
         slices = self.slices
         chunk: dict = {}  # y of the chunk and group being coded, split into tiles
@@ -468,6 +467,15 @@ def check_backed(container: Container, y_channels: int, z_channels: int) -> None
             raise CorruptError(f"corrupt stcm file: the {what} of band group {e.band_group} "
                                f"has {e.length} bytes, fewer than the {need} its symbols "
                                "need at the least (emptied or truncated)")
+
+
+def _partial(coded, grid: TileGrid):
+    """``coded`` (a latent box of coded positions), or None when it holds the whole latent
+    (every position has its symbol: nothing to mask)."""
+    if coded is not None and coded[0] <= 0 and coded[1] <= 0 and \
+            coded[0] + coded[2] >= grid.height and coded[1] + coded[3] >= grid.width:
+        return None
+    return coded
 
 
 def _overlap(box, inside) -> int:
