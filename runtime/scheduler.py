@@ -44,7 +44,7 @@ from stcm.runtime.container import KIND_Z, Container
 from stcm.runtime.header import HYPER_DOWNSAMPLE
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.steps import GroupProgram, RecomputeProgram
-from stcm.runtime.tiling import TileGrid
+from stcm.runtime.tiling import TileGrid, intersect
 from stcm.runtime.transfer import HostStaging, to_host
 from stcm.runtime.wavefront import WavefrontProgram
 
@@ -255,7 +255,7 @@ class Scheduler:
         and memory stays bounded by the block, not the latent. Float models compute the whole
         crop once per group (``whole`` keeps it), as streams coded so expect."""
         grid, xp = plan.grid, self.ops.xp
-        r0, c0, box_h, box_w = plan.crop
+        r0, c0, _, _ = plan.crop
 
         def sides(box, block):
             a, b, h, w = box
@@ -277,10 +277,8 @@ class Scheduler:
         margin = self.side_margin(k)
         parts = []
         for block in self.side_blocks(grid, tiles):
-            a, b, h, w = dilate_box(grid.cover(block), margin, (grid.height, grid.width))
-            a0, b0 = max(a, r0), max(b, c0)  # inside the crop the arrays hold
-            box = (a0, b0, min(a + h, r0 + box_h) - a0, min(b + w, c0 + box_w) - b0)
-            parts.append(sides(box, block))
+            box = dilate_box(grid.cover(block), margin, (grid.height, grid.width))
+            parts.append(sides(intersect(box, plan.crop), block))  # the crop the arrays hold
         return parts[0] if len(parts) == 1 else xp.concatenate(parts)
 
     def _run(self, plan: Plan, hyper, reference, visit: Visit, intra: list[bool] | None,
@@ -459,7 +457,8 @@ def check_backed(container: Container, y_channels: int, z_channels: int) -> None
     z_need = min(4, 4 * z_channels * hz * wz)
     boxes = TileGrid(*header.latent_shape, header.tile_size).boxes()
     coded = container.coded_box  # format 3.0 codes only the footprint's positions
-    y_need = [min_stream_bytes(y_channels * _overlap(box, coded)) for box in boxes]
+    y_need = [min_stream_bytes(y_channels * h * w) for _, _, h, w in
+              (boxes if coded is None else (intersect(box, coded) for box in boxes))]
     for e in container.entries:
         need = z_need if e.kind == KIND_Z else y_need[e.tile]
         if e.length < need:
@@ -476,13 +475,3 @@ def _partial(coded, grid: TileGrid):
             coded[0] + coded[2] >= grid.height and coded[1] + coded[3] >= grid.width:
         return None
     return coded
-
-
-def _overlap(box, inside) -> int:
-    """Positions of ``box`` (row0, col0, rows, cols) inside ``inside`` (None: all)."""
-    r, c, h, w = box
-    if inside is None:
-        return h * w
-    rows = min(r + h, inside[0] + inside[2]) - max(r, inside[0])
-    cols = min(c + w, inside[1] + inside[3]) - max(c, inside[1])
-    return max(rows, 0) * max(cols, 0)

@@ -71,14 +71,10 @@ class TileGrid:
         th, tw = self.frame
         boxes = self._selected(tiles)
         mask = xp.zeros((len(boxes), 1, th, tw), xp.float32)
-        for t, (r, c, h, w) in enumerate(boxes):
-            if inside is None:
-                mask[t, :, :h, :w] = 1
-                continue
-            a0, b0 = max(inside[0] - r, 0), max(inside[1] - c, 0)
-            a1, b1 = min(inside[0] + inside[2] - r, h), min(inside[1] + inside[3] - c, w)
-            if a0 < a1 and b0 < b1:
-                mask[t, :, a0:a1, b0:b1] = 1
+        for t, box in enumerate(boxes):
+            a, b, h, w = box if inside is None else intersect(box, inside)
+            a, b = a - box[0], b - box[1]  # in the tile's frame
+            mask[t, :, a: a + h, b: b + w] = 1
         return mask
 
     def split(self, x, tiles=None, origin: tuple[int, int] = (0, 0)):
@@ -112,6 +108,14 @@ class TileGrid:
     def _selected(self, tiles) -> list[tuple[int, int, int, int]]:
         boxes = self.boxes()
         return boxes if tiles is None else [boxes[t] for t in tiles]
+
+
+def intersect(box, other) -> tuple[int, int, int, int]:
+    """The part of ``box`` (row0, col0, rows, cols) inside ``other``; rows or cols 0 when
+    they do not overlap."""
+    r, c = max(box[0], other[0]), max(box[1], other[1])
+    return (r, c, max(min(box[0] + box[2], other[0] + other[2]) - r, 0),
+            max(min(box[1] + box[3], other[1] + other[3]) - c, 0))
 
 
 def _zeros_like(a, shape):
