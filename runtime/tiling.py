@@ -43,10 +43,13 @@ class TileGrid:
 
     def boxes(self) -> list[tuple[int, int, int, int]]:
         """(row0, col0, rows, cols) of each tile's real extent, in raster order of tiles."""
+        return [self.box(t) for t in range(self.count)]
+
+    def box(self, tile: int) -> tuple[int, int, int, int]:
+        """(row0, col0, rows, cols) of tile ``tile``'s real extent (raster order index)."""
         th, tw = self.frame
-        rows, cols = self.shape
-        return [(r * th, c * tw, min(th, self.height - r * th), min(tw, self.width - c * tw))
-                for r in range(rows) for c in range(cols)]
+        r, c = divmod(tile, self.shape[1])
+        return r * th, c * tw, min(th, self.height - r * th), min(tw, self.width - c * tw)
 
     def touching(self, box: tuple[int, int, int, int]) -> tuple[int, ...]:
         """Indexes, in raster order, of the tiles that intersect ``box`` (row0, col0, rows,
@@ -59,7 +62,7 @@ class TileGrid:
 
     def cover(self, tiles) -> tuple[int, int, int, int]:
         """The smallest box (row0, col0, rows, cols) that holds every tile of ``tiles``."""
-        boxes = [self.boxes()[t] for t in tiles]
+        boxes = self._selected(tiles)
         r0, c0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
         return (r0, c0, max(b[0] + b[2] for b in boxes) - r0,
                 max(b[1] + b[3] for b in boxes) - c0)
@@ -106,8 +109,8 @@ class TileGrid:
             out[0, :, r: r + h, c: c + w] = tiles_data[t, :, :h, :w]
 
     def _selected(self, tiles) -> list[tuple[int, int, int, int]]:
-        boxes = self.boxes()
-        return boxes if tiles is None else [boxes[t] for t in tiles]
+        # One tile's box is O(1): a chunk of a large grid must not list the whole grid.
+        return self.boxes() if tiles is None else [self.box(t) for t in tiles]
 
 
 def intersect(box, other) -> tuple[int, int, int, int]:
