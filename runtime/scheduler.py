@@ -227,22 +227,31 @@ class Scheduler:
                    TEMPORAL_CONTEXT_RADIUS if self.cfg.temporal else 0)
 
     def side_blocks(self, grid: TileGrid, tiles: Sequence[int]) -> list[Sequence[int]]:
-        """``tiles`` (raster order) cut into runs of one tile row each, at most
-        ``SIDE_POSITIONS`` latent positions a run: the tiles whose side input one call
-        computes. (Several rows of small tiles in one call were slower: a 512^2 window of a
-        4096^2 scene in tiles of 8 decoded in 3.84 s with its 15 rows in one side call per
-        group, 3.20 s with a call per row; medians of 4, interleaved, 1 thread, idle.)"""
+        """``tiles`` (raster order) cut into rectangles of at most ``SIDE_POSITIONS`` latent
+        positions: the tiles whose side input one call computes, on their box grown by the
+        context margin. Runs of one tile row, stacked while the next row's run spans the
+        same columns: small tiles (a window decode's) then share one call and one margin,
+        where a call per row recomputed the margin rows for every 8 rows of tiles of 8.
+        The order of ``tiles`` is kept."""
         th, tw = grid.frame
         per_block = max(1, SIDE_POSITIONS // (th * tw))
         cols = grid.shape[1]
-        blocks: list[list[int]] = []
+        runs: list[list[int]] = []
         for t in tiles:
-            last = blocks[-1] if blocks else None
+            last = runs[-1] if runs else None
             if (last and len(last) < per_block and last[-1] // cols == t // cols
                     and last[-1] + 1 == t):
                 last.append(t)
             else:
-                blocks.append([t])
+                runs.append([t])
+        blocks: list[list[int]] = []
+        for run in runs:
+            last = blocks[-1] if blocks else None
+            if (last and len(last) + len(run) <= per_block and len(run) == _row_width(last, cols)
+                    and run[0] == last[-len(run)] + cols):
+                last.extend(run)
+            else:
+                blocks.append(list(run))
         return blocks
 
     def _side_tiles(self, k: int, plan: Plan, tiles: Sequence[int], hyper, y_hat, reference,
@@ -415,6 +424,12 @@ class Scheduler:
         for t in set(plan.tiles).intersection(*(g.tiles for g in plan.groups)):
             decoders[t].finish()
         return y_hat
+
+
+def _row_width(block: Sequence[int], cols: int) -> int:
+    """Tiles in the first tile row of ``block`` (raster order; ``cols`` tiles a grid row)."""
+    row = block[0] // cols
+    return next((n for n, t in enumerate(block) if t // cols != row), len(block))
 
 
 def dilate_box(box, radius: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:

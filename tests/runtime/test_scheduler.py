@@ -79,7 +79,7 @@ def test_encode_and_decode_run_the_plan_and_report_each_step_call(tiny):
 def test_side_inputs_in_blocks_equal_the_whole_latents(tiny, monkeypatch, temporal,
                                                        positions):
     """An exact model's side input is computed a few tiles at a time (``SIDE_POSITIONS``:
-    a tile row or part of one) on their box grown by the context margin, so memory does not grow with the latent; it must equal the whole latent's, tile
+    a rectangle of tiles, a part of a row or whole rows) on their box grown by the context margin, so memory does not grow with the latent; it must equal the whole latent's, tile
     for tile, also for tiles coded intra beside tiles with a reference, and for a window
     plan's crop."""
     import stcm.runtime.scheduler as sched
@@ -99,12 +99,14 @@ def test_side_inputs_in_blocks_equal_the_whole_latents(tiny, monkeypatch, tempor
     monkeypatch.setattr(sched, "SIDE_POSITIONS", positions)
     blocks = scheduler.side_blocks(plan.grid, range(plan.grid.count))
     assert [t for b in blocks for t in b] == list(range(plan.grid.count))
-    rows = [{t // plan.grid.shape[1] for t in b} for b in blocks]
-    assert all(len(r) == 1 for r in rows)  # never more than one tile row
+    for b in blocks:  # rectangles of tiles, within the position budget
+        r0, c0, h, w = plan.grid.cover(b)
+        assert sum(plan.grid.box(t)[2] * plan.grid.box(t)[3] for t in b) == h * w
+        assert len(b) * 9 <= max(positions, 9)
     if positions == 18:  # two tiles of 3^2 a block: parts of rows
         assert len(blocks) > plan.grid.shape[0]
-    else:  # whole rows of 6 tiles
-        assert len(blocks) == plan.grid.shape[0]
+    else:  # whole rows of 6 tiles, stacked 3 rows a block (22 tiles of 3^2 fit 200)
+        assert [len(b) for b in blocks] == [18, 12]
     with backend.entropy_threads():
         for k in range(len(model.cfg.groups)):
             whole = plan.grid.split(scheduler._side(k, hyper, y_hat, reference))
