@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stcm.manifest import INT8_SYNTHESIS
 from stcm.runtime.profile import Recorder, Span
 
 # Report rows, in pipeline order. "steps: scheduling" is the time inside the decode steps
@@ -27,7 +28,8 @@ CATEGORIES = ("analysis", "hyper analysis", "z coding", "hyper synthesis", "side
               "steps: network", "steps: ANS", "steps: scheduling", "synthesis", "container",
               "other")
 _STAGE_CATEGORY = {"analysis": "analysis", "hyper_analysis": "hyper analysis",
-                   "hyper_synthesis": "hyper synthesis", "synthesis": "synthesis"}
+                   "hyper_synthesis": "hyper synthesis", "synthesis": "synthesis",
+                   INT8_SYNTHESIS: "synthesis"}
 
 
 def stage_category(stage: str) -> str:

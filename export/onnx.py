@@ -18,10 +18,10 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from stcm.errors import OutputExistsError
+from stcm.errors import ConfigError, OutputExistsError
 from stcm.export.stages import build_stages
-from stcm.manifest import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, StageSignature,
-                           is_entropy_stage, sha256_file, write_manifest)
+from stcm.manifest import (FORMAT, FORMAT_VERSION, INT8_SYNTHESIS, MANIFEST_NAME,
+                           StageSignature, is_entropy_stage, sha256_file, write_manifest)
 from stcm.models.checkpoint import load_checkpoint, model_fingerprint
 from stcm.models.codec import STCM
 from stcm.tables import TABLES_NAME, CodingTables
@@ -75,15 +75,21 @@ def export_stage(module: torch.nn.Module, signature: StageSignature, path: Path,
 
 def export_engine(model: STCM | str | os.PathLike, outdir: str | os.PathLike, *,
                   tensorrt: bool = False, fp16: bool = False, force: bool = False,
-                  progress: bool | None = None) -> Path:
+                  int8_synthesis: bool = False, progress: bool | None = None) -> Path:
     """Writes an engine directory for ``model`` (a checkpoint path or an ``STCM``).
 
     The directory is built in a temporary sibling and renamed into place, so a failed export
     never leaves a half-written engine. ``tensorrt`` also builds serialized TensorRT engines
     (needs the ``tensorrt`` package and a GPU); ``fp16`` selects FP16 TensorRT precision for
-    the transform stages (the entropy stages stay FP32).
+    the transform stages (the entropy stages stay FP32). ``int8_synthesis`` also writes g_s
+    quantized to int8 for onnxruntime on the CPU (``export.int8``), which the runtime runs
+    for 8-bit images: their decoded pixels change slightly, latents and streams do not; not
+    with ``tensorrt``.
     """
     outdir = Path(outdir)
+    if int8_synthesis and tensorrt:
+        raise ConfigError("the int8 synthesis is for onnxruntime on the CPU; TensorRT builds "
+                          "its own precisions (--fp16)")
     if outdir.exists() and not force:
         raise OutputExistsError(f"{outdir} exists; pass --force to replace it")
     if not isinstance(model, STCM):
@@ -105,6 +111,13 @@ def export_engine(model: STCM | str | os.PathLike, outdir: str | os.PathLike, *,
             entries[name] = {"file": path.name, "sha256": sha256_file(path),
                              "exact": model.cfg.exact and is_entropy_stage(name),
                              **signature.to_dict()}
+        if int8_synthesis:
+            from stcm.export.int8 import calibration_latents, quantize_synthesis
+
+            path = tmp / f"{INT8_SYNTHESIS}.onnx"
+            quantize_synthesis(model, stages["synthesis"][1], path, calibration_latents(model))
+            entries[INT8_SYNTHESIS] = {**entries["synthesis"], "file": path.name,
+                                       "sha256": sha256_file(path), "precision": "int8"}
         tables = CodingTables.from_model(model, model_id).save(tmp)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "model_id": model_id.hex(),

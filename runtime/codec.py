@@ -28,6 +28,7 @@ from stcm import kernels
 from stcm.bands import BandNormalization, denormalize
 from stcm.errors import (ConfigError, DataError, ModelMismatchError, ResourceLimitError,
                          StcmError)
+from stcm.manifest import INT8_SYNTHESIS
 from stcm.quality import check_quality
 from stcm.runtime.ans import FactorizedCoder, pinned_scale_table
 from stcm.runtime.backends.base import backend_name, get_backend
@@ -48,6 +49,7 @@ from stcm.runtime.scheduler import (HYPER_MARGIN, Scheduler, check_backed, code_
                                     dilate_box)
 from stcm.runtime.scene import (FILL_BLOCK, ArraySink, ArraySource, BlockSource, PixelSink,
                                 Scene)
+from stcm.runtime.spill import SPILL_BYTES, SpilledLatent
 from stcm.runtime.transfer import HostStaging, to_host
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
@@ -707,6 +709,9 @@ class Codec:
                  self.scheduler.plan(shape, header.tile_size)).calls
         cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
         r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
+        # An engine's int8 g_s, where it has one, for 8-bit images only (export/int8.py).
+        synthesis = (INT8_SYNTHESIS if header.dtype == "uint8"
+                     and INT8_SYNTHESIS in self.backend.signatures else "synthesis")
         try:
             for g in range(groups):
                 name = f"group {g + 1}/{groups} " if groups > 1 else ""
@@ -762,7 +767,7 @@ class Codec:
                 latent_cut = _cut(latent, cut)
                 progress.stage(name + "synthesis",
                                block_count(latent_cut.shape[-2:], SYNTHESIS_BLOCK), "blocks")
-                run_blocked(lambda t: self._stage("synthesis", t), latent_cut,
+                run_blocked(lambda t: self._stage(synthesis, t), latent_cut,
                             SYNTHESIS_BLOCK, self.cfg.transform_halo, up=DOWNSAMPLE, write=write,
                             on_block=progress.update)
                 del latent, latent_cut
@@ -807,13 +812,20 @@ class Codec:
     def _hyper(self, z_hat, crop=None):
         """Psi = h_s(z_hat), or its ``crop`` (row0, col0, rows, cols; a multiple of the z
         grid) from the z cells under it and ``HYPER_MARGIN`` more around them. An exact
-        model's whole Psi is computed in blocks of ``HYPER_BLOCK`` positions."""
+        model's whole Psi is computed in blocks of ``HYPER_BLOCK`` positions, into a
+        ``SpilledLatent`` when it is over ``SPILL_BYTES`` (its file goes with it)."""
         a = HYPER_DOWNSAMPLE
         if crop is None:
             if not self.backend.exact:
                 return self._stage("hyper_synthesis", z_hat)
-            return run_blocked(lambda t: self._stage("hyper_synthesis", t), z_hat,
-                               HYPER_BLOCK // a, HYPER_MARGIN, up=a)
+            _, _, zh, zw = z_hat.shape
+            spilled = None
+            if isinstance(z_hat, np.ndarray) and 8 * self.cfg.M * zh * zw * a * a > SPILL_BYTES:
+                spilled = SpilledLatent(2 * self.cfg.M, zh * a, zw * a)
+            out = run_blocked(lambda t: self._stage("hyper_synthesis", t), z_hat,
+                              HYPER_BLOCK // a, HYPER_MARGIN, up=a,
+                              write=spilled.write if spilled is not None else None)
+            return spilled if spilled is not None else out
         r0, c0, h, w = (v // a for v in crop)
         zr, zc, _, _ = z_cut = dilate_box((r0, c0, h, w), HYPER_MARGIN, z_hat.shape[-2:])
         hyper = self._stage("hyper_synthesis", _cut(z_hat, z_cut))

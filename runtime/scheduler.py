@@ -299,7 +299,7 @@ class Scheduler:
         if reference is not None and intra is not None and all(intra):
             reference, intra = None, None
         mixed = reference is not None and intra is not None and any(intra)
-        y_hat = np.zeros_like(hyper, shape=(1, self.cfg.M, box_h, box_w))
+        y_hat = xp.zeros((1, self.cfg.M, box_h, box_w), np.float32)  # hyper may be spilled
         flags = intra if mixed else None
         whole: dict = {}  # a float model's side input of the whole crop, per group
         for group in plan.groups:

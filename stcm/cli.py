@@ -221,6 +221,10 @@ def _add_export(sub) -> None:
                    help="also build TensorRT engines (needs tensorrt and a GPU)")
     p.add_argument("--fp16", action="store_true",
                    help="FP16 TensorRT precision for the transforms (entropy stages stay FP32)")
+    p.add_argument("--int8-synthesis", action="store_true",
+                   help="quantize the synthesis transform to int8 for onnxruntime on the CPU: "
+                   "faster decodes, decoded pixels change slightly, latents and streams do "
+                   "not (docs/performance.md)")
     p.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
     p.set_defaults(func=_export)
 
@@ -234,7 +238,8 @@ def _export(args) -> int:
     source = default_model_path() if args.checkpoint == "default" else args.checkpoint
     start = time.perf_counter()
     manifest = export_engine(source, args.outdir, tensorrt=args.tensorrt, fp16=args.fp16,
-                             force=args.force, progress=None)
+                             int8_synthesis=args.int8_synthesis, force=args.force,
+                             progress=None)
     print(f"engine: {manifest.parent} ({len(list(manifest.parent.glob('*.onnx')))} ONNX stages, "
           f"{time.perf_counter() - start:.1f} s)")
     return 0

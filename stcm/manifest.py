@@ -68,6 +68,9 @@ class StageSignature:
 
 
 ENTROPY_STAGE_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
+# Optional: g_s quantized to int8 (``stcm export --int8-synthesis``), which the runtime runs
+# instead of ``synthesis`` for 8-bit images only (docs/performance.md).
+INT8_SYNTHESIS = "synthesis_int8"
 
 
 def is_entropy_stage(name: str) -> bool:

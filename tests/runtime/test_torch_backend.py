@@ -5,8 +5,8 @@ from torch import nn
 
 from stcm.models.codec import STCM
 from stcm.config import get_config
-from stcm.runtime.backends.torch_backend import (SUBPIXEL_MAX_CHANNELS, SubpixelConvTranspose,
-                                                 TorchBackend)
+from stcm.export.subpixel import SubpixelConvTranspose
+from stcm.runtime.backends.torch_backend import SUBPIXEL_MAX_CHANNELS, TorchBackend
 
 
 @pytest.mark.parametrize("k,s", [(5, 2), (3, 2), (5, 4), (3, 1), (7, 3)])
