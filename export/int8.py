@@ -14,6 +14,8 @@ Speed and the rate-distortion cost are measured by ``benchmarks/int8_synthesis.p
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -112,11 +114,12 @@ def quantize_synthesis(model: STCM, signature: StageSignature, path: Path,
         try:
             quant_pre_process(str(fp32), str(prepared))
             keep_float = _float_layers(onnx.load(str(prepared)).graph)
-            quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=keep_float,
-                            calibrate_method=CalibrationMethod.Percentile,
-                            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its ranges
+                quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, nodes_to_exclude=keep_float,
+                                calibrate_method=CalibrationMethod.Percentile,
+                                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
         finally:
             logger.setLevel(level)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
