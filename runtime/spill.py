@@ -19,6 +19,8 @@ import tempfile
 
 import numpy as np
 
+from stcm.errors import ResourceLimitError
+
 # Latent arrays larger than this are spilled (the built-in model's Psi of ~7200^2 pixels).
 SPILL_BYTES = 256 * 2 ** 20
 
@@ -32,9 +34,19 @@ class SpilledLatent:
                  directory: str | os.PathLike | None = None):
         self.shape = (1, channels, height, width)
         self.dtype = np.dtype(np.float32)
-        self._file = tempfile.TemporaryFile(dir=directory)
-        self._file.truncate(channels * height * width * self.dtype.itemsize)
+        self._size = channels * height * width * self.dtype.itemsize
+        self._directory = directory if directory is not None else tempfile.gettempdir()
+        try:
+            self._file = tempfile.TemporaryFile(dir=directory)
+            self._file.truncate(self._size)
+        except OSError as exc:
+            raise self._error(exc) from exc
         self._fd = self._file.fileno()
+
+    def _error(self, exc: OSError) -> ResourceLimitError:
+        return ResourceLimitError(
+            f"cannot spill the hyper prior ({self._size / 2 ** 30:.2f} GB) to a temporary file "
+            f"in {self._directory}: {exc}; set TMPDIR to a folder with that much free disk")
 
     def _offset(self, row: int, col: int) -> int:
         return (row * self.shape[3] + col) * self.shape[1] * self.dtype.itemsize
@@ -45,8 +57,11 @@ class SpilledLatent:
         if rows.shape != (r1 - r0, c1 - c0, self.shape[1]):
             raise ValueError(f"block {tuple(np.shape(block))} does not fit rows {r0}:{r1}, "
                              f"columns {c0}:{c1} of {self.shape}")
-        for i, row in enumerate(rows):
-            _write_all(self._fd, memoryview(row).cast("B"), self._offset(r0 + i, c0))
+        try:
+            for i, row in enumerate(rows):
+                _write_all(self._fd, memoryview(row).cast("B"), self._offset(r0 + i, c0))
+        except OSError as exc:  # e.g. the disk filled up
+            raise self._error(exc) from exc
 
     def __getitem__(self, key) -> np.ndarray:
         """``[:, channels, rows, cols]`` with slices of step 1 (what the scheduler cuts)."""

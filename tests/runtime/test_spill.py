@@ -7,6 +7,7 @@ import torch
 import stcm.runtime.codec as codec_module
 from conftest import make_smooth_image
 from stcm.config import get_config
+from stcm.errors import ResourceLimitError
 from stcm.models.codec import STCM
 from stcm.runtime.blocks import run_blocked
 from stcm.runtime.codec import Codec
@@ -30,6 +31,11 @@ def test_a_spilled_latent_reads_back_every_box_it_was_written():
             spilled[:, :, ::2, :]
         with pytest.raises(ValueError):
             spilled.write(0, 2, 0, 2, x[:, :, :3, :2])
+
+
+def test_a_folder_it_cannot_write_is_a_clear_error(tmp_path):
+    with pytest.raises(ResourceLimitError, match="TMPDIR"):
+        SpilledLatent(2, 3, 4, directory=tmp_path / "missing")
 
 
 def test_spilling_the_hyper_prior_changes_no_stream_and_no_pixel(monkeypatch):
