@@ -51,9 +51,10 @@ from stcm.runtime.wavefront import WavefrontProgram
 # What the side input of a position reads around it, in latent positions (window_plan):
 CHANNEL_CONTEXT_RADIUS = 6  # models.entropy_parameters.ChannelContext: three 5x5 convolutions
 TEMPORAL_CONTEXT_RADIUS = 2  # TemporalContext: two 3x3 convolutions
-# z positions around a latent crop's z cells that h_s (two 5x5 stride-2 transposed
-# convolutions and a 3x3: at most 2 z positions) needs; one more for safety.
-HYPER_MARGIN = 3
+# z positions around a latent crop's z cells that h_s needs (two 5x5 stride-2 transposed
+# convolutions and a 3x3: 1 before the crop, 2 after it; tests/runtime/test_window.py checks
+# that 2 give the whole computation's values and 1 does not).
+HYPER_MARGIN = 2
 
 # visit(k, t, tiles, program, mean, scale, coded) -> y_hat of the step's positions, (b, C, n);
 # coded: (b, n) bool, the positions that have a symbol in the stream (the others, over the
@@ -186,6 +187,8 @@ class Scheduler:
         for _ in self.slices[1:]:
             tiles.insert(0, grid.touching(dilate_box(grid.cover(tiles[0]), CHANNEL_CONTEXT_RADIUS,
                                                   shape)))
+        # Also without a reference: its zeros go through biases, so the temporal context's
+        # second layer sees a non-zero constant that the crop's zero border would cut.
         margin = TEMPORAL_CONTEXT_RADIUS if self.cfg.temporal else 0
         r0, c0, h, w = dilate_box(grid.cover(tiles[0]), margin, shape)
         a = HYPER_DOWNSAMPLE  # latent positions per z position

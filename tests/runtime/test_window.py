@@ -266,3 +266,27 @@ def test_cli_window(tmp_path, capsys):
     assert main(["decompress", str(source), str(tmp_path / "y.tif"),
                  "--window", "70,0,20,10"]) != 0
     assert "does not lie inside" in capsys.readouterr().err
+
+
+def test_the_hyper_margin_is_the_least_that_gives_the_whole_values(monkeypatch):
+    """Psi of a crop from the z cells under it and HYPER_MARGIN around them equals the whole
+    Psi's crop (h_s reads 1 z cell before a crop and 2 after it); one cell less does not."""
+    import stcm.runtime.codec as codec_module
+
+    torch.set_num_threads(1)
+    codec = Codec(_model(), tile_size=3)
+    rng = np.random.default_rng(0)
+    z_hat = rng.integers(-6, 7, (1, codec.cfg.N, 9, 11)).astype(np.float32)
+    whole = codec._hyper(z_hat)
+    crops = [(4, 8, 12, 16), (0, 0, 8, 8), (20, 28, 16, 16), (8, 4, 20, 24)]
+
+    def matches():
+        for r0, c0, h, w in crops:
+            got = codec._hyper(z_hat, (r0, c0, h, w))
+            if not np.array_equal(got, whole[:, :, r0: r0 + h, c0: c0 + w]):
+                return False
+        return True
+
+    assert matches()
+    monkeypatch.setattr(codec_module, "HYPER_MARGIN", codec_module.HYPER_MARGIN - 1)
+    assert not matches()
