@@ -336,19 +336,32 @@ class Codec:
         width, height), rasterio's ``Window`` order, decodes only that part of the image:
         only the latent tiles it needs are decoded and only their streams read
         (``Scheduler.window_plan``); the latent is bit-identical to the whole decode's, the
-        pixels within the float synthesis' level (docs/determinism.md); exact models only. A
-        reference is still decoded whole.
+        pixels within the float synthesis' level (docs/determinism.md); exact models only. Of
+        a reference only the latent is decoded, never its pixels, and with a window of an
+        image on the reference's grid only the reference's tiles under the window's plan.
         """
         return self.decompress_image(data, reference, window=window).pixels
 
     def decompress_image(self, data: bytes, reference: bytes | None = None, *,
                          window: tuple[int, int, int, int] | None = None) -> "DecodedImage":
         """Like ``decompress``, but also returns the georeferencing and the header."""
-        ref = None
-        if reference is not None:
-            ref = _Reference.decoded(*self._decompress(reference, None))
+        ref = self._decoded_reference(reference, data, window) if reference is not None else None
         with span(self._recorder, "decode", "decode"):
             return self._decompress(data, ref, reference, window, keep_latents=False)[0]
+
+    def _decoded_reference(self, reference: bytes, data: bytes, window) -> "_Reference":
+        """The temporal reference of ``data``, decoded as far as ``data`` needs: its latents
+        only (the reference's pixels are never used), and for a ``window`` of an image on
+        the reference's own grid only the reference's tiles under the window's plan."""
+        box = None
+        if window is not None and self.backend.exact:
+            header = read_container(data, self.max_pixels).header
+            ref_header = read_container(reference, self.max_pixels).header
+            if (header.reference_id is not None and header.reference_grid is None
+                    and ref_header.latent_shape == header.latent_shape):
+                box = self._window_plan(header, window)[0].crop
+        ref_header, latents = self._decode(reference, None, latents_only=True, latent_box=box)
+        return _Reference(latents, (ref_header.height, ref_header.width))
 
     def decompress_into(self, data: bytes, sink: PixelSink, reference: bytes | None = None, *,
                         window: tuple[int, int, int, int] | None = None,
@@ -357,9 +370,7 @@ class Codec:
         (``runtime.scene.PixelSink``, e.g. a GeoTIFF's windows, ``runtime.rasterblocks``)
         instead of returned: the image is never held whole, the same pixels. Returns the
         header; ``label`` names the run in progress lines."""
-        ref = None
-        if reference is not None:
-            ref = _Reference.decoded(*self._decompress(reference, None))
+        ref = self._decoded_reference(reference, data, window) if reference is not None else None
         with span(self._recorder, "decode", "decode"):
             return self._decode(data, ref, reference, window, sink=sink,
                                     keep_latents=False, label=label)[0]
@@ -666,9 +677,14 @@ class Codec:
     def _decode(self, data: bytes, reference: "_Reference | None",
                 reference_data: bytes | None = None, window=None, *,
                 sink: PixelSink | None = None, keep_latents: bool = True,
-                label: str = "decode"):
+                label: str = "decode", latents_only: bool = False, latent_box=None):
         """Decodes ``data`` (its ``window``) into ``sink`` (default: an ``ArraySink``);
-        returns (header, the latents per band group, or [] without ``keep_latents``)."""
+        returns (header, the latents per band group, or [] without ``keep_latents``).
+
+        ``latents_only``: no pixels (a temporal reference's latents); with ``latent_box``
+        (row0, col0, rows, cols of the latent) only the tiles those positions need
+        (``Scheduler.window_plan``): the latents are whole-sized, exact inside the box, zeros
+        where nothing was decoded (what a window of an image coded against it reads)."""
         with span(self._recorder, "container read", "container"):
             container = read_container(data, self.max_pixels)
         header = container.header
@@ -697,10 +713,14 @@ class Codec:
         shape = header.latent_shape
         plan, synth = (self._window_plan(header, window) if window is not None
                        else (None, (0, 0, *shape)))
+        pixels = not latents_only
+        if latent_box is not None:
+            plan = self.scheduler.window_plan(shape, latent_box, header.tile_size)
         crop = plan.crop if plan is not None else (0, 0, *shape)
         latents = []
         sink = sink if sink is not None else ArraySink()
-        sink.open(header, (col, row, width, height))
+        if pixels:
+            sink.open(header, (col, row, width, height))
         norm = BandNormalization.from_dict(header.normalization)
         nodata = header.georef.nodata if header.georef else None
         groups = header.band_groups
@@ -740,6 +760,13 @@ class Codec:
                 y_hat *= gain_dec  # in place: no second latent-sized array
                 latent = y_hat
                 del y_hat
+                if not pixels:
+                    if latent_box is not None:
+                        whole = self.xp.zeros((1, self.cfg.M, *shape), np.float32)
+                        whole[_slices(crop)] = latent
+                        latent = whole
+                    latents.append(latent)
+                    continue
                 if keep_latents:
                     latents.append(latent)
                 bands = range(g * BAND_GROUP_SIZE, min((g + 1) * BAND_GROUP_SIZE, header.bands))
@@ -851,6 +878,12 @@ def check_window(window, height: int, width: int) -> tuple[int, int, int, int]:
         raise DataError(f"the window (col_off={col}, row_off={row}, width={w}, height={h}) "
                         f"does not lie inside the {width} x {height} image")
     return col, row, w, h
+
+
+def _slices(box) -> tuple:
+    """The index of ``box`` (row0, col0, rows, cols) in a (1, C, H, W) array."""
+    r, c, h, w = box
+    return slice(None), slice(None), slice(r, r + h), slice(c, c + w)
 
 
 def _cut(x, box):

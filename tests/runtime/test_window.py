@@ -290,3 +290,39 @@ def test_the_hyper_margin_is_the_least_that_gives_the_whole_values(monkeypatch):
     assert matches()
     monkeypatch.setattr(codec_module, "HYPER_MARGIN", codec_module.HYPER_MARGIN - 1)
     assert not matches()
+
+
+def test_a_window_reads_only_the_reference_tiles_it_needs(monkeypatch):
+    """On the reference's own grid, a window decodes the reference's latent only under its
+    plan (no pixels of the reference at all) and gives the full decode's crop."""
+    from stcm.runtime import container as container_module
+
+    codec = Codec(_model(2), tile_size=3)
+    first = _image(3, H, W, seed=5)
+    # Another illumination, no shift: the later image stays on the reference's grid.
+    later = np.clip(first * 0.9 + 12 + np.random.default_rng(2).normal(0, 2, first.shape),
+                    0, 255).astype(np.uint8)
+    blobs = codec.compress_series([first, later], 0.7, temporal="on")
+    assert read_container(blobs[1]).header.reference_grid is None
+    full = codec.decompress(blobs[1], reference=blobs[0])
+    reads, stages = set(), []
+    stream, run = container_module.Container.stream, codec.backend.run
+
+    def counting(self, band_group, kind, tile):
+        if self.header.reference_id is None:  # the reference's container
+            reads.add((band_group, kind, tile))
+        return stream(self, band_group, kind, tile)
+
+    def spy(stage, *inputs):
+        stages.append(stage)
+        return run(stage, *inputs)
+
+    monkeypatch.setattr(container_module.Container, "stream", counting)
+    monkeypatch.setattr(codec.backend, "run", spy)
+    window = (W - 50, 20, 40, 30)
+    got = codec.decompress(blobs[1], reference=blobs[0], window=window)
+    assert np.array_equal(got, _crop(full, window))
+    header = read_container(blobs[0]).header
+    y_tiles = {t for _, kind, t in reads if kind == KIND_Y}
+    assert 0 < len(y_tiles) < header.tiles / 2, (len(y_tiles), header.tiles)  # 272 of 648
+    assert stages.count("synthesis") == 1  # the window's one block; none for the reference
