@@ -763,7 +763,7 @@ class Codec:
                 if not pixels:
                     if latent_box is not None:
                         whole = self.xp.zeros((1, self.cfg.M, *shape), np.float32)
-                        whole[_slices(crop)] = latent
+                        _cut(whole, crop)[...] = latent  # a view: writes into whole
                         latent = whole
                     latents.append(latent)
                     continue
@@ -878,12 +878,6 @@ def check_window(window, height: int, width: int) -> tuple[int, int, int, int]:
         raise DataError(f"the window (col_off={col}, row_off={row}, width={w}, height={h}) "
                         f"does not lie inside the {width} x {height} image")
     return col, row, w, h
-
-
-def _slices(box) -> tuple:
-    """The index of ``box`` (row0, col0, rows, cols) in a (1, C, H, W) array."""
-    r, c, h, w = box
-    return slice(None), slice(None), slice(r, r + h), slice(c, c + w)
 
 
 def _cut(x, box):
