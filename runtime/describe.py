@@ -1,6 +1,6 @@
-"""What ``stcm info`` reports about a file: an .stcm container (its header and streams) or a
-checkpoint (its config, parameters and training record), as a JSON-able dict, and that dict
-as text.
+"""What ``stcm info`` reports about a file: an .stcm container (its header and streams), a
+checkpoint (its config, parameters and training record) or an engine directory (its stages
+and their precisions), as a JSON-able dict, and that dict as text.
 
 Containers are read with the runtime alone; a checkpoint's description loads it, so torch is
 imported then (and only then).
@@ -13,19 +13,24 @@ from pathlib import Path
 
 from stcm.config import ModelConfig
 from stcm.contexts import context_variant
+from stcm.manifest import INT8_SYNTHESIS, MANIFEST_NAME, read_manifest
 from stcm.runtime.container import MAGIC, read_container
 
 _KINDS = {0: "z", 1: "y"}
 
 
 def describe(path: str | os.PathLike) -> dict:
-    """The description of an .stcm container, a checkpoint file or a training folder.
+    """The description of an .stcm container, a checkpoint file, a training folder or an
+    engine directory.
 
     Raises:
         NotStcmFileError, ContainerError: a damaged container.
-        CheckpointError: neither a container nor a readable checkpoint.
+        EngineError: an engine directory whose manifest or files do not check out.
+        CheckpointError: none of these.
     """
     path = Path(path)
+    if (path / MANIFEST_NAME).is_file():
+        return describe_engine(path)
     if path.is_file():
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) == MAGIC:
@@ -80,11 +85,44 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
             "validation": meta.get("validation", {})}
 
 
+def describe_engine(path: str | os.PathLike) -> dict:
+    """An engine's model, format and stages (file, precision, exact), its manifest verified."""
+    manifest = read_manifest(path)
+    precision = manifest.get("precision", "fp32")
+    return {"kind": "engine", "path": str(path), "model_id": manifest["model_id"],
+            "config": manifest["config"], "format_version": manifest["format_version"],
+            "opset": manifest.get("opset"),
+            "stages": {name: {"file": e["file"], "precision": e.get("precision", precision),
+                              "exact": bool(e.get("exact"))}
+                       for name, e in sorted(manifest["stages"].items())},
+            "tensorrt": sorted(manifest.get("tensorrt", {}).get("stages", {}))}
+
+
 def format_description(info: dict) -> str:
     """``describe``'s dict as the text ``stcm info`` prints."""
     if info["kind"] == "container":
         return _container_text(info)
+    if info["kind"] == "engine":
+        return _engine_text(info)
     return _checkpoint_text(info)
+
+
+def _engine_text(info: dict) -> str:
+    cfg = ModelConfig.from_dict(info["config"])
+    stages = info["stages"]
+    exact = [n for n, s in stages.items() if s["exact"]]
+    lines = [f"stcm engine: {info['path']} (engine format {info['format_version']}, ONNX opset "
+             f"{info['opset']}, model id {info['model_id'][:16]})",
+             f"  model     {cfg.name}: N={cfg.N} M={cfg.M} groups={list(cfg.groups)}, "
+             f"context={cfg.context}, temporal={cfg.temporal}",
+             f"  stages    {len(stages)} ONNX graphs, {len(exact)} of them exact (integer)"]
+    lines += [f"  {name:<17} {s['file']:<24} {s['precision']}"
+              + (", exact" if s["exact"] else "")
+              + (" (run for 8-bit images)" if name == INT8_SYNTHESIS else "")
+              for name, s in stages.items()]
+    lines.append("  tensorrt  " + (f"{len(info['tensorrt'])} plans" if info["tensorrt"]
+                                   else "no plans"))
+    return "\n".join(lines)
 
 
 def _container_text(info: dict) -> str:

@@ -366,8 +366,9 @@ def _demo(args) -> int:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe an .stcm container or a checkpoint")
-    p.add_argument("path", help=".stcm file, checkpoint file or training output folder")
+    p = sub.add_parser("info", help="describe an .stcm container, a checkpoint or an engine")
+    p.add_argument("path", help=".stcm file, checkpoint file, training output folder or "
+                   "engine directory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_info)
 

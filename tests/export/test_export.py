@@ -150,6 +150,24 @@ def test_tampered_or_incomplete_engines_are_refused(engine, tmp_path):
         Codec(engine=tmp_path)
 
 
+def test_info_describes_an_engine_and_refuses_a_tampered_one(engine, tmp_path, capsys):
+    model, folder = engine
+    assert main(["info", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("stcm engine:") and "tiny" in text
+    assert "step_0            step_0.onnx              fp32, exact" in text
+    assert main(["info", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "engine" and info["config"]["M"] == model.cfg.M
+    assert info["stages"]["synthesis"] == {"file": "synthesis.onnx", "precision": "fp32",
+                                           "exact": False}
+    assert all(info["stages"][f"side_{k}"]["exact"] for k in range(len(model.cfg.groups)))
+    tampered = _copy(folder, tmp_path)
+    (tampered / "side_0.onnx").write_bytes(b"not a graph")
+    assert main(["info", str(tampered)]) == 2
+    assert "sha256" in capsys.readouterr().err
+
+
 def test_an_engine_on_the_torch_backend_is_a_clear_error(engine):
     _, folder = engine
     with pytest.raises(ConfigError, match="torch backend runs checkpoints"):

@@ -40,7 +40,10 @@ def _stages(codec, data):
     return set(ran), result
 
 
-def test_the_manifest_records_the_int8_stage(engines):
+def test_the_manifest_records_the_int8_stage(engines, capsys):
+    capsys.readouterr()
+    assert main(["info", str(engines[2])]) == 0
+    assert "synthesis_int8.onnx      int8 (run for 8-bit images)" in capsys.readouterr().out
     entries = read_manifest(engines[2])["stages"]
     assert entries[INT8_SYNTHESIS]["precision"] == "int8"
     assert entries[INT8_SYNTHESIS]["file"] != entries["synthesis"]["file"]
