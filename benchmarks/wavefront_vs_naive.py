@@ -1,19 +1,23 @@
 """Decode time of the wavefront engine vs the naive diagonal decoder, same model and image.
 
     python benchmarks/wavefront_vs_naive.py [--config small] [--checkpoint CKPT] [--size 512]
-        [--repeat 3] [--tile-size 64] [--json OUT]
+        [--repeat 3] [--tile-size 64] [--backend torch|onnxruntime] [--json OUT]
 
 The naive decoder recomputes the whole masked context stack on the whole tile at every
 anti-diagonal step; the wavefront computes only the new anti-diagonal from per-layer caches.
 Both decode the same stream (exact models: the two compute the same integers, so the
 reconstructions must be identical; a float model, --float, makes each decode its own
-encoder's stream). Each figure is the median of --repeat runs.
+encoder's stream). Each figure is the median of --repeat runs. ``--backend onnxruntime``
+exports the model to an engine in a temporary folder and runs both decoders on it (the naive
+decoder's ``recompute_k`` stages are part of every engine).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,13 +37,22 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--quality", type=float, default=0.75)
     parser.add_argument("--float", action="store_true", help="a float model (random init)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = args.checkpoint or STCM(get_config(args.config, context="diag",
                                                exact=not args.float))
-    fast = Codec(model, tile_size=args.tile_size)
-    naive = Codec(fast.model, tile_size=args.tile_size, naive=True)
+    if args.backend == "onnxruntime":
+        from stcm.export.onnx import export_engine
+        workdir = tempfile.TemporaryDirectory(prefix="stcm-naive-")
+        engine = Path(workdir.name) / "engine"
+        export_engine(model, engine, progress=False)
+        fast = Codec(engine=engine, tile_size=args.tile_size)
+        naive = Codec(engine=engine, tile_size=args.tile_size, naive=True)
+    else:
+        fast = Codec(model, tile_size=args.tile_size)
+        naive = Codec(fast.model, tile_size=args.tile_size, naive=True)
     image = sample_image(args.size)
     mp = args.size * args.size / 1e6
     encode, data = median_time(lambda: fast.compress(image, args.quality), args.repeat)
@@ -51,7 +64,8 @@ def main() -> None:
         assert diff == 0, "exact model: naive and wavefront must decode identically"
     steps = fast.sequential_steps(*image.shape)
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"model {fast.cfg.name} ({'trained' if args.checkpoint else 'random init'}), "
+          f"model {fast.cfg.name} ({'trained' if args.checkpoint else 'random init'}, "
+          f"{args.backend}), "
           f"{args.size}x{args.size}, tile {args.tile_size}, {steps} sequential steps")
     print(f"stream: {len(data):,} bytes, {8 * len(data) / (args.size ** 2):.3f} bpp")
     print(f"encode (wavefront)   {encode:8.3f} s  {encode / mp:7.3f} s/MP")
@@ -62,7 +76,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": platform.machine(), "threads": torch.get_num_threads(),
-                       "config": fast.cfg.name, "size": args.size, "tile_size": args.tile_size,
+                       "backend": args.backend, "config": fast.cfg.name, "size": args.size, "tile_size": args.tile_size,
                        "encode_s": encode, "decode_wavefront_s": t_fast,
                        "decode_naive_s": t_naive, "speedup": t_naive / t_fast,
                        "max_pixel_difference": diff, "bytes": len(data)}, f, indent=2)

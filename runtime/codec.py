@@ -42,6 +42,7 @@ from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_c
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, HYPER_DOWNSAMPLE, IDENTITY_GRID,
                                  MAX_TILE_SIZE, ReferenceGrid, footprint_of, latent_shape_of,
                                  padding_of)
+from stcm.runtime.heap import retain_freed_memory
 from stcm.runtime.mask import restore_missing
 from stcm.runtime.profile import Recorder, span
 from stcm.runtime.progress import Progress
@@ -166,6 +167,7 @@ class Codec:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
             raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
         self.max_pixels = max_pixels
+        retain_freed_memory()  # opt-in (STCM_RETAIN_HEAP=1): see runtime/heap.py
         if engine is None and engine_options:
             raise ConfigError("engine_options configure an engine's backend; this codec runs "
                               "a checkpoint (pass engine=DIR)")
