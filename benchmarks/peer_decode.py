@@ -2,19 +2,23 @@
 `Elic2022Official` (checkerboard context), end to end, same image and threads.
 
     COMPRESSAI_PATH=... python benchmarks/peer_decode.py [--sizes 512,1024] [--repeat 3]
-        [--json OUT]
+        [--backend torch|onnxruntime] [--int8-synthesis] [--json OUT]
 
 Random weights for both (decode time does not depend on training beyond the symbol count;
 both see the same image). CompressAI is installed apart (benchmarks/compressai_env.py).
 Each figure: median of --repeat ``compress``/``decompress`` calls after a warm-up; stcm
 through ``stcm.Codec`` (container included), CompressAI through its model's ``compress`` /
-``decompress`` (its C++ rANS), on the image padded to a multiple of 64.
+``decompress`` (its C++ rANS), on the image padded to a multiple of 64. ``--backend
+onnxruntime`` runs stcm as an exported engine (the deployment path; ``--int8-synthesis``
+adds the int8 g_s of ``stcm export --int8-synthesis``, used for this 8-bit image).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="512,1024")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    parser.add_argument("--int8-synthesis", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
     compressai = import_compressai()
@@ -39,8 +45,16 @@ def main() -> None:
     torch.manual_seed(0)
     peer = Elic2022Official().eval()
     peer.update(force=True)
-    ours = Codec(STCM(get_config("elic")).eval())
-    counts = {"stcm elic (diag)": sum(p.numel() for p in ours.model.parameters()),
+    model = STCM(get_config("elic")).eval()
+    if args.backend == "onnxruntime":
+        from stcm.export.onnx import export_engine
+        workdir = tempfile.TemporaryDirectory(prefix="stcm-peer-")
+        engine = Path(workdir.name) / "engine"
+        export_engine(model, engine, int8_synthesis=args.int8_synthesis, progress=False)
+        ours = Codec(engine=engine)
+    else:
+        ours = Codec(model)
+    counts = {"stcm elic (diag)": sum(p.numel() for p in model.parameters()),
               "CompressAI Elic2022Official": sum(p.numel() for p in peer.parameters())}
     results = {}
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -61,7 +75,7 @@ def main() -> None:
                          "compressai_encode_s": e_peer, "compressai_decode_s": t_peer,
                          "decode_speedup": t_peer / t_ours}
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CompressAI {compressai.__version__}; parameters: "
+          f"stcm on {args.backend}{' + int8 g_s' if args.int8_synthesis else ''}, CompressAI {compressai.__version__}; parameters: "
           + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in counts.items()))
     for size, r in results.items():
         print(f"{size}x{size}: encode stcm {r['stcm_encode_s']:.2f} s, CompressAI "
@@ -71,6 +85,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": platform.machine(), "threads": torch.get_num_threads(),
+                       "backend": args.backend, "int8_synthesis": args.int8_synthesis,
                        "parameters": counts, "results": results}, f, indent=1)
 
 

@@ -57,7 +57,7 @@ class OrtBackend(Backend):
                          exact=bool(manifest["config"].get("exact", False)))
         self.providers = _providers(providers, device)
         self.threads = threads
-        self.sessions: dict[str, ort.InferenceSession] = {}
+        self.sessions: dict[tuple[str, bool], ort.InferenceSession] = {}
         self.output_names = {n: [o["name"] for o in e["outputs"]] for n, e in self.entries.items()}
         self.input_names = {n: [i["name"] for i in e["inputs"]] for n, e in self.entries.items()}
 
@@ -66,13 +66,13 @@ class OrtBackend(Backend):
         device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
         return f"onnxruntime-{device}-fp32"
 
-    def _session(self, stage: str) -> ort.InferenceSession:
-        session = self.sessions.get(stage)
+    def _session(self, stage: str, single: bool = False) -> ort.InferenceSession:
+        session = self.sessions.get((stage, single))
         if session is None:
             options = ort.SessionOptions()
             options.log_severity_level = 3
             entropy = is_entropy_stage(stage)
-            if entropy and not self.exact:
+            if single or (entropy and not self.exact):
                 # Float entropy stages: one intra-op thread, so their reductions take the
                 # same path on every machine and thread setting (see scheduler.py).
                 options.intra_op_num_threads = 1
@@ -86,11 +86,17 @@ class OrtBackend(Backend):
             providers = [(p, _CUDA_EXACT) if p == "CUDAExecutionProvider" and entropy
                          and self.exact else p for p in self.providers]
             session = ort.InferenceSession(str(path), options, providers=providers)
-            self.sessions[stage] = session
+            self.sessions[(stage, single)] = session
         return session
 
     def _run(self, stage, inputs):
-        session = self._session(stage)
+        # A wavefront step of one tile (<= 64 positions) is ~100-200 small operations: waking
+        # a second thread for each costs more than it shares (1024^2, one tile: step graphs
+        # 580 -> 490 ms on one thread), while batched calls of several tiles gain from two
+        # (2048^2, 8 tiles a call: 2.75-3.17 s on two threads, 3.28-3.71 on one).
+        single = (stage.startswith("step_") and inputs[0].shape[0] == 1
+                  and "CUDAExecutionProvider" not in self.providers)
+        session = self._session(stage, single)
         feed = {name: np.ascontiguousarray(a, dtype=np.float32)
                 for name, a in zip(self.input_names[stage], inputs)}
         if "CUDAExecutionProvider" in self.providers:
