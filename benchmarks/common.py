@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,3 +41,18 @@ def sample_crops(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
         bands = rng.choice(img.shape[0], 3, replace=False)
         out.append(img[bands, r: r + size, c: c + size])
     return out
+
+
+_ENGINE_DIRS: list[tempfile.TemporaryDirectory] = []  # removed when the process ends
+
+
+def engine_for(model, int8_synthesis: bool = False) -> Path:
+    """``model`` (an STCM or a checkpoint path) exported to an engine directory in a temporary
+    folder that lives as long as the process (for the ``--backend onnxruntime`` runs)."""
+    from stcm.export.onnx import export_engine
+
+    workdir = tempfile.TemporaryDirectory(prefix="stcm-bench-")
+    _ENGINE_DIRS.append(workdir)
+    engine = Path(workdir.name) / "engine"
+    export_engine(model, engine, int8_synthesis=int8_synthesis, progress=False)
+    return engine

@@ -18,13 +18,11 @@ import argparse
 import json
 import platform
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from common import sample_image
+from common import engine_for, sample_image
 from stcm.models.codec import STCM
 from stcm.config import get_config
 from stcm.runtime.codec import Codec
@@ -43,7 +41,6 @@ def main() -> None:
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     parser.add_argument("--json")
     args = parser.parse_args()
-    workdir = tempfile.TemporaryDirectory(prefix="stcm-diag-")
     image = sample_image(args.size)
     mp = args.size * args.size / 1e6
     codecs, streams, times = {}, {}, {}
@@ -51,10 +48,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = STCM(get_config(args.config, context=context)).eval()
         if args.backend == "onnxruntime":
-            from stcm.export.onnx import export_engine
-            engine = Path(workdir.name) / context
-            export_engine(model, engine, progress=False)
-            codecs[context] = Codec(engine=engine, tile_size=args.tile_size)
+            codecs[context] = Codec(engine=engine_for(model), tile_size=args.tile_size)
         else:
             codecs[context] = Codec(model, tile_size=args.tile_size)
         streams[context] = codecs[context].compress(image, args.quality)  # warm-up

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import median_time, sample_image
+from common import engine_for, median_time, sample_image
 from compressai_env import import_compressai
 from stcm.models.codec import STCM
 from stcm.config import get_config
@@ -47,11 +45,7 @@ def main() -> None:
     peer.update(force=True)
     model = STCM(get_config("elic")).eval()
     if args.backend == "onnxruntime":
-        from stcm.export.onnx import export_engine
-        workdir = tempfile.TemporaryDirectory(prefix="stcm-peer-")
-        engine = Path(workdir.name) / "engine"
-        export_engine(model, engine, int8_synthesis=args.int8_synthesis, progress=False)
-        ours = Codec(engine=engine)
+        ours = Codec(engine=engine_for(model, args.int8_synthesis))
     else:
         ours = Codec(model)
     counts = {"stcm elic (diag)": sum(p.numel() for p in model.parameters()),

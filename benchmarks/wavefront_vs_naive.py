@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import median_time, sample_image
+from common import engine_for, median_time, sample_image
 from stcm.models.codec import STCM
 from stcm.config import get_config
 from stcm.runtime.codec import Codec
@@ -44,10 +42,7 @@ def main() -> None:
     model = args.checkpoint or STCM(get_config(args.config, context="diag",
                                                exact=not args.float))
     if args.backend == "onnxruntime":
-        from stcm.export.onnx import export_engine
-        workdir = tempfile.TemporaryDirectory(prefix="stcm-naive-")
-        engine = Path(workdir.name) / "engine"
-        export_engine(model, engine, progress=False)
+        engine = engine_for(model)
         fast = Codec(engine=engine, tile_size=args.tile_size)
         naive = Codec(engine=engine, tile_size=args.tile_size, naive=True)
     else:

@@ -6,8 +6,8 @@ fresh pages from the kernel and unmaps them on free, so every g_a or g_s call to
 hundreds of MB of activations for the first time again: on this project's VM a decode of a
 1024^2 image took ~141 000 page faults, several microseconds each. With the threshold raised
 and trimming off, freed blocks stay in the heap and the next layer, block or image reuses
-them: decode 1.15-1.23x and encode 1.14-1.16x faster at 1024^2, but peak memory +18 % there
-and up to +42 % on a 4096^2 scene (heap fragmentation; ``benchmarks/heap_retention.py``,
+them: encode 1.10-1.16x and later decodes 1.07-1.23x faster at 1024^2, but peak memory
++17-21 % there and up to +42 % on a 4096^2 scene (heap fragmentation; ``benchmarks/heap_retention.py``,
 docs/performance.md). Handing the free pages back after each transform pass
 (``malloc_trim``) kept the peak and lost the speed, so this stays a choice for
 throughput-bound processes with memory to spare, not the default.

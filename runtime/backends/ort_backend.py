@@ -74,7 +74,8 @@ class OrtBackend(Backend):
             entropy = is_entropy_stage(stage)
             if single or (entropy and not self.exact):
                 # Float entropy stages: one intra-op thread, so their reductions take the
-                # same path on every machine and thread setting (see scheduler.py).
+                # same path on every machine and thread setting (see scheduler.py); one-tile
+                # steps (``single``, see _run): for speed.
                 options.intra_op_num_threads = 1
             elif self.threads:
                 options.intra_op_num_threads = self.threads
