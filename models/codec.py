@@ -34,7 +34,7 @@ from stcm.models.transforms import (PAD_MULTIPLE, analysis, hyper_analysis, hype
 class ForwardOutput:
     """Result of the training forward pass for a batch of B images of H x W pixels."""
 
-    x_hat: torch.Tensor  # (B, 3, H, W) reconstruction, cropped to the input size
+    x_hat: torch.Tensor | None  # (B, 3, H, W) reconstruction, cropped to the input size
     y_likelihoods: torch.Tensor  # (B, M, h, w)
     z_likelihoods: torch.Tensor  # (B, N, h/4, w/4)
     latent: torch.Tensor  # (B, M, h, w) de-gained y_hat: g_s input and temporal reference
@@ -116,8 +116,8 @@ class STCM(nn.Module):
             raise ConfigError(f"got {q.numel()} qualities for a batch of {batch} images")
         return q.to(self.gain.log_enc.device)
 
-    def forward(self, x: torch.Tensor, quality=1.0, reference: torch.Tensor | None = None
-                ) -> ForwardOutput:
+    def forward(self, x: torch.Tensor, quality=1.0, reference: torch.Tensor | None = None,
+                synthesize: bool = True) -> ForwardOutput:
         """Training/evaluation forward pass with estimated rates.
 
         Args:
@@ -125,6 +125,7 @@ class STCM(nn.Module):
             quality: a float in [0, 1] or one per image.
             reference: ``latent`` of the reference image of the same place (from an earlier
                 forward on an image of the same size), or None for the first image of a series.
+            synthesize: False skips g_s (``x_hat`` None) where only the rates count.
         """
         if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
             raise ConfigError(f"expected images of shape (B, {self.cfg.in_channels}, H, W), "
@@ -150,7 +151,7 @@ class STCM(nn.Module):
         y_lik = gaussian_likelihood(y_rate, means, scales, self.cfg.scale_min)
         y_hat = quantize_ste(y, means)
         latent = y_hat * gain_dec
-        x_hat = self.g_s(latent)[:, :, :h, :w]
+        x_hat = self.g_s(latent)[:, :, :h, :w] if synthesize else None
         return ForwardOutput(x_hat, y_lik, z_lik, latent, means, scales, h * w)
 
     def _mean_shift_fixed_point(self, y, hyper, reference):

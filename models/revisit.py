@@ -5,8 +5,10 @@ multi-temporal pairs of useful size are available offline, so training pairs are
 the current image is derived from the reference by the effects that separate two real passes
 of a satellite over one scene:
 
-- mis-registration: a shift of up to 3 px per axis (bilinear, edges clamped): what real
-  pairs of two sensors show after orthorectification (0.5-3 px);
+- mis-registration: half the revisits shifted up to 3 px per axis (bilinear, edges clamped):
+  what real pairs of two sensors show after orthorectification (0.5-3 px); the other half
+  by 0.05-1 px, log-uniform: pairs on one grid (a Sentinel-2 L2A cube), where the detail of
+  the two dates still lines up and the temporal context has the most to gain;
 - another sensor's resolution: a third of the revisits are blurred through a grid 1-2x
   coarser and back;
 - local abrupt change: up to 3 rectangles (new buildings, harvested fields) replaced by a
@@ -31,6 +33,7 @@ import numpy as np
 from stcm.errors import DataError
 
 MAX_SHIFT = 3.0
+SUBPIXEL_SHARE, SUBPIXEL_SHIFT = 0.5, (0.05, 1.0)
 RESAMPLE_PROB, MAX_RESAMPLE = 1 / 3, 2.0
 MAX_SPECTRAL_MIX = 0.15
 CLOUD_PROB, CLOUD_COVER = 0.25, (0.6, 0.85)  # probability; threshold of the cloud field
@@ -67,7 +70,11 @@ def _smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    dy, dx = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
+    if rng.random() < SUBPIXEL_SHARE:
+        low, high = np.log(SUBPIXEL_SHIFT)
+        dy, dx = np.exp(rng.uniform(low, high, 2)) * rng.choice((-1.0, 1.0), 2)
+    else:
+        dy, dx = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
     _, h, w = x.shape
     return _bilinear(x, np.arange(h) - dy, np.arange(w) - dx)
 

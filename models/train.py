@@ -35,7 +35,9 @@ from stcm.models.checkpoint import (CHECKPOINT_NAME, init_weights, load_checkpoi
 from stcm.models.codec import STCM
 from stcm.config import ModelConfig, get_config
 from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
+from stcm.models.revisit import synthetic_revisit
 from stcm.models.schedule import LR_SCHEDULES, crop_and_batch, learning_rate
+from stcm.models.temporal_units import TemporalUnits, widen_temporal
 
 STATE_NAME = "train_state.safetensors"
 LOG_NAME = "log.jsonl"
@@ -78,6 +80,10 @@ class TrainConfig:
     # Share of training crops from natural photographs (files in a ``photo/`` folder, as
     # ``stcm data fetch`` writes them); no effect without such a folder; None: plain sqrt(area).
     photo_share: float | None = 0.2
+    # Retrain the temporal branch alone (``models/temporal_units.py``): its hidden units from
+    # this index on train and nothing else does, so images coded alone stay bit-identical. A
+    # model with more temporal units than ``init`` is widened from it (the new units silent).
+    temporal_keep: int | None = None
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -102,6 +108,8 @@ class TrainConfig:
             raise ConfigError("give either init (weights, step 0) or resume (weights and step)")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.temporal_keep is not None and self.temporal_keep < 0:
+            raise ConfigError(f"temporal_keep must be >= 0, got {self.temporal_keep}")
 
 
 def model_config(preset: str | None = None, resume: str | None = None,
@@ -155,15 +163,21 @@ class Trainer:
         self.resumed_from: dict | None = None
         self.fresh_modules: list[str] = []  # modules --init could not lend weights to
         self.throughput: dict | None = None  # of the last run(): steps/s, megapixels/s
+        self._val_pairs: torch.Tensor | None = None  # revisits of the val crops (units only)
         self.model = STCM(model_cfg)
         # An earlier run in ``out`` wins over init/resume: rerunning the same command after an
         # interruption continues it exactly.
         self.exact_resume = (self.out / STATE_NAME).exists()
         if cfg.init and not self.exact_resume:
-            self.fresh_modules = init_weights(self.model, cfg.init)
+            if cfg.temporal_keep is not None and self._widens(cfg.init):
+                self._init_widened(cfg.init)
+            else:
+                self.fresh_modules = init_weights(self.model, cfg.init)
         if cfg.resume and not self.exact_resume:
             self._resume_weights(model_cfg, cfg.resume)
         self.model.to(self.device)
+        self.units = (TemporalUnits(self.model, cfg.temporal_keep)
+                      if cfg.temporal_keep is not None else None)
         self.optimizer = self._make_optimizer()
         if self.exact_resume:
             self._resume(model_cfg)
@@ -188,7 +202,20 @@ class Trainer:
         self.step = self.warm_from = int(meta.get("step", 0))
         self.resumed_from = {"path": str(path), "step": self.step}
 
+    def _widens(self, path: str) -> bool:
+        return read_metadata(path)[0].temporal_width < self.model.cfg.temporal_width
+
+    def _init_widened(self, path: str) -> None:
+        source, _ = load_checkpoint(path)
+        wide = widen_temporal(source, self.model.cfg.temporal_width, self.cfg.seed)
+        if wide.cfg != self.model.cfg:
+            raise ConfigError(f"cannot widen {path}: its architecture differs in more than "
+                              "the temporal width")
+        self.model.load_state_dict(wide.state_dict())
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
+        if self.units is not None:
+            return torch.optim.Adam([{"params": self.units.parameters(), "lr": self.cfg.lr}])
         aux = [self.model.entropy_bottleneck.quantiles]
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
         return torch.optim.Adam([{"params": main, "lr": self.cfg.lr},
@@ -246,6 +273,8 @@ class Trainer:
                 torch.from_numpy(np.stack(refs)).to(self.device))
 
     def train_step(self) -> dict:
+        if self.units is not None:
+            return self._units_step()
         self.model.train()
         x, ref = self._batch()
         q = self._qualities(x.shape[0]).to(self.device)
@@ -268,20 +297,58 @@ class Trainer:
         return {"loss": loss.item(), "bpp": out.bpp().mean().item(),
                 "psnr": psnr(x, out.x_hat.detach()).mean().item(), "pixels": pixels}
 
+    def _units_step(self) -> dict:
+        """A step of the temporal units alone: revisit pairs only, the rate of the current
+        image given its reference is all that depends on what trains."""
+        crop, n = crop_and_batch(self.step, self.cfg.steps, self.cfg.crop, self.cfg.batch_size,
+                                 self.cfg.final_crop, self.cfg.final_crop_at)
+        sampler, pairs = self._samplers_for(crop)
+        refs, curs = zip(*((pairs or sampler).pair(self.rng) for _ in range(n)))
+        x = torch.from_numpy(np.stack(curs)).to(self.device)
+        q = self._qualities(n)
+        # Half the references at the current image's quality: an archive codes its dates of
+        # one place alike; the other half keeps any pairing of qualities working.
+        q_ref = torch.where(torch.from_numpy(self.rng.random(n) < 0.5), q, self._qualities(n))
+        reference = self.units.reference_latent(torch.from_numpy(np.stack(refs)).to(self.device),
+                                                q_ref.to(self.device))
+        with self.units.training():
+            out = self.model(x, q.to(self.device), reference, synthesize=False)
+        loss = out.bpp().mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
+        self.optimizer.step()
+        self.units.after_step()
+        self.step += 1
+        return {"loss": loss.item(), "bpp": loss.item(), "pixels": 2 * x[:, 0].numel()}
+
     @torch.no_grad()
     def validate(self) -> dict:
-        """Estimated bpp and PSNR of the validation crops at a few qualities (no noise)."""
+        """Estimated bpp and PSNR of the validation crops at a few qualities (no noise); when
+        the temporal units train, of synthetic revisits of them with the crop as reference,
+        next to the bpp of coding them alone."""
         self.model.eval()
+        if self.units is not None and self._val_pairs is None:
+            rng = np.random.default_rng(self.cfg.seed)
+            self._val_pairs = torch.from_numpy(np.stack([synthetic_revisit(c, rng)
+                                                         for c in self.val.numpy()]))
         result = {}
         for q in VAL_QUALITIES:
-            bpps, psnrs = [], []
+            bpps, psnrs, alone = [], [], []
             for i in range(0, len(self.val), 4):
                 x = self.val[i: i + 4].to(self.device)
-                out = self.model(x, q)
+                reference = None
+                if self.units is not None:
+                    reference = self.model(x, q).latent
+                    x = self._val_pairs[i: i + 4].to(self.device)
+                    alone.append(self.model(x, q, synthesize=False).bpp().cpu())
+                out = self.model(x, q, reference)
                 bpps.append(out.bpp().cpu())
                 psnrs.append(psnr(x, out.x_hat).cpu())
             result[f"q{q:g}"] = {"bpp": round(float(torch.cat(bpps).mean()), 4),
                                  "psnr": round(float(torch.cat(psnrs).mean()), 3)}
+            if alone:
+                result[f"q{q:g}"]["bpp_alone"] = round(float(torch.cat(alone).mean()), 4)
         return result
 
     # -- persistence -------------------------------------------------------------------------
@@ -353,8 +420,7 @@ class Trainer:
                 for k, v in stats.items():
                     ema[k] = v if k not in ema or not math.isfinite(ema[k]) else 0.9 * ema[k] + 0.1 * v
                 bar.update(1)
-                bar.set_postfix(loss=f"{ema['loss']:.3f}", bpp=f"{ema['bpp']:.3f}",
-                                psnr=f"{ema['psnr']:.2f}")
+                bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()})
                 last = self.step == self.cfg.steps
                 if self.step % self.cfg.val_every == 0 or last:
                     validation = self.validate()

@@ -42,6 +42,10 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from this checkpoint's "
                    "weights and step (fresh optimizer; e.g. a campaign's committed fp16 copy); "
                    "ignored once --out holds a run, which resumes exactly")
+    p.add_argument("--temporal-units", type=int, metavar="WIDTH", help="retrain the temporal "
+                   "branch alone, with WIDTH hidden units: those of the --init (or --resume) "
+                   "model and every other weight stay, so images coded without a reference "
+                   "keep their exact bytes; the units added train on revisit pairs")
     p.add_argument("--half-copy", metavar="PATH", help="also write an fp16 copy of every "
                    "checkpoint to PATH (e.g. the committed resume point of a campaign)")
     p.add_argument("--data", required=True, help="folder of PNG/JPEG/TIFF/GeoTIFF/JP2 images")
@@ -95,7 +99,18 @@ def _train(args) -> int:
         overrides["temporal"] = False
     if args.float:
         overrides["exact"] = False
-    model_cfg = model_config(args.config, args.resume, **overrides)
+    keep = None
+    if args.temporal_units is not None:
+        from stcm.errors import ConfigError
+        from stcm.models.temporal_units import kept_units
+
+        source = args.resume or args.init
+        if not source:
+            raise ConfigError("--temporal-units retrains a trained model: give --init or --resume")
+        keep = kept_units(source)
+        overrides["temporal_width"] = args.temporal_units
+    model_cfg = model_config(args.config, args.resume or (args.init if keep is not None else None),
+                             **overrides)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, seed=args.seed, pairs=args.pairs, val=args.val,
                       val_every=args.val_every, ckpt_every=args.ckpt_every, threads=args.threads,
@@ -103,7 +118,7 @@ def _train(args) -> int:
                       half_copy=args.half_copy, lr_schedule=args.lr_schedule,
                       lr_floor=args.lr_floor, warmup=args.warmup, final_crop=args.final_crop,
                       final_crop_at=args.final_crop_at, ckpt_minutes=args.ckpt_minutes,
-                      device=args.device)
+                      device=args.device, temporal_keep=keep)
     trainer = Trainer(model_cfg, cfg, progress=not args.quiet)
     if trainer.fresh_modules:
         print(f"--init {args.init} is another backbone: {', '.join(trainer.fresh_modules)} "
@@ -121,7 +136,8 @@ def _train(args) -> int:
     except KeyboardInterrupt:
         return 130
     for q, v in validation.items():
-        print(f"validation {q}: {v['bpp']:.4f} bpp (estimated), {v['psnr']:.2f} dB PSNR")
+        alone = f" (alone {v['bpp_alone']:.4f})" if "bpp_alone" in v else ""
+        print(f"validation {q}: {v['bpp']:.4f} bpp{alone} (estimated), {v['psnr']:.2f} dB PSNR")
     if trainer.throughput:
         t = trainer.throughput
         print(f"throughput: {t['steps_per_s']:.3f} steps/s, {t['megapixels_per_s']:.3f} "

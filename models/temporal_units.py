@@ -1,0 +1,178 @@
+"""Retraining the temporal branch alone, with coding without a reference unchanged bit for bit.
+
+The temporal branch of group k is ``conv3x3(M -> width) -> ReLU -> conv3x3(width -> 2 ck)``
+on the reference latent; an image coded alone reads it with a zero reference, where it is
+``W2 * relu(b1) + b2`` (with the border pattern of the zero padding). ``widen_temporal``
+adds hidden units with a zero first-layer bias and zero output weights: with a zero
+reference they output exactly zero, so the widened model codes every image alone as before,
+and with a reference it starts from the old model's predictions.
+
+``TemporalUnits`` then trains only the new units' weights. Everything else keeps its value
+and every quantizer its grid (eval mode, straight-through gradients): the old units, both
+biases and the side projection. The exact layers pick each output row's weight grid from the
+row's peak and accumulator bound, which the new output weights also enter: after each step,
+rows whose grid they moved have them shrunk back (``after_step``). ``intra_unchanged``
+checks the result.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stcm.errors import ConfigError
+from stcm.models.checkpoint import read_metadata
+from stcm.models.codec import STCM, pad_image
+from stcm.models.quant import quantize_weights, straight_through
+
+
+def _branches(model: STCM) -> list[nn.Module]:
+    if not model.cfg.temporal:
+        raise ConfigError("the model has no temporal branch to retrain")
+    return list(model.entropy_parameters.temporal)
+
+
+def kept_units(path) -> int:
+    """How many temporal units of checkpoint ``path`` came before any retraining of the
+    branch: a checkpoint of ``stcm train --temporal-units`` records it, any other keeps all."""
+    cfg, meta = read_metadata(path)
+    keep = (meta.get("train") or {}).get("temporal_keep")
+    return cfg.temporal_width if keep is None else int(keep)
+
+
+@torch.no_grad()
+def widen_temporal(model: STCM, width: int, seed: int = 0) -> STCM:
+    """A copy of ``model`` whose temporal branches have ``width`` hidden units: the old ones
+    unchanged, the new ones silent (they change nothing until trained)."""
+    old_width = model.cfg.temporal_width
+    if width <= old_width:
+        raise ConfigError(f"temporal width {width} does not add units to the model's "
+                          f"{old_width}")
+    wide = STCM(model.cfg.replace(temporal_width=width))
+    state = {k: v for k, v in model.state_dict().items() if ".temporal." not in k}
+    missing, unexpected = wide.load_state_dict(state, strict=False)
+    if unexpected or any(".temporal." not in k for k in missing):  # programmer error
+        raise RuntimeError(f"widening lost weights: {missing[:3]} {unexpected[:3]}")
+    gen = torch.Generator().manual_seed(seed)
+    for old, new in zip(_branches(model), _branches(wide)):
+        (o1, o2), (n1, n2) = (old.net[0], old.net[2]), (new.net[0], new.net[2])
+        n1.weight[:old_width] = o1.weight
+        # Small random input weights so the new units differ from each other; their output
+        # weights start at zero, so they contribute nothing yet.
+        n1.weight[old_width:] = 0.01 * torch.randn(n1.weight[old_width:].shape, generator=gen)
+        n1.bias.zero_()
+        n1.bias[:old_width] = o1.bias
+        n2.weight.zero_()
+        n2.weight[:, :old_width] = o2.weight
+        n2.bias.copy_(o2.bias)
+        # The same input grids: the old units compute exactly what they did.
+        for a, b in ((n1.act, o1.act), (n2.act, o2.act)):
+            if a is not None:
+                a.load_state_dict(b.state_dict())
+    if model.frozen:
+        wide.freeze(model.coding)
+    return wide.eval()
+
+
+class TemporalUnits:
+    """Trains the temporal hidden units from ``keep`` on; the rest of ``model`` stays fixed.
+
+    Use ``parameters()`` for the optimizer, run each forward inside ``training()`` and call
+    ``after_step()`` after each optimizer step.
+    """
+
+    def __init__(self, model: STCM, keep: int):
+        width = model.cfg.temporal_width
+        if not 0 <= keep < width:
+            raise ConfigError(f"the temporal branch has {width} hidden units: keeping {keep} "
+                              "leaves none to train")
+        self.model = model
+        self.keep = keep
+        self._params: list[nn.Parameter] = []
+        self._layers: list[nn.Module] = []
+        self._output_layers: list[nn.Module] = []
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for branch in _branches(model):
+            first, second = branch.net[0], branch.net[2]
+            for layer, rows in ((first, True), (second, False)):
+                mask = torch.zeros_like(layer.weight)
+                if rows:
+                    mask[keep:] = 1
+                else:
+                    mask[:, keep:] = 1
+                layer.weight.requires_grad_(True)
+                layer.weight.register_hook(lambda g, m=mask: g * m)
+                self._params.append(layer.weight)
+                self._layers.append(layer)
+            self._output_layers.append(second)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self._params)
+
+    def training(self):
+        """Context for a training forward: the model in eval mode (fixed quantizer grids,
+        straight-through gradients), its top module and the trained layers in train mode
+        (noisy rates as in ``stcm train``; straight-through weight rounding)."""
+        model = self.model
+        model.eval()
+        model.training = True
+        for layer in self._layers:
+            layer.training = True
+        return straight_through(model)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Keeps what the kept units compute: each output row's weight grid is chosen from
+        the row's peak and its accumulator bound (``quantize_weights``), so rows whose new
+        weights would move it have those shrunk until it is back where it was."""
+        if not self.keep:
+            return
+        for layer in self._output_layers:
+            if layer.act is None:  # float model: no grids to keep
+                continue
+            weight = layer.weight
+
+            def coded(w):
+                return quantize_weights(w, layer.bias, layer.weight_bits,
+                                        layer.act.channel_exponents(layer.in_channels),
+                                        layer.act.top)[:2]
+            silent = weight.clone()
+            silent[:, self.keep:] = 0  # the widened model before training: the old grids
+            want_w, want_b = coded(silent)
+            for _ in range(64):
+                got_w, got_b = coded(weight)
+                moved = ((got_w[:, :self.keep] != want_w[:, :self.keep]).flatten(1).any(1)
+                         | (got_b != want_b))
+                if not bool(moved.any()):
+                    break
+                weight[moved, self.keep:] *= 0.8
+            else:  # 0.8^64: the new weights are ~0 and cannot move a grid
+                raise ArithmeticError("the kept units' weight grids could not be restored")
+
+    @torch.no_grad()
+    def reference_latent(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """The reference's latent as the decoder has it, to within the mean shift (round(y)
+        de-gained); no synthesis, no context model: a training step's reference is cheap."""
+        gain_enc, gain_dec = self.model.gain.gains(quality)  # quality: (B,)
+        return torch.round(self.model.g_a(pad_image(x)) * gain_enc) * gain_dec
+
+
+@torch.no_grad()
+def intra_unchanged(before: STCM, after: STCM, size: int = 32) -> bool:
+    """Whether ``after`` reads exactly what ``before`` does from a zero reference, in every
+    group, at every position (borders included): then it codes every image alone the same,
+    bit for bit. What the side projection reads is compared, on its own input grid."""
+    for k, (b, a) in enumerate(zip(_branches(before), _branches(after))):
+        zero = torch.zeros(1, before.cfg.M, size, size)
+        act = before.entropy_parameters.aggregate[k].side_proj.act
+        if act is None:  # float model: compare the values themselves
+            if not torch.equal(b(zero), a(zero)):
+                return False
+            continue
+        step = float(2.0 ** act.exponent[-1])  # the temporal part is the last one
+
+        def grid(t):
+            return torch.clamp(torch.round(t / step), act.low, act.top)
+        if not torch.equal(grid(b(zero)), grid(a(zero))):
+            return False
+    return True
