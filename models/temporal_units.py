@@ -82,7 +82,9 @@ class TemporalUnits:
 
     def __init__(self, model: STCM, keep: int):
         width = model.cfg.temporal_width
-        if not 0 <= keep < width:
+        if keep < 1:  # the kept units' weights pin the grids that intra coding reads
+            raise ConfigError(f"keep at least one temporal unit, got {keep}")
+        if keep >= width:
             raise ConfigError(f"the temporal branch has {width} hidden units: keeping {keep} "
                               "leaves none to train")
         self.model = model
@@ -125,8 +127,6 @@ class TemporalUnits:
         """Keeps what the kept units compute: each output row's weight grid is chosen from
         the row's peak and its accumulator bound (``quantize_weights``), so rows whose new
         weights would move it have those shrunk until it is back where it was."""
-        if not self.keep:
-            return
         for layer in self._output_layers:
             if layer.act is None:  # float model: no grids to keep
                 continue

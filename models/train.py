@@ -108,8 +108,8 @@ class TrainConfig:
             raise ConfigError("give either init (weights, step 0) or resume (weights and step)")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.temporal_keep is not None and self.temporal_keep < 0:
-            raise ConfigError(f"temporal_keep must be >= 0, got {self.temporal_keep}")
+        if self.temporal_keep is not None and self.temporal_keep < 1:
+            raise ConfigError(f"temporal_keep must be >= 1, got {self.temporal_keep}")
 
 
 def model_config(preset: str | None = None, resume: str | None = None,

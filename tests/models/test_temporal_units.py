@@ -92,8 +92,10 @@ def test_nothing_to_train_is_a_clear_error(trained_tiny):
     model, _ = load_checkpoint(trained_tiny)
     with pytest.raises(ConfigError, match="leaves none to train"):
         TemporalUnits(model, model.cfg.temporal_width)
+    with pytest.raises(ConfigError, match="at least one"):
+        TemporalUnits(widen_temporal(model, model.cfg.temporal_width + 4), 0)
     with pytest.raises(ConfigError, match="no temporal branch"):
-        TemporalUnits(STCM(get_config("tiny", temporal=False)), 0)
+        TemporalUnits(STCM(get_config("tiny", temporal=False)), 1)
 
 
 def test_cli_retrains_and_resumes_with_what_it_kept(trained_tiny, image_folder, tmp_path, capsys):
