@@ -89,9 +89,7 @@ class TemporalUnits:
                               "leaves none to train")
         self.model = model
         self.keep = keep
-        self._params: list[nn.Parameter] = []
-        self._layers: list[nn.Module] = []
-        self._output_layers: list[nn.Module] = []
+        self._layers: list[tuple[nn.Module, nn.Module]] = []  # (first, second) per group
         for p in model.parameters():
             p.requires_grad_(False)
         for branch in _branches(model):
@@ -104,12 +102,10 @@ class TemporalUnits:
                     mask[:, keep:] = 1
                 layer.weight.requires_grad_(True)
                 layer.weight.register_hook(lambda g, m=mask: g * m)
-                self._params.append(layer.weight)
-                self._layers.append(layer)
-            self._output_layers.append(second)
+            self._layers.append((first, second))
 
     def parameters(self) -> list[nn.Parameter]:
-        return list(self._params)
+        return [layer.weight for pair in self._layers for layer in pair]
 
     def training(self):
         """Context for a training forward: the model in eval mode (fixed quantizer grids,
@@ -118,8 +114,8 @@ class TemporalUnits:
         model = self.model
         model.eval()
         model.training = True
-        for layer in self._layers:
-            layer.training = True
+        for first, second in self._layers:
+            first.training = second.training = True
         return straight_through(model)
 
     @torch.no_grad()
@@ -127,7 +123,7 @@ class TemporalUnits:
         """Keeps what the kept units compute: each output row's weight grid is chosen from
         the row's peak and its accumulator bound (``quantize_weights``), so rows whose new
         weights would move it have those shrunk until it is back where it was."""
-        for layer in self._output_layers:
+        for _, layer in self._layers:
             if layer.act is None:  # float model: no grids to keep
                 continue
             weight = layer.weight
@@ -159,20 +155,15 @@ class TemporalUnits:
 
 @torch.no_grad()
 def intra_unchanged(before: STCM, after: STCM, size: int = 32) -> bool:
-    """Whether ``after`` reads exactly what ``before`` does from a zero reference, in every
-    group, at every position (borders included): then it codes every image alone the same,
-    bit for bit. What the side projection reads is compared, on its own input grid."""
-    for k, (b, a) in enumerate(zip(_branches(before), _branches(after))):
-        zero = torch.zeros(1, before.cfg.M, size, size)
-        act = before.entropy_parameters.aggregate[k].side_proj.act
-        if act is None:  # float model: compare the values themselves
-            if not torch.equal(b(zero), a(zero)):
-                return False
-            continue
-        step = float(2.0 ** act.exponent[-1])  # the temporal part is the last one
-
-        def grid(t):
-            return torch.clamp(torch.round(t / step), act.low, act.top)
-        if not torch.equal(grid(b(zero)), grid(a(zero))):
+    """Whether ``after``'s side projections (the first aggregation layer, which reads the
+    temporal branch) compute exactly what ``before``'s do with no reference, in every group,
+    at every position (borders included): then it codes every image alone the same, bit for
+    bit. The branch's output is the same at any hyper prior and earlier groups, so zeros do."""
+    cfg, ep_b, ep_a = before.cfg, before.entropy_parameters, after.entropy_parameters
+    _branches(before)  # a model without the branch has nothing to compare
+    hyper = torch.zeros(1, 2 * cfg.M, size, size)
+    for k, group in enumerate(ep_b.group_slices()):
+        y_prev = torch.zeros(1, group.start, size, size) if k else None
+        if not torch.equal(ep_b.side(k, hyper, y_prev, None), ep_a.side(k, hyper, y_prev, None)):
             return False
     return True

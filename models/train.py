@@ -260,11 +260,13 @@ class Trainer:
         pick = self.rng.random(n) < 0.5
         return torch.from_numpy(np.where(pick, discrete, continuous)).float()
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _batch(self, pairs_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(current images, their references or None); ``pairs_only``: always pairs."""
         crop, n = crop_and_batch(self.step, self.cfg.steps, self.cfg.crop, self.cfg.batch_size,
                                  self.cfg.final_crop, self.cfg.final_crop_at)
         sampler, pairs = self._samplers_for(crop)
-        temporal = self.model.cfg.temporal and self.rng.random() < self.cfg.temporal_prob
+        temporal = pairs_only or (self.model.cfg.temporal
+                                  and self.rng.random() < self.cfg.temporal_prob)
         if not temporal:
             return torch.from_numpy(sampler.batch(self.rng, n)).to(self.device), None
         source = pairs or sampler
@@ -300,17 +302,13 @@ class Trainer:
     def _units_step(self) -> dict:
         """A step of the temporal units alone: revisit pairs only, the rate of the current
         image given its reference is all that depends on what trains."""
-        crop, n = crop_and_batch(self.step, self.cfg.steps, self.cfg.crop, self.cfg.batch_size,
-                                 self.cfg.final_crop, self.cfg.final_crop_at)
-        sampler, pairs = self._samplers_for(crop)
-        refs, curs = zip(*((pairs or sampler).pair(self.rng) for _ in range(n)))
-        x = torch.from_numpy(np.stack(curs)).to(self.device)
+        x, ref = self._batch(pairs_only=True)
+        n = x.shape[0]
         q = self._qualities(n)
         # Half the references at the current image's quality: an archive codes its dates of
         # one place alike; the other half keeps any pairing of qualities working.
         q_ref = torch.where(torch.from_numpy(self.rng.random(n) < 0.5), q, self._qualities(n))
-        reference = self.units.reference_latent(torch.from_numpy(np.stack(refs)).to(self.device),
-                                                q_ref.to(self.device))
+        reference = self.units.reference_latent(ref, q_ref.to(self.device))
         with self.units.training():
             out = self.model(x, q.to(self.device), reference, synthesize=False)
         loss = out.bpp().mean()
