@@ -145,8 +145,9 @@ class STCM(nn.Module):
 
         # The context sees rounded y: mean-shifted values are not known before the means are,
         # and the gap to the decoder's y_hat is below one quantisation step (as in CompressAI).
-        y_ctx = quantize_ste(y) if self.training else self._mean_shift_fixed_point(y, hyper, reference)
-        means, scales = self.entropy_parameters(y_ctx, hyper, reference)
+        y_ctx = (quantize_ste(y) if self.training
+                 else self._mean_shift_fixed_point(y, hyper, reference, gain_enc))
+        means, scales = self.entropy_parameters(y_ctx, hyper, reference, gain_enc)
         y_rate = quantize_noise(y) if self.training else quantize_ste(y, means)
         y_lik = gaussian_likelihood(y_rate, means, scales, self.cfg.scale_min)
         y_hat = quantize_ste(y, means)
@@ -154,12 +155,12 @@ class STCM(nn.Module):
         x_hat = self.g_s(latent)[:, :, :h, :w] if synthesize else None
         return ForwardOutput(x_hat, y_lik, z_lik, latent, means, scales, h * w)
 
-    def _mean_shift_fixed_point(self, y, hyper, reference):
+    def _mean_shift_fixed_point(self, y, hyper, reference, gain_enc):
         # At evaluation, approximate the decoder's mean-shifted y_hat with a few fixed-point
         # sweeps; the runtime computes it exactly step by step.
         y_hat = torch.round(y)
         for _ in range(2):
-            means, _ = self.entropy_parameters(y_hat, hyper, reference)
+            means, _ = self.entropy_parameters(y_hat, hyper, reference, gain_enc)
             y_hat = torch.round(y - means) + means
         return y_hat
 

@@ -5,9 +5,10 @@ Decode order and what each group may see:
 
     for group k = 0 .. K-1:
         side_k  = [Psi, chan_k(y_hat[groups < k]), temp_k(y_ref)]     once per group
+        pred_k  = predict_k(y_ref[group k] at the current quantisation step)   optional, once
         for each step of the group's spatial order:
             spat_k  = spatial_k(y_hat_k decoded so far)                  new positions only
-            mean, scale = aggregate_k(side_k, spat_k)
+            mean, scale = aggregate_k(side_k, spat_k);  mean += pred_k
 
 The first 1x1 layer of ``aggregate_k`` is split into a side projection (with bias) and a
 spatial projection (no bias): their sum equals one 1x1 convolution over the concatenation,
@@ -49,6 +50,34 @@ class TemporalContext(nn.Module):
 
     def forward(self, y_ref: torch.Tensor) -> torch.Tensor:
         return self.net(y_ref)
+
+
+class TemporalPrediction(nn.Module):
+    """A prediction of group k's latent from the reference's same channels, added to the
+    means (``ModelConfig.temporal_prediction``): a 3x3 convolution per channel, no bias.
+
+    Its input is the reference latent times the current image's encoder gain, i.e. on the
+    current image's quantisation step; its output lies on the means' grid, so the sum with
+    the aggregation's means is exact. Without a reference (zeros) it is exactly zero, so
+    images coded alone do not see it. It starts at zero (predicting nothing).
+    """
+
+    # Straight-through gradient of the mean rounding in eval mode (quant.straight_through).
+    straight_through = False
+
+    def __init__(self, channels: int, spec: QuantSpec | None = None):
+        super().__init__()
+        self.conv = qconv(spec, channels, channels, 3, signed=True, bias=False,
+                          groups=channels)
+        nn.init.zeros_(self.conv.weight)
+        self.mean_bits = spec.mean_bits if spec is not None else None
+
+    def forward(self, y_ref_q: torch.Tensor) -> torch.Tensor:
+        pred = self.conv(y_ref_q)
+        if self.mean_bits is not None:
+            pred = quantize_mean(pred, self.mean_bits,
+                                 ste=self.training or self.straight_through)
+        return pred
 
 
 class ParamAggregation(nn.Module):
@@ -104,6 +133,7 @@ class EntropyParameters(nn.Module):
         self.temporal = nn.ModuleList()
         self.spatial = nn.ModuleList()
         self.aggregate = nn.ModuleList()
+        self.prediction = nn.ModuleList()
         spec = cfg.quant_spec()
         for k, ck in enumerate(cfg.groups):
             prev = sum(cfg.groups[:k])
@@ -120,6 +150,8 @@ class EntropyParameters(nn.Module):
             parts = tuple(p for p in (2 * cfg.M, chan_out, temp_out) if p)
             hidden = max(cfg.aggregation_mult * ck, 16)
             self.aggregate.append(ParamAggregation(parts, feats, hidden, ck, spec))
+            if cfg.temporal_prediction:
+                self.prediction.append(TemporalPrediction(ck, spec))
 
     def group_slices(self) -> list[slice]:
         starts = [sum(self.groups[:k]) for k in range(len(self.groups))]
@@ -144,19 +176,40 @@ class EntropyParameters(nn.Module):
             parts.append(self.temporal[k](y_ref))
         return self.aggregate[k].side(torch.cat(parts, dim=1))
 
-    def forward(self, y_hat: torch.Tensor, hyper: torch.Tensor, y_ref: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, k: int, y_ref: torch.Tensor | None, gain: torch.Tensor | None
+                ) -> torch.Tensor | None:
+        """Group k's temporal prediction of its means (B, ck, h, w), or None where the model
+        has none or there is no reference.
+
+        Args:
+            y_ref: the reference's decoded latent (B, M, h, w), or None.
+            gain: the current image's encoder gain (B or 1, M, 1, 1): the reference's latent
+                times it is on the current image's quantisation step.
+        """
+        if not self.prediction or y_ref is None:
+            return None
+        if gain is None:  # programmer error
+            raise ValueError("the temporal prediction needs the current image's encoder gain")
+        sl = self.group_slices()[k]
+        return self.prediction[k](y_ref[:, sl] * gain[:, sl])
+
+    def forward(self, y_hat: torch.Tensor, hyper: torch.Tensor, y_ref: torch.Tensor | None = None,
+                gain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-tensor (training / reference) computation of all groups' (means, scales).
 
         ``y_hat`` is the complete quantized latent; the masks make each position's parameters
         depend only on what the decoder has at that position's step. This is the oracle that
-        the runtime's step-by-step wavefront must reproduce.
+        the runtime's step-by-step wavefront must reproduce. ``gain`` is the encoder gain of
+        ``y_hat``'s quality, needed by models with a temporal prediction when ``y_ref`` is set.
         """
         means, scales = [], []
         for k, sl in enumerate(self.group_slices()):
             side = self.side(k, hyper, y_hat[:, : sl.start] if k else None, y_ref)
             spatial = self.spatial[k](y_hat[:, sl]) if self.has_spatial else None
             mean, scale = self.aggregate[k](side, spatial)
+            pred = self.predict(k, y_ref, gain)
+            if pred is not None:
+                mean = mean + pred
             means.append(mean)
             scales.append(scale)
         return torch.cat(means, dim=1), torch.cat(scales, dim=1)

@@ -14,11 +14,11 @@ from stcm.models.quant import ActQuant, QConv2d, QConvTranspose2d
 
 
 def conv(cin: int, cout: int, k: int = 5, stride: int = 1, act: ActQuant | None = None,
-         weight_bits: int = 8) -> nn.Conv2d:
+         weight_bits: int = 8, bias: bool = True, groups: int = 1) -> nn.Conv2d:
     if act is not None:
-        return QConv2d(cin, cout, k, stride=stride, padding=k // 2, act=act,
-                       weight_bits=weight_bits)
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+        return QConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias, act=act,
+                       weight_bits=weight_bits, groups=groups)
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias, groups=groups)
 
 
 def deconv(cin: int, cout: int, k: int = 5, stride: int = 2, act: ActQuant | None = None,

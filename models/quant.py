@@ -232,8 +232,11 @@ class _Exact:
 
     def _quantized(self, ste: bool = False):
         transposed, stride = self._geometry()
+        # A grouped convolution's weight rows see in_channels / groups inputs each: with one
+        # exponent for the whole input (grouped layers have no parts), the same ones.
         return quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
-                                self.act.channel_exponents(self.in_channels), self.act.top,
+                                self.act.channel_exponents(self.in_channels // self.groups),
+                                self.act.top,
                                 transposed, stride, ste=ste)
 
     def coded_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -262,8 +265,10 @@ class QConv2d(_Exact, nn.Conv2d):
     """A Conv2d that is exact when given an ``ActQuant`` (a plain Conv2d otherwise)."""
 
     def __init__(self, cin, cout, k, stride=1, padding=0, bias=True,
-                 act: ActQuant | None = None, weight_bits: int = 8):
-        super().__init__(cin, cout, k, stride=stride, padding=padding, bias=bias)
+                 act: ActQuant | None = None, weight_bits: int = 8, groups: int = 1):
+        super().__init__(cin, cout, k, stride=stride, padding=padding, bias=bias, groups=groups)
+        if groups > 1 and act is not None and act.parts:  # programmer error
+            raise ValueError("a grouped exact convolution takes one input exponent, not parts")
         self._setup(act, weight_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -137,12 +137,12 @@ def frozen_for_refinement(model: STCM):
 class _Objective:
     """The rate-distortion loss of one image's latents, true or relaxed."""
 
-    def __init__(self, model: STCM, x: torch.Tensor, lam: float, gain_dec: torch.Tensor,
-                 reference: torch.Tensor | None):
+    def __init__(self, model: STCM, x: torch.Tensor, lam: float,
+                 gains: tuple[torch.Tensor, torch.Tensor], reference: torch.Tensor | None):
         self.model = model
         self.x = x
         self.lam = lam
-        self.gain_dec = gain_dec
+        self.gain_enc, self.gain_dec = gains  # the encoder's: the temporal prediction reads it
         self.reference = reference
         self.pixels = x.shape[-2] * x.shape[-1]
         eb = model.entropy_bottleneck
@@ -169,8 +169,8 @@ class _Objective:
         model = self.model
         z_hat = torch.round(z - self.medians) + self.medians
         hyper = model.h_s(z_hat)
-        y_hat = model._mean_shift_fixed_point(y, hyper, self.reference)
-        means, scales = model.entropy_parameters(y_hat, hyper, self.reference)
+        y_hat = model._mean_shift_fixed_point(y, hyper, self.reference, self.gain_enc)
+        means, scales = model.entropy_parameters(y_hat, hyper, self.reference, self.gain_enc)
         y_hat = torch.round(y - means) + means
         loss, bpp, mse = self._loss(y_hat, z_hat, means, scales)
         return RDEstimate(float(loss), float(bpp), float(mse)), y_hat
@@ -182,7 +182,7 @@ class _Objective:
         z_t = quantize(z - self.medians) + self.medians
         hyper = model.h_s(z_t)
         ctx = y + (y_ctx - y).detach()
-        means, scales = model.entropy_parameters(ctx, hyper, self.reference)
+        means, scales = model.entropy_parameters(ctx, hyper, self.reference, self.gain_enc)
         y_t = quantize(y - means) + means
         return self._loss(y_t, z_t, means, scales)[0]
 
@@ -200,22 +200,26 @@ def check_refinable(steps: int, height: int, width: int) -> None:
 
 def rd_estimate(model: STCM, x: torch.Tensor, quality: float, y: torch.Tensor,
                 z: torch.Tensor, *, reference: torch.Tensor | None = None,
-                gain_dec: torch.Tensor | None = None) -> RDEstimate:
+                gains: tuple[torch.Tensor, torch.Tensor] | None = None) -> RDEstimate:
     """The model's estimate of coding (y, z) for image ``x`` at ``quality``, with true
     rounding: what ``refine_latents`` scores its iterates by (arguments as there)."""
     check_quality(quality)
     q = torch.tensor([float(quality)], device=y.device)
     with frozen_for_refinement(model):
-        if gain_dec is None:
-            gain_dec = model.gain.gains(q)[1]
-        objective = _Objective(model, x, float(model.gain.lambdas(q)[0]), gain_dec.to(y),
-                               reference)
+        objective = _Objective(model, x, float(model.gain.lambdas(q)[0]),
+                               _gains(model, q, gains, y), reference)
         return objective.estimate(y, z)[0]
+
+
+def _gains(model: STCM, q: torch.Tensor, gains, like: torch.Tensor) -> tuple:
+    """The given (encoder, decoder) gains on ``like``'s device, or the model's own at q."""
+    return tuple(g.to(like) for g in (gains if gains is not None else model.gain.gains(q)))
 
 
 def refine_latents(model: STCM, x: torch.Tensor, quality: float, y: torch.Tensor,
                    z: torch.Tensor, steps: int, *, reference: torch.Tensor | None = None,
-                   gain_dec: torch.Tensor | None = None, lr: float = DEFAULT_LR,
+                   gains: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   lr: float = DEFAULT_LR,
                    method: str = DEFAULT_METHOD, seed: int = 0,
                    on_step: Callable[[], None] | None = None) -> Refined:
     """Refines the latents (y, z) of one band group by ``steps`` Adam steps on the
@@ -238,8 +242,8 @@ def refine_latents(model: STCM, x: torch.Tensor, quality: float, y: torch.Tensor
         z: (1, N, h/4, w/4) h_a(y).
         steps: number of gradient steps; 0 returns (y, z) unchanged.
         reference: the temporal reference latent the coder will use, or None.
-        gain_dec: (1, M, 1, 1) the decoder gain the decoder will use (the coder's pinned
-            gains); None: the model's own at ``quality``.
+        gains: (encoder, decoder) gains, each (1, M, 1, 1), that the coder uses (its pinned
+            ones); None: the model's own at ``quality``.
         lr: Adam's learning rate (see DEFAULT_LR).
         method: ``sga`` or ``ste`` (straight-through rounding, ``quant.ste_round``).
         seed: seed of SGA's random roundings.
@@ -256,9 +260,7 @@ def refine_latents(model: STCM, x: torch.Tensor, quality: float, y: torch.Tensor
     q = torch.tensor([float(quality)], device=y.device)
     lam = float(model.gain.lambdas(q)[0])
     with frozen_for_refinement(model):
-        if gain_dec is None:
-            gain_dec = model.gain.gains(q)[1]
-        objective = _Objective(model, x, lam, gain_dec.to(y), reference)
+        objective = _Objective(model, x, lam, _gains(model, q, gains, y), reference)
         start, y_hat = objective.estimate(y, z)
         if steps == 0:
             return Refined(y, z, start, start, 0)

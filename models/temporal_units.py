@@ -2,12 +2,14 @@
 
 The temporal branch of group k is ``conv3x3(M -> width) -> ReLU -> conv3x3(width -> 2 ck)``
 on the reference latent; an image coded alone reads it with a zero reference, where it is
-``W2 * relu(b1) + b2`` (with the border pattern of the zero padding). ``widen_temporal``
+``W2 * relu(b1) + b2`` (with the border pattern of the zero padding). ``grow_temporal``
 adds hidden units with a zero first-layer bias and zero output weights: with a zero
 reference they output exactly zero, so the widened model codes every image alone as before,
-and with a reference it starts from the old model's predictions.
+and with a reference it starts from the old model's predictions. It can also add the
+temporal prediction (``ModelConfig.temporal_prediction``): no bias, zero weights, so zero.
 
-``TemporalUnits`` then trains only the new units' weights. Everything else keeps its value
+``TemporalUnits`` then trains only the new units' weights and the prediction (which reads
+nothing but the reference, so it trains freely). Everything else keeps its value
 and every quantizer its grid (eval mode, straight-through gradients): the old units, both
 biases and the side projection. The exact layers pick each output row's weight grid from the
 row's peak and accumulator bound, which the new output weights also enter: after each step,
@@ -39,19 +41,48 @@ def kept_units(path) -> int:
     return cfg.temporal_width if keep is None else int(keep)
 
 
+def grows(before, after) -> bool:
+    """Whether config ``after`` is ``before`` with temporal units or the temporal
+    prediction added, and nothing else changed (what ``grow_temporal`` makes)."""
+    if not before.temporal or before.replace(temporal_width=after.temporal_width,
+                                             temporal_prediction=after.temporal_prediction,
+                                             name=after.name) != after:
+        return False
+    wider = after.temporal_width > before.temporal_width
+    narrower = after.temporal_width < before.temporal_width
+    added = after.temporal_prediction and not before.temporal_prediction
+    dropped = before.temporal_prediction and not after.temporal_prediction
+    return (wider or added) and not (narrower or dropped)
+
+
 @torch.no_grad()
-def widen_temporal(model: STCM, width: int, seed: int = 0) -> STCM:
-    """A copy of ``model`` whose temporal branches have ``width`` hidden units: the old ones
-    unchanged, the new ones silent (they change nothing until trained)."""
+def grow_temporal(model: STCM, width: int | None = None, prediction: bool = False,
+                  seed: int = 0) -> STCM:
+    """A copy of ``model`` whose temporal branches have ``width`` hidden units (None: as
+    many as now) and, with ``prediction``, a temporal prediction: the old units unchanged,
+    the new ones and the prediction silent (they change nothing until trained)."""
     old_width = model.cfg.temporal_width
-    if width <= old_width:
-        raise ConfigError(f"temporal width {width} does not add units to the model's "
-                          f"{old_width}")
-    wide = STCM(model.cfg.replace(temporal_width=width))
-    state = {k: v for k, v in model.state_dict().items() if ".temporal." not in k}
+    width = old_width if width is None else width
+    cfg = model.cfg.replace(temporal_width=width,
+                            temporal_prediction=prediction or model.cfg.temporal_prediction)
+    if not grows(model.cfg, cfg):
+        raise ConfigError(f"temporal width {width} (the model has {old_width}) and prediction "
+                          f"{prediction} add nothing to the model's temporal branch")
+    wide = STCM(cfg)
+    widen = width > old_width
+    state = {k: v for k, v in model.state_dict().items()
+             if not (widen and ".temporal." in k)}
     missing, unexpected = wide.load_state_dict(state, strict=False)
-    if unexpected or any(".temporal." not in k for k in missing):  # programmer error
-        raise RuntimeError(f"widening lost weights: {missing[:3]} {unexpected[:3]}")
+    if unexpected or any(".temporal." not in k and ".prediction." not in k for k in missing):
+        raise RuntimeError(f"growing lost weights: {missing[:3]} {unexpected[:3]}")  # a bug
+    if widen:
+        _widen(model, wide, old_width, seed)
+    if model.frozen:
+        wide.freeze(model.coding)
+    return wide.eval()
+
+
+def _widen(model: STCM, wide: STCM, old_width: int, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     for old, new in zip(_branches(model), _branches(wide)):
         (o1, o2), (n1, n2) = (old.net[0], old.net[2]), (new.net[0], new.net[2])
@@ -68,13 +99,11 @@ def widen_temporal(model: STCM, width: int, seed: int = 0) -> STCM:
         for a, b in ((n1.act, o1.act), (n2.act, o2.act)):
             if a is not None:
                 a.load_state_dict(b.state_dict())
-    if model.frozen:
-        wide.freeze(model.coding)
-    return wide.eval()
 
 
 class TemporalUnits:
-    """Trains the temporal hidden units from ``keep`` on; the rest of ``model`` stays fixed.
+    """Trains the temporal hidden units from ``keep`` on and the temporal prediction, if the
+    model has one; the rest of ``model`` stays fixed.
 
     Use ``parameters()`` for the optimizer, run each forward inside ``training()`` and call
     ``after_step()`` after each optimizer step.
@@ -84,9 +113,9 @@ class TemporalUnits:
         width = model.cfg.temporal_width
         if keep < 1:  # the kept units' weights pin the grids that intra coding reads
             raise ConfigError(f"keep at least one temporal unit, got {keep}")
-        if keep >= width:
-            raise ConfigError(f"the temporal branch has {width} hidden units: keeping {keep} "
-                              "leaves none to train")
+        if keep > width or (keep == width and not model.cfg.temporal_prediction):
+            raise ConfigError(f"the temporal branch has {width} hidden units and no "
+                              f"prediction: keeping {keep} leaves nothing to train")
         self.model = model
         self.keep = keep
         self._layers: list[tuple[nn.Module, nn.Module]] = []  # (first, second) per group
@@ -103,9 +132,19 @@ class TemporalUnits:
                 layer.weight.requires_grad_(True)
                 layer.weight.register_hook(lambda g, m=mask: g * m)
             self._layers.append((first, second))
+        self._prediction = list(model.entropy_parameters.prediction)
+        for p in self._prediction:
+            p.conv.weight.requires_grad_(True)
 
     def parameters(self) -> list[nn.Parameter]:
+        """Everything that trains: the units' weights, then the prediction's."""
+        return self.unit_parameters() + self.prediction_parameters()
+
+    def unit_parameters(self) -> list[nn.Parameter]:
         return [layer.weight for pair in self._layers for layer in pair]
+
+    def prediction_parameters(self) -> list[nn.Parameter]:
+        return [p.conv.weight for p in self._prediction]
 
     def training(self):
         """Context for a training forward: the model in eval mode (fixed quantizer grids,
@@ -116,6 +155,8 @@ class TemporalUnits:
         model.training = True
         for first, second in self._layers:
             first.training = second.training = True
+        for p in self._prediction:  # its input grid calibrates: nothing else reads it
+            p.train()
         return straight_through(model)
 
     @torch.no_grad()

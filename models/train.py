@@ -37,11 +37,13 @@ from stcm.config import ModelConfig, get_config
 from stcm.models.data import CropSampler, PairSampler, fixed_crops, list_images, split_by_scene
 from stcm.models.revisit import synthetic_revisit
 from stcm.models.schedule import LR_SCHEDULES, crop_and_batch, learning_rate
-from stcm.models.temporal_units import TemporalUnits, widen_temporal
+from stcm.models.temporal_units import TemporalUnits, grow_temporal, grows
 
 STATE_NAME = "train_state.safetensors"
 LOG_NAME = "log.jsonl"
 VAL_QUALITIES = (0.0, 0.5, 1.0)
+# The temporal prediction's lr as a multiple of --lr (see Trainer._make_optimizer).
+PREDICTION_LR_SCALE = 20.0
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,8 @@ class Trainer:
         # interruption continues it exactly.
         self.exact_resume = (self.out / STATE_NAME).exists()
         if cfg.init and not self.exact_resume:
-            if cfg.temporal_keep is not None and self._widens(cfg.init):
-                self._init_widened(cfg.init)
+            if cfg.temporal_keep is not None and self._grows(cfg.init):
+                self._init_grown(cfg.init)
             else:
                 self.fresh_modules = init_weights(self.model, cfg.init)
         if cfg.resume and not self.exact_resume:
@@ -202,20 +204,25 @@ class Trainer:
         self.step = self.warm_from = int(meta.get("step", 0))
         self.resumed_from = {"path": str(path), "step": self.step}
 
-    def _widens(self, path: str) -> bool:
-        return read_metadata(path)[0].temporal_width < self.model.cfg.temporal_width
+    def _grows(self, path: str) -> bool:
+        return grows(read_metadata(path)[0], self.model.cfg)
 
-    def _init_widened(self, path: str) -> None:
+    def _init_grown(self, path: str) -> None:
         source, _ = load_checkpoint(path)
-        wide = widen_temporal(source, self.model.cfg.temporal_width, self.cfg.seed)
-        if wide.cfg != self.model.cfg:
-            raise ConfigError(f"cannot widen {path}: its architecture differs in more than "
-                              "the temporal width")
-        self.model.load_state_dict(wide.state_dict())
+        cfg = self.model.cfg
+        grown = grow_temporal(source, cfg.temporal_width, cfg.temporal_prediction, self.cfg.seed)
+        self.model.load_state_dict(grown.state_dict())
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         if self.units is not None:
-            return torch.optim.Adam([{"params": self.units.parameters(), "lr": self.cfg.lr}])
+            groups = [{"params": self.units.unit_parameters(), "lr": self.cfg.lr}]
+            if self.units.prediction_parameters():
+                # Its weights start at zero and go to ~0.5-1 (a tap per channel that copies
+                # the reference): at the units' lr Adam would take thousands of steps there.
+                groups.append({"params": self.units.prediction_parameters(),
+                               "lr": self.cfg.lr * PREDICTION_LR_SCALE,
+                               "lr_scale": PREDICTION_LR_SCALE})
+            return torch.optim.Adam(groups)
         aux = [self.model.entropy_bottleneck.quantiles]
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
         return torch.optim.Adam([{"params": main, "lr": self.cfg.lr},
@@ -314,7 +321,7 @@ class Trainer:
         loss = out.bpp().mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.units.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.units.after_step()
         self.step += 1
@@ -386,9 +393,12 @@ class Trainer:
 
     def _set_lr(self) -> None:
         c = self.cfg
-        self.optimizer.param_groups[0]["lr"] = learning_rate(
-            c.lr, self.step, c.steps, schedule=c.lr_schedule, drop_at=c.lr_drop_at,
-            floor=c.lr_floor, warmup=c.warmup, warm_from=self.warm_from)
+        lr = learning_rate(c.lr, self.step, c.steps, schedule=c.lr_schedule, drop_at=c.lr_drop_at,
+                           floor=c.lr_floor, warmup=c.warmup, warm_from=self.warm_from)
+        self.optimizer.param_groups[0]["lr"] = lr
+        for group in self.optimizer.param_groups[1:]:  # the aux group keeps its own lr
+            if "lr_scale" in group:
+                group["lr"] = lr * group["lr_scale"]
 
     def run(self) -> dict:
         """Trains until ``cfg.steps``; returns the final validation result."""

@@ -450,7 +450,7 @@ class Codec:
 
             check_refinable(int(refine), shape[-2], shape[-1])
 
-    def _refine(self, x, quality, y, z, steps, reference, gain_dec, on_step):
+    def _refine(self, x, quality, y, z, steps, reference, gains, on_step):
         """Encode-time refinement of (y, z) (``stcm.models.refine``), on the torch backend's
         tensors; returns the refined pair as runtime arrays."""
         from stcm.models.refine import refine_latents
@@ -458,7 +458,7 @@ class Codec:
         tensor = self.backend.to_tensor
         refined = refine_latents(self.model, tensor(x), quality, tensor(y), tensor(z), steps,
                                  reference=None if reference is None else tensor(reference),
-                                 gain_dec=tensor(gain_dec), on_step=on_step)
+                                 gains=tuple(tensor(g) for g in gains), on_step=on_step)
         return self.backend.from_tensor(refined.y), self.backend.from_tensor(refined.z)
 
     def _scan(self, source: BlockSource, nodata, label: str) -> Scene:
@@ -604,7 +604,8 @@ class Codec:
                     progress.stage(f"{name} refine".strip(), refine, "steps")
                     with span(self._recorder, "refine", "refine"):
                         y, z = self._refine(read(0, canvas[0], 0, canvas[1]), quality, y, z,
-                                            refine, ref, gain_dec, on_step=progress.update)
+                                            refine, ref, (gain_enc, gain_dec),
+                                            on_step=progress.update)
                 z_key = (g, KIND_Z, 0)
                 with span(self._recorder, "z encode", "ans"):
                     z_hat, streams[z_key], checksums[z_key] = code_z(self.z_coder, z,
@@ -615,10 +616,10 @@ class Codec:
                     hyper = self._hyper(z_hat)
                     if ref is None or temporal == "on":
                         coded = self.scheduler.encode(y, hyper, ref, on_step=progress.update,
-                                                      coded=footprint)
+                                                      coded=footprint, gain=gain_enc)
                     else:
                         coded, intra, coded_alone = self._encode_choosing_modes(
-                            y, hyper, ref, progress, footprint)
+                            y, hyper, ref, gain_enc, progress, footprint)
                         intra_tiles += [g * len(intra) + t for t, i in enumerate(intra) if i]
                         if alone is not None:
                             for t, (b, c) in enumerate(zip(coded_alone.streams,
@@ -654,7 +655,7 @@ class Codec:
                     return plain, alone[1]
             return data, latents
 
-    def _encode_choosing_modes(self, y, hyper, ref, progress, footprint):
+    def _encode_choosing_modes(self, y, hyper, ref, gain, progress, footprint):
         """Codes each tile with and without the reference and keeps, per tile, the smaller
         stream; returns (the kept ``CodedLatent``, intra flags, the all-alone one). Tiles
         are coded independently given their side input, but the channel context reads
@@ -663,7 +664,8 @@ class Codec:
         uniform choices: the streams then never cost more than coding alone or with the
         reference everywhere."""
         step = progress.update
-        with_ref = self.scheduler.encode(y, hyper, ref, on_step=step, coded=footprint)
+        with_ref = self.scheduler.encode(y, hyper, ref, on_step=step, coded=footprint,
+                                         gain=gain)
         alone = self.scheduler.encode(y, hyper, None, on_step=step, coded=footprint)
         intra = [len(b) < len(a) for a, b in zip(with_ref.streams, alone.streams)]
         n = len(intra)
@@ -671,7 +673,7 @@ class Codec:
         if 0 < sum(intra) < n:
             progress.add(self.scheduler.plan(tuple(y.shape[-2:])).calls)
             candidates.append((self.scheduler.encode(y, hyper, ref, intra, on_step=step,
-                                                     coded=footprint), intra))
+                                                     coded=footprint, gain=gain), intra))
         # Ties go to the reference everywhere: no bitmap.
         return (*min(candidates, key=lambda c: sum(map(len, c[0].streams))), alone)
 
@@ -707,7 +709,7 @@ class Codec:
                                 f"groups, this one {header.band_groups}")
             reference = _Reference(reference.latents, reference.size, header.reference_grid)
             references = reference.on_grid(header.latent_shape, self.device)
-        gain_dec = self.xp.asarray(self.tables.gains(header.quality)[1])
+        gain_enc, gain_dec = (self.xp.asarray(g) for g in self.tables.gains(header.quality))
         col, row, width, height = (check_window(window, header.height, header.width)
                                    if window is not None else (0, 0, header.width, header.height))
         top, left = header.origin
@@ -757,7 +759,7 @@ class Codec:
                                                   tile_size=header.tile_size,
                                                   on_step=progress.update, plan=plan,
                                                   checksums=checksums,
-                                                  coded=container.coded_box)
+                                                  coded=container.coded_box, gain=gain_enc)
                 del hyper, tiles, checksums, z_hat
                 y_hat *= gain_dec  # in place: no second latent-sized array
                 latent = y_hat

@@ -206,21 +206,29 @@ class Scheduler:
             groups.append(GroupPlan(k, sl, steps, chunks, group_tiles))
         return Plan(grid, tuple(groups), box)
 
-    def _program(self, k: int, side, valid) -> GroupProgram:
+    def _program(self, k: int, side, valid, prediction) -> GroupProgram:
         channels = self.cfg.groups[k]
         if self.context.wavefront and not self.naive:
             extra = self.backend.signatures[f"step_{k}"].extra
             return WavefrontProgram(self.backend, k, channels, side, valid, extra["radius"],
-                                    [tuple(c) for c in extra["caches"]])
-        return RecomputeProgram(self.backend, k, self.context, channels, side, valid)
+                                    [tuple(c) for c in extra["caches"]], prediction)
+        return RecomputeProgram(self.backend, k, self.context, channels, side, valid,
+                                prediction)
 
-    def _side(self, k: int, hyper, y_hat, reference):
+    def _side(self, k: int, hyper, y_hat, reference, gain) -> tuple:
+        """(side input, temporal prediction or None) of group k on one box."""
         inputs = [hyper]
         if k > 0:
             inputs.append(y_hat[:, : self.slices[k].start])
         if self.cfg.temporal:
             inputs.append(reference if reference is not None else np.zeros_like(y_hat))
-        return self.backend.run(f"side_{k}", *inputs)[0]
+        if self.cfg.temporal_prediction:  # any gain when there is no reference: zeros predict 0
+            inputs.append(gain if gain is not None
+                          else np.ones_like(hyper, shape=(1, self.cfg.M, 1, 1)))
+        out = self.backend.run(f"side_{k}", *inputs)
+        # Without a reference the prediction is exactly zero: nothing to add.
+        return out[0], (out[1] if self.cfg.temporal_prediction and reference is not None
+                        else None)
 
     def side_margin(self, k: int) -> int:
         """Latent positions around a position that group k's side input reads (beyond the
@@ -258,8 +266,9 @@ class Scheduler:
         return blocks
 
     def _side_tiles(self, k: int, plan: Plan, tiles: Sequence[int], hyper, y_hat, reference,
-                    intra: list[bool] | None, whole: dict):
-        """Group k's side input of ``tiles`` (a chunk), split into tiles: (b, A, th, tw).
+                    gain, intra: list[bool] | None, whole: dict) -> tuple:
+        """Group k's side input of ``tiles`` (a chunk), split into tiles: (b, A, th, tw), and
+        its temporal prediction so split, or None.
 
         Exact models compute it a few tiles at a time (``side_blocks``) on the box of those
         tiles grown by ``side_margin`` (inside the plan's crop, whose edge pads with zeros as
@@ -273,29 +282,38 @@ class Scheduler:
             a, b, h, w = box
             cut = (slice(None), slice(None), slice(a - r0, a - r0 + h), slice(b - c0, b - c0 + w))
             ref = reference[cut] if reference is not None else None
-            side = grid.split(self._side(k, hyper[cut], y_hat[cut], ref), block, (a, b))
+            side, pred = (None if v is None else grid.split(v, block, (a, b))
+                          for v in self._side(k, hyper[cut], y_hat[cut], ref, gain))
             if reference is not None and intra is not None and any(intra[t] for t in block):
-                # intra tiles read the side computed with a zero reference
+                # intra tiles read the side computed with a zero reference, and no prediction
                 flags = xp.asarray([intra[t] for t in block]).reshape(-1, 1, 1, 1)
-                side = xp.where(flags, grid.split(self._side(k, hyper[cut], y_hat[cut], None),
-                                                  block, (a, b)), side)
-            return side
+                alone = self._side(k, hyper[cut], y_hat[cut], None, gain)[0]
+                side = xp.where(flags, grid.split(alone, block, (a, b)), side)
+                if pred is not None:
+                    pred = xp.where(flags, xp.float32(0), pred)
+            return side, pred
 
         if not self.backend.exact:
             if "side" not in whole:
                 whole["side"] = sides(plan.crop, plan.groups[k].tiles)
             index = {t: i for i, t in enumerate(plan.groups[k].tiles)}
-            return whole["side"][[index[t] for t in tiles]]
+            pick = [index[t] for t in tiles]
+            return tuple(None if v is None else v[pick] for v in whole["side"])
         margin = self.side_margin(k)
         parts = []
         for block in self.side_blocks(grid, tiles):
             box = dilate_box(grid.cover(block), margin, (grid.height, grid.width))
             parts.append(sides(intersect(box, plan.crop), block))  # the crop the arrays hold
-        return parts[0] if len(parts) == 1 else xp.concatenate(parts)
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(None if vs[0] is None else xp.concatenate(vs) for vs in zip(*parts))
 
-    def _run(self, plan: Plan, hyper, reference, visit: Visit, intra: list[bool] | None,
+    def _run(self, plan: Plan, hyper, reference, gain, visit: Visit, intra: list[bool] | None,
              on_step: Callable[[], None] | None, coded: tuple[int, int, int, int] | None):
         xp = self.ops.xp
+        if self.cfg.temporal_prediction and reference is not None and gain is None:
+            raise ValueError("a model with a temporal prediction needs the encoder gain of "
+                             "the image coded with a reference")
         grid = plan.grid
         coded = _partial(coded, grid)
         r0, c0, box_h, box_w = plan.crop
@@ -316,9 +334,9 @@ class Scheduler:
             # the latent (a 10240^2 image has 100 tiles of 64). Each chunk's latent goes
             # straight into y_hat: this group's side inputs read only earlier groups' channels.
             for c in chunks:
-                side = self._side_tiles(k, plan, tiles[c.start: c.stop], hyper, y_hat,
-                                        reference, flags, whole)
-                program = self._program(k, side, valid[c.start: c.stop])
+                side, prediction = self._side_tiles(k, plan, tiles[c.start: c.stop], hyper,
+                                                    y_hat, reference, gain, flags, whole)
+                program = self._program(k, side, valid[c.start: c.stop], prediction)
                 if program.num_steps != group.steps:
                     raise AssertionError(f"group {k}: the program has {program.num_steps} "
                                          f"steps, the plan {group.steps}")
@@ -335,7 +353,7 @@ class Scheduler:
                         on_step()
                 grid.paste(y_hat[:, group.channels], program.latent(), tiles[c.start: c.stop],
                            (r0, c0))
-                del program, side
+                del program, side, prediction
             whole.clear()
         return y_hat
 
@@ -355,7 +373,7 @@ class Scheduler:
 
     def encode(self, y, hyper, reference, intra: list[bool] | None = None,
                on_step: Callable[[], None] | None = None,
-               coded: tuple[int, int, int, int] | None = None) -> CodedLatent:
+               coded: tuple[int, int, int, int] | None = None, gain=None) -> CodedLatent:
         """Quantizes and codes y (1, M, h, w); returns y_hat, one stream per tile and the
         streams' symbol checksums.
 
@@ -364,7 +382,8 @@ class Scheduler:
         after each step of each chunk of tiles (progress: ``Plan.calls`` in all). ``coded``:
         the latent box (row0, col0, rows, cols) whose positions are coded (the image's
         footprint, ``Header.footprint``); elsewhere y_hat is the predicted mean, at no cost.
-        None: every position."""
+        None: every position. ``gain``: y's encoder gain (1, M, 1, 1), which a model's
+        temporal prediction reads along with ``reference``."""
         plan = self.plan(tuple(y.shape[2:]))
         grid, xp = plan.grid, self.ops.xp
         coded = _partial(coded, grid)
@@ -387,7 +406,7 @@ class Scheduler:
                                                    indexes)
             return y_hat
 
-        y_hat = self._run(plan, hyper, reference, visit, intra, on_step, coded)
+        y_hat = self._run(plan, hyper, reference, gain, visit, intra, on_step, coded)
         streams = [e.finish() for e in encoders]
         return CodedLatent(y_hat, streams, [e.checksum for e in encoders])
 
@@ -395,7 +414,7 @@ class Scheduler:
                hyper, reference, intra: list[bool] | None = None, tile_size: int | None = None,
                on_step: Callable[[], None] | None = None, plan: Plan | None = None,
                checksums: Sequence[int | None] | Mapping[int, int | None] | None = None,
-               coded: tuple[int, int, int, int] | None = None):
+               coded: tuple[int, int, int, int] | None = None, gain=None):
         """Decodes the latent (1, M, h, w) from one stream per tile (``intra`` and
         ``on_step`` as in ``encode``) of ``tile_size`` positions (the stream's; None: this
         scheduler's). With a ``plan`` of ``window_plan``, ``streams`` needs only the plan's
@@ -403,7 +422,8 @@ class Scheduler:
         latent returned (zero outside the tiles decoded). ``checksums`` (indexed like
         ``streams``; None: none) are the streams' symbol checksums: each stream decoded to
         its end is verified against its own (a ``CorruptError`` if its symbols differ).
-        ``coded`` as in ``encode`` (``Container.coded_box``)."""
+        ``coded`` and ``gain`` as in ``encode`` (``Container.coded_box``; the gain of the
+        stream's quality)."""
         if plan is None:
             plan = self.plan(shape, tile_size)
             if len(streams) != plan.grid.count:
@@ -421,7 +441,7 @@ class Scheduler:
                         decoded.astype(np.int32), self.backend.device).reshape(mean.shape[1], -1)
             return self.ops.dequantize_step(symbols, mean)
 
-        y_hat = self._run(plan, hyper, reference, visit, intra, on_step, coded)
+        y_hat = self._run(plan, hyper, reference, gain, visit, intra, on_step, coded)
         # Only a tile every group decoded has been read to its end (a window plan decodes
         # the outer tiles' first groups only): those are end- and checksum-checked.
         for t in set(plan.tiles).intersection(*(g.tiles for g in plan.groups)):

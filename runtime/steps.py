@@ -43,17 +43,20 @@ class GroupProgram(ABC):
         channels: the group's channel count.
         side: (B, A, th, tw) the group's side projection, split into tiles.
         valid: (B, 1, th, tw) real positions of each tile.
+        prediction: (B, C, th, tw) the temporal prediction of the means, split into tiles,
+            added to the stage's means (on their grid, so exactly); None: none.
 
     Arrays are float32, NumPy or CuPy (the backend's device, ``stcm.kernels.select``).
     """
 
     def __init__(self, backend: Backend, k: int, context: ContextVariant, channels: int, side,
-                 valid):
+                 valid, prediction=None):
         self.backend = backend
         self.k = k
         self.channels = channels
         self.side = side
         self.valid = valid
+        self.prediction = prediction
         self.positions = step_positions(context, *side.shape[-2:])
 
     @property
@@ -81,8 +84,8 @@ class GroupProgram(ABC):
 class RecomputeProgram(GroupProgram):
     """Recomputes the whole masked stack on the whole tile batch at every step."""
 
-    def __init__(self, backend, k, context, channels, side, valid):
-        super().__init__(backend, k, context, channels, side, valid)
+    def __init__(self, backend, k, context, channels, side, valid, prediction=None):
+        super().__init__(backend, k, context, channels, side, valid, prediction)
         b, _, th, tw = side.shape
         self.uses_latent = context.spatial
         self.y_hat = np.zeros_like(side, shape=(b, channels, th, tw))
@@ -91,7 +94,10 @@ class RecomputeProgram(GroupProgram):
         rows, cols = self.positions[t]
         inputs = (self.side, self.valid) + ((self.y_hat,) if self.uses_latent else ())
         mean, scale = self.backend.run(f"recompute_{self.k}", *inputs)
-        return mean[:, :, rows, cols], scale[:, :, rows, cols]
+        mean = mean[:, :, rows, cols]
+        if self.prediction is not None:
+            mean = mean + self.prediction[:, :, rows, cols]
+        return mean, scale[:, :, rows, cols]
 
     def update(self, t: int, y_hat) -> None:
         rows, cols = self.positions[t]

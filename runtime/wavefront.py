@@ -31,8 +31,8 @@ class WavefrontProgram(GroupProgram):
     """
 
     def __init__(self, backend, k, channels, side, valid, radius: int,
-                 caches: list[tuple[int, int]]):
-        super().__init__(backend, k, VARIANTS["diag"], channels, side, valid)
+                 caches: list[tuple[int, int]], prediction=None):
+        super().__init__(backend, k, VARIANTS["diag"], channels, side, valid, prediction)
         self.ops = kernels.select(backend.device)
         b, _, th, tw = side.shape
         self.tw = tw
@@ -40,6 +40,8 @@ class WavefrontProgram(GroupProgram):
         columns = self.pad + th + tw - 1
         self.side_columns = self.ops.skew_columns(side, 0)
         self.valid_columns = self.ops.skew_columns(valid, 0)
+        self.prediction_columns = (None if prediction is None
+                                   else self.ops.skew_columns(prediction, 0))
         self.radius = radius
         self.y_cache = np.zeros_like(side, shape=(b, columns, channels, th))
         self.caches = [(np.zeros_like(side, shape=(b, columns, c, th)), r) for c, r in caches]
@@ -60,7 +62,10 @@ class WavefrontProgram(GroupProgram):
         for (cache, _), column in zip(self.caches, columns):
             cache[:, col] = column
         rows = self.row_slices[t]
-        return mean[:, :, rows], scale[:, :, rows]
+        mean = mean[:, :, rows]
+        if self.prediction_columns is not None:
+            mean = mean + self.prediction_columns[:, t, :, rows]
+        return mean, scale[:, :, rows]
 
     def update(self, t: int, y_hat) -> None:
         rows = self.row_slices[t]

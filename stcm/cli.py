@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from stcm.contexts import CONTEXTS
-from stcm.errors import StcmError
+from stcm.errors import ConfigError, StcmError
 
 
 def _add_train(sub) -> None:
@@ -46,6 +46,9 @@ def _add_train(sub) -> None:
                    "branch alone, with WIDTH hidden units: those of the --init (or --resume) "
                    "model and every other weight stay, so images coded without a reference "
                    "keep their exact bytes; the units added train on revisit pairs")
+    p.add_argument("--temporal-prediction", action="store_true", help="with --temporal-units: "
+                   "also add (if the model lacks it) and train the temporal prediction, a "
+                   "per-channel 3x3 convolution of the reference latent added to the means")
     p.add_argument("--half-copy", metavar="PATH", help="also write an fp16 copy of every "
                    "checkpoint to PATH (e.g. the committed resume point of a campaign)")
     p.add_argument("--data", required=True, help="folder of PNG/JPEG/TIFF/GeoTIFF/JP2 images")
@@ -100,8 +103,9 @@ def _train(args) -> int:
     if args.float:
         overrides["exact"] = False
     keep = None
+    if args.temporal_prediction and args.temporal_units is None:
+        raise ConfigError("--temporal-prediction goes with --temporal-units")
     if args.temporal_units is not None:
-        from stcm.errors import ConfigError
         from stcm.models.temporal_units import kept_units
 
         source = args.resume or args.init
@@ -109,6 +113,8 @@ def _train(args) -> int:
             raise ConfigError("--temporal-units retrains a trained model: give --init or --resume")
         keep = kept_units(source)
         overrides["temporal_width"] = args.temporal_units
+        if args.temporal_prediction:
+            overrides["temporal_prediction"] = True
     model_cfg = model_config(args.config, args.resume or (args.init if keep is not None else None),
                              **overrides)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
@@ -185,7 +191,6 @@ def _add_batch_args(p, what: str) -> None:
 
 def _run_files(args, kind: str, suffix: str, options: dict, line) -> int:
     """One file (INPUT OUTPUT) or a batch (-o): the model is loaded once either way."""
-    from stcm.errors import ConfigError
     from stcm.runtime.batch import make_codec, plan_jobs, run_jobs
     from stcm.runtime.files import compress_file, decompress_file
 
@@ -336,7 +341,6 @@ def _add_decompress(sub) -> None:
 
 def _window(text: str | None) -> tuple[int, ...] | None:
     """``--window`` as four ints (the codec checks them against the image)."""
-    from stcm.errors import ConfigError
 
     if text is None:
         return None
@@ -440,7 +444,6 @@ def _add_eval(sub) -> None:
 
 def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> list:
     """A comma-separated option value as a list of ``kind`` in [low, high]."""
-    from stcm.errors import ConfigError
 
     noun = "integers" if kind is int else "numbers"
     try:
@@ -505,7 +508,6 @@ def _add_bench(sub) -> None:
 
 
 def _bench(args) -> int:
-    from stcm.errors import ConfigError
     from stcm.config import PRESETS
     from stcm.evaluation.bench import format_report, merge_traces, preset_model, run_bench
 

@@ -36,6 +36,11 @@ class QuantSpec:
     mean_bits: int = 6
 
 
+# Fields added after models were released, with the value that means "feature absent": a
+# config leaves them out then, so its JSON, and the model id hashed from it, stay the same.
+_ADDED_FIELDS = {"temporal_prediction": False}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one STCM codec.
@@ -61,6 +66,11 @@ class ModelConfig:
         channel_context_width: Hidden width of the channel-context convolutions.
         temporal: Temporal context branch on the reference image's latent (paper section 3.3).
         temporal_width: Hidden width of the temporal branch.
+        temporal_prediction: Add to each group's means a prediction from the reference: a 3x3
+            per-channel convolution of the reference latent at the current image's
+            quantisation step (no bias: exactly zero without a reference). The temporal
+            branch alone reaches the means through the side projection and two ReLU layers,
+            which follow a reference channel by channel only loosely.
         aggregation_mult: Hidden width of parameter aggregation, a multiple of group channels.
         lambdas: Rate-distortion trade-offs of the trained quality levels, ascending.
         scale_min, scale_max, scale_levels: The fixed log-spaced table of Gaussian scales that
@@ -90,6 +100,7 @@ class ModelConfig:
     channel_context_width: int = 64
     temporal: bool = True
     temporal_width: int = 48
+    temporal_prediction: bool = False
     aggregation_mult: int = 3
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     scale_min: float = 0.11
@@ -143,6 +154,11 @@ class ModelConfig:
             problems.append(f"lambdas must be strictly ascending, got {self.lambdas}")
         if not (0 < self.scale_min < self.scale_max) or not math.isfinite(self.scale_max):
             problems.append("need 0 < scale_min < scale_max < inf")
+        if not isinstance(self.temporal_prediction, bool):
+            problems.append(f"temporal_prediction must be true or false, got "
+                            f"{self.temporal_prediction!r}")
+        elif self.temporal_prediction and not self.temporal:
+            problems.append("temporal_prediction needs the temporal branch (temporal=true)")
         if not isinstance(self.exact, bool):
             problems.append(f"exact must be true or false, got {self.exact!r}")
         for attr, low, high in (("exact_act_bits", 2, 12), ("exact_weight_bits", 2, 12),
@@ -200,7 +216,11 @@ class ModelConfig:
         return len(self.lambdas)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name, off in _ADDED_FIELDS.items():
+            if data[name] == off:  # models without the feature keep their config and id
+                del data[name]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

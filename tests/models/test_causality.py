@@ -48,7 +48,8 @@ def _check_causal(ep, context: str, h: int, w: int, seed: int, uses: bool = True
 def _dependencies(ep: EntropyParameters, y: torch.Tensor, hyper, ref, k: int, i: int, j: int):
     """Boolean (M, h, w): which y entries the parameters of group k at (i, j) depend on."""
     y = y.detach().requires_grad_(True)
-    means, scales = ep(y, hyper, ref)
+    gain = None if ref is None else torch.ones(1, ep.cfg.M, 1, 1)  # for a temporal prediction
+    means, scales = ep(y, hyper, ref, gain)
     sl = ep.group_slices()[k]
     out = means[0, sl, i, j].sum() + scales[0, sl, i, j].sum()
     (grad,) = torch.autograd.grad(out, y)

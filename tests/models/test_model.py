@@ -115,6 +115,16 @@ def test_config_round_trips_through_json_and_rejects_bad_values():
         ModelConfig.from_dict({**get_config("tiny").to_dict(), "colour": "red"})
     with pytest.raises(ConfigError, match="preset"):
         get_config("huge")
+    with pytest.raises(ConfigError, match="needs the temporal branch"):
+        get_config("tiny", temporal=False, temporal_prediction=True)
+
+
+def test_a_feature_added_later_is_left_out_of_configs_without_it():
+    # so models made before the field existed keep their JSON and their ids
+    plain, with_it = get_config("tiny"), get_config("tiny", temporal_prediction=True)
+    assert "temporal_prediction" not in plain.to_dict()
+    assert with_it.to_dict()["temporal_prediction"] is True
+    assert ModelConfig.from_json(with_it.to_json()) == with_it
 
 
 def test_paper_size_config_matches_elic():

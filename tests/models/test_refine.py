@@ -39,13 +39,13 @@ def image():
 
 
 def _latents(codec, image, quality=QUALITY):
-    """(x, y, z, gain_dec) of the image's first band group, as the encoder computes them."""
+    """(x, y, z, gains) of the image's first band group, as the encoder computes them."""
     x = torch.from_numpy(to_band_groups(normalize(image)[0]))[:1]
-    gain_enc, gain_dec = (torch.from_numpy(g) for g in codec.tables.gains(quality))
+    gains = tuple(torch.from_numpy(g) for g in codec.tables.gains(quality))
     with torch.no_grad():
-        y = codec.model.g_a(pad_image(x)) * gain_enc
+        y = codec.model.g_a(pad_image(x)) * gains[0]
         z = codec.model.h_a(y)
-    return x, y, z, gain_dec
+    return x, y, z, gains
 
 
 def _rd_cost(codec, image, data, quality=QUALITY):
@@ -58,20 +58,20 @@ def _rd_cost(codec, image, data, quality=QUALITY):
 
 
 def test_refinement_lowers_the_estimated_rd_loss_of_a_real_image(codec, image):
-    x, y, z, gain_dec = _latents(codec, image)
-    result = refine_latents(codec.model, x, QUALITY, y, z, 10, gain_dec=gain_dec)
+    x, y, z, gains = _latents(codec, image)
+    result = refine_latents(codec.model, x, QUALITY, y, z, 10, gains=gains)
     assert result.final.loss < 0.99 * result.initial.loss  # measured: about -2 %
     assert result.best_step > 0 and not torch.equal(result.y, y)
     # the reported scores are the estimate of the latents returned, and of the start
-    again = rd_estimate(codec.model, x, QUALITY, result.y, result.z, gain_dec=gain_dec)
+    again = rd_estimate(codec.model, x, QUALITY, result.y, result.z, gains=gains)
     assert again == result.final
-    assert rd_estimate(codec.model, x, QUALITY, y, z, gain_dec=gain_dec) == result.initial
+    assert rd_estimate(codec.model, x, QUALITY, y, z, gains=gains) == result.initial
 
 
 def test_refinement_never_returns_latents_worse_than_the_start(codec, image):
-    x, y, z, gain_dec = _latents(codec, image)
+    x, y, z, gains = _latents(codec, image)
     # a learning rate that throws every iterate off: the starting latents come back
-    result = refine_latents(codec.model, x, QUALITY, y, z, 3, gain_dec=gain_dec, lr=20.0)
+    result = refine_latents(codec.model, x, QUALITY, y, z, 3, gains=gains, lr=20.0)
     assert result.best_step == 0 and result.final == result.initial
     assert torch.equal(result.y, y) and torch.equal(result.z, z)
 
@@ -91,12 +91,12 @@ def test_refined_stream_decodes_exactly_with_a_plain_codec_and_costs_less(codec,
 
 def test_refinement_changes_no_weight_buffer_or_mode(codec, image):
     model = codec.model
-    x, y, z, gain_dec = _latents(codec, image)
+    x, y, z, gains = _latents(codec, image)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in model.named_parameters()}
     model.train()  # refinement runs in eval mode and must hand the mode back
     try:
-        refine_latents(model, x, QUALITY, y, z, 3, gain_dec=gain_dec)
+        refine_latents(model, x, QUALITY, y, z, 3, gains=gains)
         assert model.training
     finally:
         model.eval()

@@ -1,5 +1,6 @@
 """Retraining the temporal branch alone: images coded without a reference keep their exact
-streams, only the added units move, and the run records what it kept."""
+streams, only the added units (and the temporal prediction) move, and the run records what it
+kept."""
 import numpy as np
 import pytest
 import torch
@@ -8,8 +9,8 @@ from stcm.config import get_config
 from stcm.errors import ConfigError
 from stcm.models.checkpoint import load_checkpoint
 from stcm.models.codec import STCM
-from stcm.models.temporal_units import (TemporalUnits, intra_unchanged, kept_units,
-                                        widen_temporal)
+from stcm.models.temporal_units import (TemporalUnits, grow_temporal, intra_unchanged,
+                                        kept_units)
 from stcm.models.train import TrainConfig, Trainer
 from stcm.runtime.codec import Codec
 from stcm.runtime.container import read_container
@@ -35,19 +36,22 @@ def tiny_wide(trained_tiny, image_folder, tmp_path_factory):
     return trained_tiny, out / "checkpoint.safetensors", validation
 
 
-def test_widening_changes_no_prediction_with_or_without_reference(trained_tiny):
+@pytest.mark.parametrize("units,prediction", [(5, False), (0, True), (3, True)])
+def test_growing_changes_no_prediction_with_or_without_reference(trained_tiny, units,
+                                                                 prediction):
     model, _ = load_checkpoint(trained_tiny)
-    wide = widen_temporal(model, model.cfg.temporal_width + 5)
+    grown = grow_temporal(model, model.cfg.temporal_width + units, prediction)
+    assert grown.cfg.temporal_prediction == prediction
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, generator=gen)
     with torch.no_grad():
         reference = model(torch.rand(2, 3, 64, 64, generator=gen), 0.5).latent
         for ref in (None, reference):
-            a, b = model(x, 0.5, ref), wide(x, 0.5, ref)
+            a, b = model(x, 0.5, ref), grown(x, 0.5, ref)
             assert torch.equal(a.means, b.means) and torch.equal(a.scales, b.scales)
-    assert intra_unchanged(model, wide)
-    with pytest.raises(ConfigError, match="does not add units"):
-        widen_temporal(model, model.cfg.temporal_width)
+    assert intra_unchanged(model, grown)
+    with pytest.raises(ConfigError, match="add nothing"):
+        grow_temporal(grown, grown.cfg.temporal_width, prediction)
 
 
 def test_only_the_added_units_train_and_images_alone_keep_their_streams(tiny_wide, image_folder):
@@ -90,10 +94,10 @@ def test_only_the_added_units_train_and_images_alone_keep_their_streams(tiny_wid
 
 def test_nothing_to_train_is_a_clear_error(trained_tiny):
     model, _ = load_checkpoint(trained_tiny)
-    with pytest.raises(ConfigError, match="leaves none to train"):
+    with pytest.raises(ConfigError, match="leaves nothing to train"):
         TemporalUnits(model, model.cfg.temporal_width)
     with pytest.raises(ConfigError, match="at least one"):
-        TemporalUnits(widen_temporal(model, model.cfg.temporal_width + 4), 0)
+        TemporalUnits(grow_temporal(model, model.cfg.temporal_width + 4), 0)
     with pytest.raises(ConfigError, match="no temporal branch"):
         TemporalUnits(STCM(get_config("tiny", temporal=False)), 1)
 
@@ -124,7 +128,7 @@ def test_new_weights_that_would_move_a_kept_grid_are_shrunk_back(trained_tiny):
     # weight grid: after_step must bring every kept unit's coded weights back.
     model, _ = load_checkpoint(trained_tiny)
     keep = model.cfg.temporal_width
-    wide = widen_temporal(model, keep + 64)
+    wide = grow_temporal(model, keep + 64)
     units = TemporalUnits(wide, keep)
     with torch.no_grad():
         for branch in wide.entropy_parameters.temporal:
@@ -135,3 +139,49 @@ def test_new_weights_that_would_move_a_kept_grid_are_shrunk_back(trained_tiny):
     assert intra_unchanged(model, wide)
     assert all(bool(b.net[2].weight[:, keep:].abs().sum() > 0)
                for b in wide.entropy_parameters.temporal)
+
+
+def _alone_and_on(codec: Codec, image: np.ndarray, q: float) -> tuple[bytes, bytes]:
+    """(image coded alone, a brighter later image coded with it as reference)."""
+    alone = codec.compress(image, q)
+    later = np.clip(image.astype(int) + 3, 0, 255).astype(np.uint8)
+    return alone, codec.compress(later, q, reference=alone, temporal="on")
+
+
+def test_the_prediction_trains_alone_and_images_alone_keep_their_streams(
+        trained_tiny, image_folder, tmp_path):
+    source, _ = load_checkpoint(trained_tiny)
+    keep = source.cfg.temporal_width  # no units added: only the prediction trains
+    cfg = TrainConfig(data=str(image_folder), out=str(tmp_path), steps=8, batch_size=2, crop=64,
+                      lr=3e-3, val_every=8, ckpt_every=8, val_crops=2, threads=1,
+                      init=str(trained_tiny), temporal_keep=keep)
+    Trainer(source.cfg.replace(temporal_prediction=True), cfg, progress=False).run()
+    path = tmp_path / "checkpoint.safetensors"
+    trained, _ = load_checkpoint(path)
+    old, new = source.state_dict(), trained.state_dict()
+    assert set(new) - set(old) == {k for k in new if ".prediction." in k}
+    assert all(torch.equal(old[k], new[k]) for k in old), "only the prediction may move"
+    assert all(p.conv.weight.abs().sum() > 0 for p in trained.entropy_parameters.prediction)
+    assert intra_unchanged(source, trained)
+    image = np.moveaxis(np.asarray(__import__("PIL.Image").Image.open(image_folder
+                                                                       / "rgb_b.png")), -1, 0)
+    a, b = Codec(str(trained_tiny), progress=False), Codec(str(path), progress=False)
+    for q in (0.0, 1.0):
+        (alone_a, on_a), (alone_b, on_b) = _alone_and_on(a, image, q), _alone_and_on(b, image, q)
+        assert _streams(alone_a) == _streams(alone_b)
+        assert _streams(on_a) != _streams(on_b)  # the trained prediction is used
+
+
+def test_cli_adds_the_prediction_only_to_a_units_run(trained_tiny, image_folder, tmp_path,
+                                                     capsys):
+    from stcm.cli import main
+
+    width = load_checkpoint(trained_tiny)[0].cfg.temporal_width
+    args = ["train", "--data", str(image_folder), "--crop", "64", "--batch-size", "2",
+            "--threads", "1", "--quiet", "--init", str(trained_tiny), "--steps", "2"]
+    assert main(args + ["--temporal-units", str(width), "--temporal-prediction",
+                        "--out", str(tmp_path / "a")]) == 0
+    model, meta = load_checkpoint(tmp_path / "a")
+    assert model.cfg.temporal_prediction and meta["train"]["temporal_keep"] == width
+    assert main(args + ["--temporal-prediction", "--out", str(tmp_path / "b")]) == 2
+    assert "--temporal-prediction goes with --temporal-units" in capsys.readouterr().err

@@ -243,9 +243,9 @@ def test_mixed_tile_modes_decode_to_the_encoders_latent(monkeypatch):
                     ).astype(np.uint8)
     reference, ref_latents = codec._compress(first, 0.7, None, None, None)
 
-    def alternate(self, y, hyper, ref, bar, footprint):
+    def alternate(self, y, hyper, ref, gain, bar, footprint):
         intra = [t % 2 == 0 for t in range(4)]
-        coded = self.scheduler.encode(y, hyper, ref, intra, coded=footprint)
+        coded = self.scheduler.encode(y, hyper, ref, intra, coded=footprint, gain=gain)
         # The all-alone choice, made too large to win, so that the mixed container is kept.
         return coded, intra, dataclasses.replace(coded, streams=[bytes(1 << 16)] * 4)
 

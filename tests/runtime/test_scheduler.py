@@ -11,14 +11,21 @@ from stcm.runtime.backends.torch_backend import TorchBackend
 from stcm.runtime.scheduler import STEP_POSITIONS, Scheduler
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def _tiny(**overrides):
     torch.manual_seed(0)
-    model = STCM(get_config("tiny")).eval()
+    model = STCM(get_config("tiny", **overrides)).eval()
+    with torch.no_grad():  # a temporal prediction that predicts something
+        for p in model.entropy_parameters.prediction:
+            p.conv.weight.normal_()
     model.freeze()
     cfg = model.cfg
     return model, TorchBackend(model), pinned_scale_table(cfg.scale_min, cfg.scale_max,
                                                           cfg.scale_levels)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny()
 
 
 @pytest.mark.parametrize("tile_size,tile_batch", [(4, 1), (4, 3), (8, 16), (3, 2)])
@@ -75,16 +82,19 @@ def test_encode_and_decode_run_the_plan_and_report_each_step_call(tiny):
         scheduler.decode(streams[:-1], shape, hyper, None)
 
 
-@pytest.mark.parametrize("temporal,positions", [(False, 18), (True, 18), (True, 200)])
+@pytest.mark.parametrize("temporal,positions,prediction",
+                         [(False, 18, False), (True, 18, False), (True, 200, False),
+                          (True, 18, True)])
 def test_side_inputs_in_blocks_equal_the_whole_latents(tiny, monkeypatch, temporal,
-                                                       positions):
+                                                       positions, prediction):
     """An exact model's side input is computed a few tiles at a time (``SIDE_POSITIONS``:
-    a rectangle of tiles, a part of a row or whole rows) on their box grown by the context margin, so memory does not grow with the latent; it must equal the whole latent's, tile
-    for tile, also for tiles coded intra beside tiles with a reference, and for a window
-    plan's crop."""
+    a rectangle of tiles, a part of a row or whole rows) on their box grown by the context
+    margin, so memory does not grow with the latent; it must equal the whole latent's, tile
+    for tile, also for tiles coded intra beside tiles with a reference (whose temporal
+    prediction is then zero), and for a window plan's crop."""
     import stcm.runtime.scheduler as sched
 
-    model, backend, table = tiny
+    model, backend, table = _tiny(temporal_prediction=True) if prediction else tiny
     assert backend.exact
     scheduler = Scheduler(backend, model.cfg, table, tile_size=3, tile_batch=None)
     rng = np.random.default_rng(1)
@@ -107,18 +117,36 @@ def test_side_inputs_in_blocks_equal_the_whole_latents(tiny, monkeypatch, tempor
         assert len(blocks) > plan.grid.shape[0]
     else:  # whole rows of 6 tiles, stacked 3 rows a block (22 tiles of 3^2 fit 200)
         assert [len(b) for b in blocks] == [18, 12]
+    gain = rng.uniform(0.5, 2, (1, m, 1, 1)).astype(np.float32)
+
+    def expected(k, grid, tiles, box, hyper, y_hat, reference, intra):
+        """(side, prediction) of the whole crop, split into tiles, intra ones alone."""
+        side, pred = (None if v is None else grid.split(v, tiles, box)
+                      for v in scheduler._side(k, hyper, y_hat, reference, gain))
+        if temporal:
+            flags = np.asarray([intra[t] for t in tiles]).reshape(-1, 1, 1, 1)
+            alone = grid.split(scheduler._side(k, hyper, y_hat, None, gain)[0], tiles, box)
+            side = np.where(flags, alone, side)
+            pred = None if pred is None else np.where(flags, 0, pred)
+        assert (pred is not None) == prediction
+        return side, pred
+
+    def check(got, want):
+        np.testing.assert_array_equal(got[0], want[0])
+        assert (got[1] is None) == (want[1] is None)
+        if want[1] is not None:
+            assert want[1].any()
+            np.testing.assert_array_equal(got[1], want[1])
+
     with backend.entropy_threads():
         for k in range(len(model.cfg.groups)):
-            whole = plan.grid.split(scheduler._side(k, hyper, y_hat, reference))
-            if temporal:
-                alone = plan.grid.split(scheduler._side(k, hyper, y_hat, None))
-                whole = np.where(np.asarray(intra).reshape(-1, 1, 1, 1), alone, whole)
             tiles = range(plan.grid.count)
-            got = scheduler._side_tiles(k, plan, tiles, hyper, y_hat, reference, intra, {})
-            np.testing.assert_array_equal(got, whole)
+            whole = expected(k, plan.grid, tiles, (0, 0), hyper, y_hat, reference, intra)
+            check(scheduler._side_tiles(k, plan, tiles, hyper, y_hat, reference, gain, intra,
+                                        {}), whole)
             chunk = range(5, 12)  # a chunk that starts and ends inside tile rows
-            got = scheduler._side_tiles(k, plan, chunk, hyper, y_hat, reference, intra, {})
-            np.testing.assert_array_equal(got, whole[5:12])
+            check(scheduler._side_tiles(k, plan, chunk, hyper, y_hat, reference, gain, intra,
+                                        {}), tuple(None if v is None else v[5:12] for v in whole))
         # A window plan: its arrays hold only the crop, whose edge pads as the crop's own
         # whole computation does.
         window = scheduler.window_plan(shape, (6, 7, 2, 3))
@@ -127,16 +155,10 @@ def test_side_inputs_in_blocks_equal_the_whole_latents(tiny, monkeypatch, tempor
         ref_cut = reference[cut] if temporal else None
         for group in window.groups:
             k = group.group
-            whole = window.grid.split(scheduler._side(k, hyper[cut], y_hat[cut], ref_cut),
-                                      group.tiles, (r0, c0))
-            if temporal:
-                alone = window.grid.split(scheduler._side(k, hyper[cut], y_hat[cut], None),
-                                          group.tiles, (r0, c0))
-                flags = np.asarray([intra[t] for t in group.tiles]).reshape(-1, 1, 1, 1)
-                whole = np.where(flags, alone, whole)
-            got = scheduler._side_tiles(k, window, group.tiles, hyper[cut], y_hat[cut],
-                                        ref_cut, intra, {})
-            np.testing.assert_array_equal(got, whole)
+            whole = expected(k, window.grid, group.tiles, (r0, c0), hyper[cut], y_hat[cut],
+                             ref_cut, intra)
+            check(scheduler._side_tiles(k, window, group.tiles, hyper[cut], y_hat[cut],
+                                        ref_cut, gain, intra, {}), whole)
 
 
 def test_the_hyper_prior_in_blocks_equals_the_whole(tiny, monkeypatch):

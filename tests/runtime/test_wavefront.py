@@ -36,14 +36,16 @@ def _inputs(cfg, h, w, seed=1):
     return y_hat, hyper, ref
 
 
-def _make(backend, cfg, naive):
+def _make(backend, cfg, naive, predictions=None):
+    """Program factory; ``predictions``: per group, the temporal prediction split into tiles."""
     def make(k, side, valid):
+        prediction = None if predictions is None else predictions[k]
         if cfg.context == "diag" and not naive:
             extra = backend.signatures[f"step_{k}"].extra
             return WavefrontProgram(backend, k, cfg.groups[k], side, valid, extra["radius"],
-                                    [tuple(c) for c in extra["caches"]])
+                                    [tuple(c) for c in extra["caches"]], prediction)
         return RecomputeProgram(backend, k, context_variant(cfg.context), cfg.groups[k], side,
-                                valid)
+                                valid, prediction)
     return make
 
 
@@ -95,6 +97,34 @@ def test_step_programs_equal_the_full_tensor_forward(context, naive, exact):
         _assert_same(scale, scales[:, sl], exact)
         expected = {"diag": h + w - 1, "checkerboard": 2, "serial": h * w, "none": 1}
         assert steps == expected[context]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("naive", [False, True])
+@pytest.mark.parametrize("exact", [True, False])
+def test_step_programs_add_the_temporal_prediction_as_the_forward_does(context, naive, exact):
+    model, backend = _network(context, exact=exact, temporal_prediction=True)
+    cfg = model.cfg
+    ep = model.entropy_parameters
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in ep.prediction:
+            p.conv.weight.copy_(torch.randn(p.conv.weight.shape, generator=gen))
+    h, w = 7, 10
+    y_hat, hyper, ref = _inputs(cfg, h, w)
+    gain = torch.rand(1, cfg.M, 1, 1, generator=gen) + 0.5
+    grid = TileGrid(h, w, 64)  # one tile covering the latent
+    with torch.no_grad():
+        means, scales = ep(y_hat, hyper, ref, gain)
+        plain, _ = ep(y_hat, hyper, ref, torch.zeros_like(gain))  # prediction 0
+        predictions = [grid.split(ep.predict(k, ref, gain).numpy())
+                       for k in range(len(cfg.groups))]
+    assert not torch.equal(means, plain)
+    make = _make(backend, cfg, naive, predictions)
+    for k, sl in enumerate(ep.group_slices()):
+        mean, scale, _ = _run_program(make, model, k, y_hat, hyper, ref, grid)
+        _assert_same(mean, means[:, sl], exact)
+        _assert_same(scale, scales[:, sl], exact)
 
 
 @pytest.mark.parametrize("layers,residual", [(1, True), (2, False), (3, True), (3, False)])
