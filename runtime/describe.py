@@ -82,7 +82,15 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
     model, meta = load_checkpoint(path)
     return {"kind": "checkpoint", "path": str(resolve(path)), "config": model.cfg.to_dict(),
             "parameters": parameter_counts(model), "step": meta.get("step"),
-            "validation": meta.get("validation", {})}
+            "validation": meta.get("validation", {}),
+            "temporal_keep": (meta.get("train") or {}).get("temporal_keep")}
+
+
+def _temporal_text(cfg: ModelConfig) -> str:
+    if not cfg.temporal:
+        return "temporal=False"
+    return (f"temporal=True ({cfg.temporal_width} units"
+            + (" + prediction)" if cfg.temporal_prediction else ")"))
 
 
 def describe_engine(path: str | os.PathLike) -> dict:
@@ -114,7 +122,7 @@ def _engine_text(info: dict) -> str:
     lines = [f"stcm engine: {info['path']} (engine format {info['format_version']}, ONNX opset "
              f"{info['opset']}, model id {info['model_id'][:16]})",
              f"  model     {cfg.name}: N={cfg.N} M={cfg.M} groups={list(cfg.groups)}, "
-             f"context={cfg.context}, temporal={cfg.temporal}",
+             f"context={cfg.context}, {_temporal_text(cfg)}",
              f"  stages    {len(stages)} ONNX graphs, {len(exact)} of them exact (integer)"]
     lines += [f"  {name:<17} {s['file']:<24} {s['precision']}"
               + (", exact" if s["exact"] else "")
@@ -167,13 +175,19 @@ def _checkpoint_text(info: dict) -> str:
     lines = [f"stcm checkpoint: {info['path']}",
              f"  model     {cfg.name}: N={cfg.N} M={cfg.M} groups={list(cfg.groups)} "
              f"attention={cfg.attention}",
-             f"  context   spatial={cfg.context}{layers}{residual}, temporal={cfg.temporal}",
+             f"  context   spatial={cfg.context}{layers}{residual}, {_temporal_text(cfg)}",
              f"  entropy   {entropy}",
              f"  quality   {cfg.num_qualities} trained levels, lambda {cfg.lambdas[0]:g}.."
              f"{cfg.lambdas[-1]:g}, continuous quality in [0, 1]",
              f"  params    {params['total']:,} "
              + " ".join(f"{k}={v:,}" for k, v in params.items() if k != "total"),
-             f"  trained   {info['step'] or 0} steps"]
-    lines += [f"  val {q:<5} {v['bpp']:.4f} bpp (estimated), {v['psnr']:.2f} dB"
-              for q, v in info["validation"].items()]
+             f"  trained   {info['step'] or 0} steps"
+             + (" (its last run retrained the temporal branch alone)"
+                if info.get("temporal_keep") is not None else "")]
+    for q, v in info["validation"].items():
+        if "bpp_alone" in v:  # that run validates revisits of the val crops
+            lines.append(f"  val {q:<5} {v['bpp']:.4f} bpp with the reference, "
+                         f"{v['bpp_alone']:.4f} alone (revisits, estimated), {v['psnr']:.2f} dB")
+        else:
+            lines.append(f"  val {q:<5} {v['bpp']:.4f} bpp (estimated), {v['psnr']:.2f} dB")
     return "\n".join(lines)

@@ -59,8 +59,22 @@ def test_a_checkpoint_is_described_with_its_config_and_record(model, tmp_path):
     assert info["config"]["name"] == "tiny" and info["parameters"]["total"] == sum(
         p.numel() for p in model.parameters())
     text = format_description(info)
-    assert "trained   7 steps" in text and "val q0    0.5000 bpp" in text
+    assert "trained   7 steps\n" in text and "val q0    0.5000 bpp (estimated)" in text
     assert "exact integers" in text and "spatial=diag x" in text
+    assert f"temporal=True ({model.cfg.temporal_width} units)" in text
+
+
+def test_a_temporal_retraining_says_what_its_record_measured(model, tmp_path):
+    from stcm.models.temporal_units import grow_temporal
+
+    grown = grow_temporal(model, model.cfg.temporal_width + 4, prediction=True)
+    record = {"step": 9, "train": {"temporal_keep": model.cfg.temporal_width},
+              "validation": {"q0": {"bpp": 0.4, "bpp_alone": 0.5, "psnr": 30.0}}}
+    text = format_description(describe(save_checkpoint(grown, tmp_path / "g.safetensors",
+                                                       record)))
+    assert "trained   9 steps (its last run retrained the temporal branch alone)" in text
+    assert "0.4000 bpp with the reference, 0.5000 alone (revisits" in text
+    assert f"temporal=True ({grown.cfg.temporal_width} units + prediction)" in text
 
 
 def test_damaged_or_foreign_files_are_refused(model, tmp_path):

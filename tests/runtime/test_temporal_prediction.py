@@ -110,3 +110,15 @@ def test_scheduler_refuses_a_reference_without_the_gain(setup):
     hyper = np.zeros((1, 2 * m, 4, 4), np.float32)
     with pytest.raises(ValueError, match="encoder gain"):
         codec.scheduler.encode(y, hyper, np.zeros_like(y))
+
+
+def test_windows_decode_what_the_whole_decode_does(setup):
+    # The prediction reads the reference within 1 position: inside the window plan's margin.
+    path, _, reference, current = setup
+    codec = Codec(path, tile_size=4)
+    ref_bytes = codec.compress(reference, QUALITY)
+    data = codec.compress(current, QUALITY, reference=ref_bytes, temporal="on")
+    full = codec.decompress(data, reference=ref_bytes)
+    for col, row, width, height in [(0, 0, 33, 17), (100, 60, 50, 40), (191, 159, 1, 1)]:
+        got = codec.decompress(data, reference=ref_bytes, window=(col, row, width, height))
+        assert np.array_equal(got, full[:, row:row + height, col:col + width])
