@@ -35,7 +35,7 @@ _STAGE_CATEGORY = {"analysis": "analysis", "hyper_analysis": "hyper analysis",
 def stage_category(stage: str) -> str:
     if stage in _STAGE_CATEGORY:
         return _STAGE_CATEGORY[stage]
-    if stage.startswith("side_"):
+    if stage.startswith(("temporal_", "side_")):
         return "side (per group)"
     if stage.startswith(("step_", "recompute_")):
         return "steps: network"

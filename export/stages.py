@@ -7,9 +7,9 @@ onnxruntime/TensorRT run their exported graphs):
     hyper_analysis    y                                   -> z (B, N, H/64, W/64)
     hyper_synthesis   z_hat                               -> hyper (B, 2M, H/16, W/16)
     synthesis         latent (B, M, h, w)                 -> x_hat (B, 3, 16h, 16w)
-    side_k            hyper [, y_prev] [, reference [, gain]]
-                                                          -> side (B, A_k, h, w) [, prediction
-                                                             (B, C_k, h, w)]    once per group
+    temporal_k        reference [, gain]                  -> temporal (B, 2 C_k, h, w)
+                                                             [, prediction (B, C_k, h, w)]
+    side_k            hyper [, y_prev] [, temporal]       -> side (B, A_k, h, w)      once per group
     step_k            side, valid, windows...             -> mean, scale, new columns  one anti-diagonal
     recompute_k       [y_hat,] side, valid                -> mean, scale (whole tile)  naive/checkerboard/...
 
@@ -388,10 +388,26 @@ class RecomputeStage(nn.Module):
         return self.aggregate(side * valid, feats)
 
 
+class TemporalStage(nn.Module):
+    """Group k's temporal context features of a reference latent and, with a temporal
+    prediction, that too (``gain``: the encoder gain (1, M, 1, 1) of the image being coded),
+    which the runtime adds to the step's means. A separate stage so that an image coded
+    alone need not run it on a whole latent of zeros (``Scheduler._zero_temporal``)."""
+
+    def __init__(self, model: STCM, k: int):
+        super().__init__()
+        self.ep = model.entropy_parameters
+        self.k = k
+
+    def forward(self, reference, *gain):
+        features = self.ep.temporal[self.k](reference)
+        if not self.ep.cfg.temporal_prediction:
+            return features
+        return features, self.ep.predict(self.k, reference, gain[0])
+
+
 class SideStage(nn.Module):
-    """Group k's side projection: hyper prior, channel context, temporal context; with a
-    temporal prediction also that (``gain``: the encoder gain (1, M, 1, 1) of the image
-    being coded), which the runtime adds to the step's means."""
+    """Group k's side projection: hyper prior, channel context, temporal context features."""
 
     def __init__(self, model: STCM, k: int):
         super().__init__()
@@ -401,11 +417,8 @@ class SideStage(nn.Module):
     def forward(self, hyper, *rest):
         rest = list(rest)
         y_prev = rest.pop(0) if self.k > 0 else None
-        ref = rest.pop(0) if self.ep.cfg.temporal else None
-        side = self.ep.side(self.k, hyper, y_prev, ref)
-        if not self.ep.cfg.temporal_prediction:
-            return side
-        return side, self.ep.predict(self.k, ref, rest.pop(0))
+        temporal = rest.pop(0) if self.ep.cfg.temporal else None
+        return self.ep.side_with(self.k, hyper, y_prev, temporal)
 
 
 def build_stages(model: STCM) -> dict[str, tuple[nn.Module, StageSignature]]:
@@ -438,14 +451,17 @@ def build_stages(model: STCM) -> dict[str, tuple[nn.Module, StageSignature]]:
         inputs = [TensorSpec("hyper", lat(2 * cfg.M))]
         if k > 0:
             inputs.append(TensorSpec("y_prev", lat(sl.start)))
-        outputs = [TensorSpec("side", lat(hidden))]
         if cfg.temporal:
-            inputs.append(TensorSpec("reference", lat(cfg.M)))
-        if cfg.temporal_prediction:
-            inputs.append(TensorSpec("gain", (1, cfg.M, 1, 1)))
-            outputs.append(TensorSpec("prediction", lat(ck)))
+            inputs.append(TensorSpec("temporal", lat(2 * ck)))
+            t_inputs = [TensorSpec("reference", lat(cfg.M))]
+            t_outputs = [TensorSpec("temporal", lat(2 * ck))]
+            if cfg.temporal_prediction:
+                t_inputs.append(TensorSpec("gain", (1, cfg.M, 1, 1)))
+                t_outputs.append(TensorSpec("prediction", lat(ck)))
+            stages[f"temporal_{k}"] = (TemporalStage(model, k), StageSignature(
+                f"temporal_{k}", tuple(t_inputs), tuple(t_outputs)))
         stages[f"side_{k}"] = (SideStage(model, k), StageSignature(
-            f"side_{k}", tuple(inputs), tuple(outputs)))
+            f"side_{k}", tuple(inputs), (TensorSpec("side", lat(hidden)),)))
         spatial = ep.spatial[k] if ep.has_spatial else None
         rec_inputs = [TensorSpec("side", tile(hidden)), TensorSpec("valid", tile(1))]
         if spatial is not None:

@@ -167,13 +167,22 @@ class EntropyParameters(nn.Module):
             y_ref: the reference image's decoded latent (B, M, h, w), or None (zeros: the
                 first image of a series, paper section 3.3).
         """
-        parts = [hyper]
-        if k > 0:
-            parts.append(self.channel[k](y_prev))
+        temporal = None
         if self.cfg.temporal:
             if y_ref is None:
                 y_ref = hyper.new_zeros(hyper.shape[0], self.cfg.M, *hyper.shape[-2:])
-            parts.append(self.temporal[k](y_ref))
+            temporal = self.temporal[k](y_ref)
+        return self.side_with(k, hyper, y_prev, temporal)
+
+    def side_with(self, k: int, hyper: torch.Tensor, y_prev: torch.Tensor | None,
+                  temporal: torch.Tensor | None) -> torch.Tensor:
+        """``side`` given the temporal context's features (B, 2 ck, h, w) instead of the
+        reference (None for models without the branch)."""
+        parts = [hyper]
+        if k > 0:
+            parts.append(self.channel[k](y_prev))
+        if temporal is not None:
+            parts.append(temporal)
         return self.aggregate[k].side(torch.cat(parts, dim=1))
 
     def predict(self, k: int, y_ref: torch.Tensor | None, gain: torch.Tensor | None

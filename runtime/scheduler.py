@@ -147,6 +147,8 @@ class Scheduler:
         self.thresholds = self.ops.xp.asarray(self.quantizer.thresholds)
         starts = [sum(cfg.groups[:k]) for k in range(len(cfg.groups))]
         self.slices = [slice(s, s + c) for s, c in zip(starts, cfg.groups)]
+        # (group, box shape up to 2r + 1): temporal features of a zero reference
+        self._zero_features: dict = {}
 
     def batch(self, tile_size: int | None = None) -> int:
         """Tiles per step call for tiles of ``tile_size`` (None: this scheduler's)."""
@@ -220,15 +222,41 @@ class Scheduler:
         inputs = [hyper]
         if k > 0:
             inputs.append(y_hat[:, : self.slices[k].start])
+        prediction = None
         if self.cfg.temporal:
-            inputs.append(reference if reference is not None else np.zeros_like(y_hat))
-        if self.cfg.temporal_prediction:  # any gain when there is no reference: zeros predict 0
-            inputs.append(gain if gain is not None
-                          else np.ones_like(hyper, shape=(1, self.cfg.M, 1, 1)))
-        out = self.backend.run(f"side_{k}", *inputs)
-        # Without a reference the prediction is exactly zero: nothing to add.
-        return out[0], (out[1] if self.cfg.temporal_prediction and reference is not None
-                        else None)
+            if reference is None:
+                inputs.append(self._zero_temporal(k, hyper))
+            else:
+                out = self.backend.run(f"temporal_{k}", reference,
+                                       *([gain] if self.cfg.temporal_prediction else []))
+                inputs.append(out[0])
+                if self.cfg.temporal_prediction:
+                    prediction = out[1]
+        return self.backend.run(f"side_{k}", *inputs)[0], prediction
+
+    def _zero_temporal(self, k: int, hyper):
+        """Group k's temporal features of a zero reference on ``hyper``'s box (images and
+        tiles coded alone). Exact models: two 3x3 convolutions give the same value everywhere
+        but within ``TEMPORAL_CONTEXT_RADIUS`` r of an edge, so it is computed once on a box
+        of at most 2r + 1 per side and its rows and columns repeated: the very integers of
+        the whole box's computation, without its cost. Float models compute the whole box:
+        their sums are not exact, so another shape could change a bit."""
+        ops, m = self.ops, self.cfg.M
+        gain = ([np.ones_like(hyper, shape=(1, m, 1, 1))] if self.cfg.temporal_prediction
+                else [])
+        shape = tuple(hyper.shape[-2:])
+        if not self.backend.exact:
+            zeros = np.zeros_like(hyper, shape=(1, m, *shape))
+            return self.backend.run(f"temporal_{k}", zeros, *gain)[0]
+        r = TEMPORAL_CONTEXT_RADIUS
+        small = tuple(min(n, 2 * r + 1) for n in shape)
+        key = (k, small)
+        if key not in self._zero_features:
+            zeros = np.zeros_like(hyper, shape=(1, m, *small))
+            self._zero_features[key] = self.backend.run(f"temporal_{k}", zeros, *gain)[0]
+        features = self._zero_features[key]
+        rows, cols = (ops.xp.asarray(edge_index(n, r)) for n in shape)
+        return features[:, :, rows][:, :, :, cols]
 
     def side_margin(self, k: int) -> int:
         """Latent positions around a position that group k's side input reads (beyond the
@@ -453,6 +481,15 @@ def _row_width(block: Sequence[int], cols: int) -> int:
     """Tiles in the first tile row of ``block`` (raster order; ``cols`` tiles a grid row)."""
     row = block[0] // cols
     return next((n for n, t in enumerate(block) if t // cols != row), len(block))
+
+
+def edge_index(n: int, r: int) -> np.ndarray:
+    """Indexes into an axis of min(n, 2r + 1) positions that give an axis of n positions in
+    which every position keeps its distance to both edges, counted up to r: the first r,
+    the middle one repeated, the last r (n <= 2r + 1: all of them, as they are)."""
+    if n <= 2 * r + 1:
+        return np.arange(n)
+    return np.concatenate([np.arange(r), np.full(n - 2 * r, r), np.arange(r + 1, 2 * r + 1)])
 
 
 def dilate_box(box, radius: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -26,8 +26,9 @@ from stcm.config import ModelConfig
 from stcm.contexts import context_variant
 
 FORMAT = "stcm-engine"
-FORMAT_VERSION = 3  # 2: pinned level gains, exact entropy stages; 3: the product rule between
-# levels (models/gain.py), with container format 2
+FORMAT_VERSION = 4  # 2: pinned level gains, exact entropy stages; 3: the product rule between
+# levels (models/gain.py), with container format 2; 4: the temporal context in its own stage
+# (temporal_k), side_k reads its features
 MANIFEST_NAME = "manifest.json"
 
 
@@ -67,7 +68,7 @@ class StageSignature:
                    tuple(TensorSpec.from_dict(t) for t in d["outputs"]), extra)
 
 
-ENTROPY_STAGE_PREFIXES = ("hyper_synthesis", "side_", "step_", "recompute_")
+ENTROPY_STAGE_PREFIXES = ("hyper_synthesis", "temporal_", "side_", "step_", "recompute_")
 # Optional: g_s quantized to int8 (``stcm export --int8-synthesis``), which the runtime runs
 # instead of ``synthesis`` for 8-bit images only (docs/performance.md).
 INT8_SYNTHESIS = "synthesis_int8"
@@ -83,6 +84,8 @@ def required_stages(cfg: ModelConfig) -> set[str]:
     names = {"analysis", "hyper_analysis", "hyper_synthesis", "synthesis"}
     for k in range(len(cfg.groups)):
         names |= {f"side_{k}", f"recompute_{k}"}
+        if cfg.temporal:
+            names.add(f"temporal_{k}")
         if context_variant(cfg.context).wavefront:
             names.add(f"step_{k}")
     return names

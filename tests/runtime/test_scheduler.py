@@ -8,7 +8,7 @@ from stcm.contexts import context_variant
 from stcm.models.codec import STCM
 from stcm.runtime.ans import pinned_scale_table
 from stcm.runtime.backends.torch_backend import TorchBackend
-from stcm.runtime.scheduler import STEP_POSITIONS, Scheduler
+from stcm.runtime.scheduler import STEP_POSITIONS, Scheduler, edge_index
 
 
 def _tiny(**overrides):
@@ -188,3 +188,34 @@ def test_the_hyper_prior_in_blocks_equals_the_whole(tiny, monkeypatch):
         decoded[positions] = codec._decompress(coded[9], None)[1][0]
     assert coded[9] == coded[10 ** 9]
     np.testing.assert_array_equal(decoded[9], decoded[10 ** 9])
+
+
+@pytest.mark.parametrize("prediction", [False, True])
+def test_zero_reference_features_from_a_small_box_equal_the_whole_boxs(prediction):
+    """Images and tiles coded alone read the temporal features of a zero reference; exact
+    models compute them on at most 5 x 5 positions and repeat rows and columns: the same
+    integers as the whole box, every shape (smaller than 5 too), and not a wasted call."""
+    model, backend, table = _tiny(temporal_prediction=prediction)
+    scheduler = Scheduler(backend, model.cfg, table)
+    calls = []
+    run = backend.run
+
+    def spy(stage, *inputs):
+        calls.append((stage, inputs[0].shape))
+        return run(stage, *inputs)
+
+    m = model.cfg.M
+    gain = [np.ones((1, m, 1, 1), np.float32)] if prediction else []
+    for shape in [(1, 1), (2, 7), (5, 5), (6, 9), (13, 3), (17, 40)]:
+        hyper = np.zeros((1, 2 * m, *shape), np.float32)
+        whole = backend.run("temporal_0", np.zeros((1, m, *shape), np.float32), *gain)[0]
+        backend.run = spy
+        try:
+            got = scheduler._zero_temporal(0, hyper)
+        finally:
+            backend.run = run
+        np.testing.assert_array_equal(got, whole)
+        assert all(s[-2] <= 5 and s[-1] <= 5 for _, s in calls)
+    # boxes of (1, 1), (2, 5), (5, 5) and (5, 3): (6, 9) and (17, 40) reuse (5, 5)
+    assert [s[-2:] for _, s in calls] == [(1, 1), (2, 5), (5, 5), (5, 3)]
+    assert list(edge_index(8, 2)) == [0, 1, 2, 2, 2, 2, 3, 4]

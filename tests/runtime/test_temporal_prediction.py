@@ -1,5 +1,5 @@
-"""The temporal prediction (``ModelConfig.temporal_prediction``) through the runtime: the side
-stage computes it, the step programs add it to the means, every backend codes the same bits,
+"""The temporal prediction (``ModelConfig.temporal_prediction``) through the runtime: the
+temporal stage computes it, the step programs add it to the means, every backend codes the same bits,
 the eager model predicts the means the engine coded with, and tiles coded alone ignore it."""
 import numpy as np
 import pytest
