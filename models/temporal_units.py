@@ -113,7 +113,9 @@ class TemporalUnits:
         width = model.cfg.temporal_width
         if keep < 1:  # the kept units' weights pin the grids that intra coding reads
             raise ConfigError(f"keep at least one temporal unit, got {keep}")
-        if keep > width or (keep == width and not model.cfg.temporal_prediction):
+        if keep > width:
+            raise ConfigError(f"cannot keep {keep} temporal units of {width}")
+        if keep == width and not model.cfg.temporal_prediction:
             raise ConfigError(f"the temporal branch has {width} hidden units and no "
                               f"prediction: keeping {keep} leaves nothing to train")
         self.model = model

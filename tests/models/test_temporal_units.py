@@ -96,6 +96,8 @@ def test_nothing_to_train_is_a_clear_error(trained_tiny):
     model, _ = load_checkpoint(trained_tiny)
     with pytest.raises(ConfigError, match="leaves nothing to train"):
         TemporalUnits(model, model.cfg.temporal_width)
+    with pytest.raises(ConfigError, match="cannot keep"):
+        TemporalUnits(model, model.cfg.temporal_width + 1)
     with pytest.raises(ConfigError, match="at least one"):
         TemporalUnits(grow_temporal(model, model.cfg.temporal_width + 4), 0)
     with pytest.raises(ConfigError, match="no temporal branch"):

@@ -1,6 +1,7 @@
 """The temporal prediction (``ModelConfig.temporal_prediction``) through the runtime: the
-temporal stage computes it, the step programs add it to the means, every backend codes the same bits,
-the eager model predicts the means the engine coded with, and tiles coded alone ignore it."""
+temporal stage computes it, the step programs add it to the means, every backend codes the
+same bits, the eager model predicts the means the engine coded with, and tiles coded alone
+ignore it."""
 import numpy as np
 import pytest
 import torch
