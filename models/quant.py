@@ -230,11 +230,13 @@ class _Exact:
     def _geometry(self) -> tuple[bool, int]:
         return False, 1
 
-    def _quantized(self, ste: bool = False):
+    def _quantized(self, ste: bool = False, weight: torch.Tensor | None = None):
+        """(weight, bias, bound) on their grids; ``weight`` in place of the layer's own."""
         transposed, stride = self._geometry()
         # A grouped convolution's weight rows see in_channels / groups inputs each: with one
         # exponent for the whole input (grouped layers have no parts), the same ones.
-        return quantize_weights(self.raw_weight(), self.bias, self.weight_bits,
+        return quantize_weights(self.raw_weight() if weight is None else weight, self.bias,
+                                self.weight_bits,
                                 self.act.channel_exponents(self.in_channels // self.groups),
                                 self.act.top,
                                 transposed, stride, ste=ste)

@@ -24,7 +24,7 @@ from torch import nn
 from stcm.errors import ConfigError
 from stcm.models.checkpoint import read_metadata
 from stcm.models.codec import STCM, pad_image
-from stcm.models.quant import quantize_weights, straight_through
+from stcm.models.quant import straight_through
 
 
 def _branches(model: STCM) -> list[nn.Module]:
@@ -170,16 +170,11 @@ class TemporalUnits:
             if layer.act is None:  # float model: no grids to keep
                 continue
             weight = layer.weight
-
-            def coded(w):
-                return quantize_weights(w, layer.bias, layer.weight_bits,
-                                        layer.act.channel_exponents(layer.in_channels),
-                                        layer.act.top)[:2]
             silent = weight.clone()
             silent[:, self.keep:] = 0  # the widened model before training: the old grids
-            want_w, want_b = coded(silent)
+            want_w, want_b, _ = layer._quantized(weight=silent)
             for _ in range(64):
-                got_w, got_b = coded(weight)
+                got_w, got_b, _ = layer._quantized(weight=weight)
                 moved = ((got_w[:, :self.keep] != want_w[:, :self.keep]).flatten(1).any(1)
                          | (got_b != want_b))
                 if not bool(moved.any()):

@@ -344,7 +344,7 @@ class Trainer:
                 x = self.val[i: i + 4].to(self.device)
                 reference = None
                 if self.units is not None:
-                    reference = self.model(x, q).latent
+                    reference = self.model(x, q, synthesize=False).latent
                     x = self._val_pairs[i: i + 4].to(self.device)
                     alone.append(self.model(x, q, synthesize=False).bpp().cpu())
                 out = self.model(x, q, reference)
