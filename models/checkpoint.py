@@ -44,7 +44,9 @@ def save_checkpoint(model: STCM, path: str | os.PathLike, meta: dict | None = No
     tables it has.
     """
     dtype = torch.float16 if half else torch.float32
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    # Integer buffers (the latent shift tables) keep their type: they are exact tables.
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
     if model.frozen:
         coding = model.coding
     elif half:

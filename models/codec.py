@@ -24,6 +24,7 @@ from stcm.config import ModelConfig
 from stcm.models.entropy_bottleneck import EntropyBottleneck, FactorizedTables
 from stcm.models.entropy_parameters import EntropyParameters
 from stcm.models.gain import GainUnits
+from stcm.models.latent_shift import LatentShift
 from stcm.quality import check_quality
 from stcm.models.gaussian import gaussian_likelihood, quantize_noise, quantize_ste
 from stcm.models.transforms import (PAD_MULTIPLE, analysis, hyper_analysis, hyper_synthesis,
@@ -104,6 +105,8 @@ class STCM(nn.Module):
         self.entropy_bottleneck = EntropyBottleneck(cfg.N)
         self.gain = GainUnits(cfg.lambdas, cfg.M)
         self.entropy_parameters = EntropyParameters(cfg)
+        if cfg.latent_shift:
+            self.latent_shift = LatentShift(cfg.M)
         self._coding: CodingState | None = None
 
     # -- training ---------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from stcm.runtime.container import (DEFAULT_MAX_PIXELS, DTYPES, KIND_Y, KIND_Z, 
                                     check_model, check_reference, peek_header, quality_on_grid,
                                     read_container, short_id, write_container)
 from stcm.runtime.georeference import Georeference
-from stcm.runtime.grids import (estimate_shift, georeferenced_mapping, nearest_cells,
+from stcm.runtime.grids import (SHIFT_MAX_SIDE, estimate_shift, georeferenced_mapping,
+                                is_translation, nearest_cells, refine_translation,
                                 reference_grid, resample_latent)
 from stcm.runtime.header import (BAND_GROUP_SIZE, DOWNSAMPLE, HYPER_DOWNSAMPLE, IDENTITY_GRID,
                                  MAX_TILE_SIZE, ReferenceGrid, footprint_of, latent_shape_of,
@@ -52,6 +53,7 @@ from stcm.runtime.scene import (FILL_BLOCK, ArraySink, ArraySource, BlockSource,
                                 Scene)
 from stcm.runtime.spill import SPILL_BYTES, SpilledLatent
 from stcm.runtime.transfer import HostStaging, to_host
+from stcm.shift_tables import shift_latent, split_move
 
 if TYPE_CHECKING:  # the torch path only: engines need neither torch nor stcm.models
     from stcm.models.codec import STCM
@@ -299,8 +301,9 @@ class Codec:
         """``compress`` for an image read block by block (``runtime.scene.BlockSource``,
         e.g. a GeoTIFF's windows, ``runtime.rasterblocks``): the image is never held whole
         as float, the same bytes as ``compress`` of the whole array. ``label`` names the run
-        in progress lines. With ``refine`` (the band groups go through the model whole) or a
-        reference without georeferencing (phase correlation) the image is read whole."""
+        in progress lines. With ``refine`` (the band groups go through the model whole)
+        the image is read whole; a reference's phase correlation reads a window of at most
+        SHIFT_MAX_SIDE^2 pixels."""
         shape = (source.bands, source.height, source.width)
         self._check_refine(refine, shape)
         check_temporal(temporal)
@@ -320,7 +323,9 @@ class Codec:
             mapping = georeferenced_mapping(ref_header.georef, georef, ref_size, shape[1:])
             decoded, latents = self._decompress(reference, None)
             ref = _Reference(latents, ref_size,
-                             self._mapping(mapping, decoded.pixels, source.read_all))
+                             self._mapping(mapping, decoded.pixels, shape[1:],
+                                           lambda rows, cols: source.read(
+                                               rows, cols, range(source.bands))[0]))
             del decoded
             ref_id = hashlib.sha256(reference).digest()
         with span(self._recorder, "encode", "encode"):
@@ -404,7 +409,9 @@ class Codec:
         out = [first]
         ref_id = hashlib.sha256(first).digest()
         for image, georef, mapping in zip(images[1:], georefs[1:], mappings):
-            ref = _Reference(latents, size, self._mapping(mapping, images[0], lambda i=image: i))
+            ref = _Reference(latents, size, self._mapping(
+                mapping, images[0], image.shape[1:],
+                lambda rows, cols, i=image: i[:, rows[0]:rows[1], cols[0]:cols[1]]))
             out.append(self._compress(scene(image, georef), quality, georef, ref, ref_id,
                                       refine=refine, temporal=temporal)[0])
         return out
@@ -420,17 +427,22 @@ class Codec:
                                  for b in blobs[1:]]
 
     # -- internals -----------------------------------------------------------------------------
-    @staticmethod
-    def _mapping(georeferenced, reference_pixels: np.ndarray,
-                 image: Callable[[], np.ndarray]) -> ReferenceGrid | None:
-        """Where the reference lies against the image (``image()`` its pixels, read only
-        here): the georeferenced mapping when both have one, else the shift phase
-        correlation finds; None: on one grid."""
+    def _mapping(self, georeferenced, reference_pixels: np.ndarray,
+                 size: tuple[int, int], read) -> ReferenceGrid | None:
+        """Where the reference lies against the image of ``size`` (height, width) pixels
+        (``read((r0, r1), (c0, c1))`` reads a window of it): the georeferenced mapping when
+        both have one, a translation corrected by phase correlation when the model can move
+        a latent by pixels (latent shift tables), else the shift phase correlation finds;
+        None: on one grid."""
         mapping = georeferenced
+        shiftable = self.tables.shift_tables is not None
         if mapping is None:
-            shift = estimate_shift(reference_pixels, image())
+            h, w = (min(n, SHIFT_MAX_SIDE) for n in size)
+            shift = estimate_shift(reference_pixels, read((0, h), (0, w)))
             mapping = (1.0, 0.0, shift[0], 0.0, 1.0, shift[1]) if shift else IDENTITY_GRID
-        return reference_grid(mapping)
+        elif shiftable and is_translation(mapping):
+            mapping = refine_translation(mapping, reference_pixels, size, read)
+        return reference_grid(mapping, shiftable)
 
     def _check_refine(self, refine, shape: tuple[int, ...] = ()) -> None:
         """ConfigError unless ``refine`` is a step count this codec can run on an image of
@@ -529,20 +541,24 @@ class Codec:
         quality = quality_on_grid(quality)  # code at exactly the quality the header stores
         xp = self.xp
         h, w = scene.height, scene.width
-        if (temporal == "auto" and canvas_fallback and reference is not None
-                and reference.grid is not None and reference.grid.origin != (0, 0)):
+        grid = reference.grid if reference is not None else None
+        if (temporal == "auto" and canvas_fallback and grid is not None
+                and (grid.origin != (0, 0) or grid.shifted)):
             # The canvas's extra rows and columns cost bits of their own (another 64-pixel
-            # block at many sizes: +16-20 % on 512^2 Sentinel-2 crops): also code the image on
-            # its own grid, the reference moved by the nearest whole latent positions (per
-            # tile with or without it, so never above coding alone), and keep the smaller.
+            # block at many sizes: +16-20 % on 512^2 Sentinel-2 crops), and a latent moved by
+            # a few pixels in latent space is an estimate: also code the image on its own
+            # grid with the reference moved by the nearest whole latent positions (per tile
+            # with or without it, so never above coding alone) and, for a shifted grid, on
+            # the canvas (exactly aligned; it won on near-copies), and keep the smallest.
             args = (scene, quality, georef)
             options = dict(keep_latents=keep_latents, label=label)
-            moved = self._compress(*args, reference, reference_id, extra, refine, temporal,
-                                   canvas_fallback=False, **options)
-            unmoved = self._compress(*args, _Reference(reference.latents, reference.size,
-                                                       nearest_cells(reference.grid)),
-                                     reference_id, extra, refine, temporal, **options)
-            return min(moved, unmoved, key=lambda c: len(c[0]))
+            grids = [grid, nearest_cells(grid)]
+            if grid.shifted:
+                grids.append(reference_grid(grid.mapping))
+            return min((self._compress(*args, _Reference(reference.latents, reference.size, g),
+                                       reference_id, extra, refine, temporal,
+                                       canvas_fallback=False, **options) for g in grids),
+                       key=lambda c: len(c[0]))
         references, top, left = None, 0, 0
         if reference is not None:
             if len(reference.latents) != scene.band_groups:
@@ -552,7 +568,7 @@ class Codec:
             if reference.grid is not None:
                 top, left = reference.grid.origin
             references = reference.on_grid(latent_shape_of(top + h, left + w),
-                                           self.device)
+                                           self.device, self.tables.shift_tables)
         # The canvas: the image after ``top`` rows and ``left`` columns of its edge, and its
         # edge repeated to multiples of 64 (the transforms' and hyper transforms' strides;
         # replicated borders cost fewer bits than zeros).
@@ -708,7 +724,8 @@ class Codec:
                 raise DataError(f"the reference image has {len(reference.latents)} band "
                                 f"groups, this one {header.band_groups}")
             reference = _Reference(reference.latents, reference.size, header.reference_grid)
-            references = reference.on_grid(header.latent_shape, self.device)
+            references = reference.on_grid(header.latent_shape, self.device,
+                                           self.tables.shift_tables)
         gain_enc, gain_dec = (self.xp.asarray(g) for g in self.tables.gains(header.quality))
         col, row, width, height = (check_window(window, header.height, header.width)
                                    if window is not None else (0, 0, header.width, header.height))
@@ -903,15 +920,34 @@ class _Reference:
     def decoded(cls, image: "DecodedImage", latents: list) -> "_Reference":
         return cls(latents, (image.header.height, image.header.width))
 
-    def on_grid(self, latent_shape: tuple[int, int], device: str) -> list:
+    def on_grid(self, latent_shape: tuple[int, int], device: str,
+                shift_tables: tuple[np.ndarray, np.ndarray] | None = None) -> list:
         """The latents resampled onto an image's latent grid, as arrays on ``device`` (the
-        same arrays when it is the reference's own grid)."""
-        if self.grid is None and all(t.shape[-2:] == latent_shape for t in self.latents):
+        same arrays when it is the reference's own grid). A ``shifted`` grid moves each latent
+        by the remainder of whole positions with ``shift_tables`` (the model's), then copies
+        it by whole positions."""
+        grid = self.grid
+        if grid is None and all(t.shape[-2:] == latent_shape for t in self.latents):
             return self.latents
-        mapping = self.grid.mapping if self.grid is not None else None
-        return [HostStaging.upload(resample_latent(to_host(t[0]), mapping, self.size,
-                                                   latent_shape)[None], device)
-                for t in self.latents]
+        mapping = grid.mapping if grid is not None else None
+        move = None
+        if grid is not None and grid.shifted:
+            if shift_tables is None:
+                raise ModelMismatchError("the image was coded with its reference moved by the "
+                                         "model's latent shift tables, which this model lacks")
+            (whole_x, move_x), (whole_y, move_y) = (split_move(mapping[2]),
+                                                    split_move(mapping[5]))
+            move = (move_y, move_x)
+            mapping = (1.0, 0.0, float(DOWNSAMPLE * whole_x), 0.0, 1.0,
+                       float(DOWNSAMPLE * whole_y))
+        out = []
+        for t in self.latents:
+            latent = to_host(t[0])
+            if move is not None:
+                latent = shift_latent(latent, move, *shift_tables)
+            out.append(HostStaging.upload(
+                resample_latent(latent, mapping, self.size, latent_shape)[None], device))
+        return out
 
 
 @dataclass

@@ -48,11 +48,13 @@ MAGIC = b"STCM"
 # mask of missing samples; 2.4: the symbol checksum table after the header's last field.
 # 3: 2.4's layout, but the y streams hold no symbol for the latent cells away from the image
 # (``Header.footprint``): a 2.x reader would decode other symbols from them, so a new major.
-FORMAT_MAJOR, FORMAT_MINOR = 3, 0
+# 3.1: shifted reference grids (bit 7 of the grid's top byte, which 3.0 readers refuse).
+FORMAT_MAJOR, FORMAT_MINOR = 3, 1
 FORMAT_VERSION = (FORMAT_MAJOR, FORMAT_MINOR)
 READ_MAJORS = (2, 3)  # what this reader decodes (format 1 only stcm 0.2 does)
 CHECKSUM_VERSION = (2, 4)  # the first with symbol checksums
 FOOTPRINT_VERSION = (3, 0)  # the first that codes no y symbol away from the image
+SHIFTED_GRID_VERSION = (3, 1)  # the first with shifted reference grids (latent shift tables)
 _NO_CHECKSUM_VERSION = (2, 3)  # what write_container writes without them (2.3's layout)
 # The newest minor of each major this reader knows: bytes after the last field it knows are
 # corruption in a file of these or older, skipped in a newer minor's.
@@ -236,7 +238,7 @@ def write_container(header: Header, streams: dict[tuple[int, int, int], bytes],
     >>> c.header == h, c.stream(0, KIND_Y, 0), len(data) - c.payload_start, c.header_bytes
     (True, b'yyy', 5, 54)
     >>> c.checksum(0, KIND_Y, 0), data[4:6], read_container(write_container(h, streams)).checksums
-    (4294967295, b'\\x03\\x00', None)
+    (4294967295, b'\\x03\\x01', None)
     """
     if not isinstance(header, Header):
         raise TypeError(f"header must be a Header, got {type(header).__name__}")
@@ -396,6 +398,10 @@ def _read_record(data: bytes, max_pixels: int):
     header_len = record.varint("header length", record.remaining)
     fields = ByteReader(data, record.pos, record.pos + header_len, what="stcm header")
     header = Header.from_reader(fields, max_pixels)
+    grid = header.reference_grid
+    if grid is not None and grid.shifted and version < SHIFTED_GRID_VERSION:
+        raise CorruptError(f"corrupt stcm header: a shifted reference grid (format 3.1) in a "
+                           f"version {version[0]}.{version[1]} file")
     checksums = _read_checksums(fields, header, version)
     if fields.remaining and not _newer(version):  # a newer minor may append fields
         raise CorruptError(f"corrupt stcm header: {fields.remaining} bytes after the last "

@@ -58,6 +58,9 @@ def describe_container(data: bytes, path: str | os.PathLike | None = None) -> di
         "rpcs": h.georef is not None and h.georef.rpcs is not None,
         "mask": None if h.mask is None else "per band" if h.mask.per_band else "shared",
         "reference_id": h.reference_id.hex() if h.reference_id else None,
+        "reference_grid": None if h.reference_grid is None else {
+            "origin": list(h.reference_grid.origin),
+            "mapping": list(h.reference_grid.mapping), "shifted": h.reference_grid.shifted},
         "intra_tiles": list(h.intra_tiles),
         "streams": [{"band_group": e.band_group, "kind": _KINDS.get(e.kind, e.kind),
                      "tile": e.tile, "offset": e.offset, "bytes": e.length,
@@ -90,7 +93,8 @@ def _temporal_text(cfg: ModelConfig) -> str:
     if not cfg.temporal:
         return "temporal=False"
     return (f"temporal=True ({cfg.temporal_width} units"
-            + (" + prediction)" if cfg.temporal_prediction else ")"))
+            + (" + prediction" if cfg.temporal_prediction else "")
+            + (" + latent shift)" if cfg.latent_shift else ")"))
 
 
 def describe_engine(path: str | os.PathLike) -> dict:
@@ -156,6 +160,15 @@ def _container_text(info: dict) -> str:
         lines.append(f"  reference {info['reference_id'][:16]} (temporal context; "
                      f"{info['band_groups'] * info['tiles'] - intra} tiles use it, "
                      f"{intra} coded intra)")
+        grid = info.get("reference_grid")
+        if grid:
+            a, b, c, d, e, f = grid["mapping"]
+            how = ("latent moved by the model's shift tables" if grid["shifted"] else
+                   f"canvas origin {tuple(grid['origin'])}" if any(grid["origin"]) else
+                   "latent moved by whole positions" if (a, b, d, e) == (1, 0, 0, 1) else
+                   "latent resampled bilinearly")
+            lines.append(f"  grid      reference pixel = ({a:g}*col + {b:g}*row + {c:g}, "
+                         f"{d:g}*col + {e:g}*row + {f:g}); {how}")
     lines += [f"  stream    group {s['band_group']} {s['kind']} tile {s['tile']:<4} "
               f"{s['bytes']:>9,} bytes @ {s['offset']:<9} crc {s['crc32']}"
               + (f" symbols {s['symbols_crc32']}" if s["symbols_crc32"] else "")

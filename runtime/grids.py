@@ -9,11 +9,15 @@ correlation of the decoded reference with this image (``estimate_shift``). The m
 stored in the header (format 2.2) and both sides resample the reference's decoded latent
 onto this image's latent grid with ``resample_latent``: NumPy arithmetic on values the
 header fixes, so encoder and decoder compute the same side input on any machine, and exact
-decoding across backends holds. A shift is met by moving this image on its coded canvas so
-that the latent positions line up (``reference_grid``): the latent then moves by whole
-positions, since the temporal context, like g_a, does not follow shifts of a fraction of a
-position (a bilinear mix of latent positions costs more bits than no reference). Ground the reference does not show gets a zero latent, the
-side input of an image coded alone.
+decoding across backends holds. The temporal context, like g_a, does not follow shifts of a
+fraction of a latent position (a bilinear mix of latent positions costs more bits than no
+reference), so a shift by whole pixels is met in one of two ways (``reference_grid``): a
+model with latent shift tables keeps the image on its grid and moves the reference's latent
+by the remainder in latent space (``stcm.shift_tables``; georeferenced translations are
+first corrected by phase correlation, ``refine_translation``); other models move this image
+on a coded canvas so that the latent positions line up, and the latent by whole positions.
+Ground the reference does not show gets a zero latent, the side input of an image coded
+alone.
 
 A mapping is 6 numbers (a, b, c, d, e, f): pixel (col, row) of this image, in GDAL's
 pixel-corner convention, lies at (a*col + b*row + c, d*col + e*row + f) of the reference.
@@ -21,6 +25,7 @@ pixel-corner convention, lies at (a*col + b*row + c, d*col + e*row + f) of the r
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from affine import Affine
@@ -184,19 +189,59 @@ def estimate_shift(reference: np.ndarray, image: np.ndarray) -> tuple[float, flo
     return float(dx), float(dy)
 
 
-def reference_grid(mapping: Mapping) -> ReferenceGrid | None:
+def is_translation(mapping: Mapping) -> bool:
+    """Whether ``mapping`` keeps the pixel size and orientation (moves pixels only)."""
+    a, b, _, d, e, _ = mapping
+    return all(math.isclose(x, y, rel_tol=PIXEL_SIZE_RTOL, abs_tol=PIXEL_SIZE_RTOL)
+               for x, y in ((a, 1.0), (b, 0.0), (d, 0.0), (e, 1.0)))
+
+
+def refine_translation(mapping: Mapping, reference_pixels: np.ndarray, size: tuple[int, int],
+                       read: Callable[[tuple[int, int], tuple[int, int]], np.ndarray]
+                       ) -> Mapping:
+    """A translation ``mapping`` (from georeferencing, often a few pixels off between two
+    dates: co-registration errors) corrected by phase correlation of the reference's
+    decoded pixels with this image's over the area the mapping says they share.
+    ``read((r0, r1), (c0, c1))`` reads that window of this image, of ``size`` (height,
+    width) pixels. Unchanged when the
+    correlation finds no clear shift of a pixel or more."""
+    _, _, c, _, _, f = mapping
+    ox, oy = round(c), round(f)  # reference pixel of this image's pixel (0, 0)
+    r_top, r_left = max(oy, 0), max(ox, 0)
+    i_top, i_left = max(-oy, 0), max(-ox, 0)
+    rh, rw = reference_pixels.shape[1:]
+    h = min(rh - r_top, size[0] - i_top, SHIFT_MAX_SIDE)
+    w = min(rw - r_left, size[1] - i_left, SHIFT_MAX_SIDE)
+    if h < SHIFT_MIN_SIDE or w < SHIFT_MIN_SIDE:
+        return mapping
+    image = read((i_top, i_top + h), (i_left, i_left + w))
+    shift = estimate_shift(reference_pixels[:, r_top:r_top + h, r_left:r_left + w], image)
+    if shift is None:
+        return mapping
+    return (1.0, 0.0, float(ox + shift[0]), 0.0, 1.0, float(oy + shift[1]))
+
+
+def reference_grid(mapping: Mapping, latent_shift: bool = False) -> ReferenceGrid | None:
     """How to code an image whose pixels lie at ``mapping`` of the reference (None: on its
-    grid). A translation is met exactly up to half a pixel: the canvas starts with the
-    shift's remainder modulo 16 of replicated edge, so that the canvas's latent positions fall
-    on the reference's and the latent moves by whole positions (a copy). Any other mapping
-    (another pixel size, a rotation) resamples the latent bilinearly, which only
-    approximates the latent of the reference seen on this grid."""
+    grid). A translation is met exactly up to half a pixel. With ``latent_shift`` (the model
+    has shift tables) the image stays on its own grid and the reference's latent moves, by
+    whole positions and the remainder in latent space (a ``shifted`` grid). Without, the
+    canvas starts with the shift's remainder modulo 16 of replicated edge, so that the
+    canvas's latent positions fall on the reference's and the latent moves by whole
+    positions (a copy); the extra canvas costs bits of its own (a latent row and column more
+    on most sizes). Any other mapping (another pixel size, a rotation) resamples the latent
+    bilinearly, which only approximates the latent of the reference seen on this grid."""
     if is_identity(mapping):
         return None
     a, b, c, d, e, f = mapping
     if not is_identity((a, b, 0.0, d, e, 0.0)):
         return ReferenceGrid((0, 0), mapping)
     dx, dy = round(c), round(f)
+    if latent_shift:
+        if (dx, dy) == (0, 0):
+            return None
+        whole = dx % DOWNSAMPLE == 0 and dy % DOWNSAMPLE == 0
+        return ReferenceGrid((0, 0), (1.0, 0.0, float(dx), 0.0, 1.0, float(dy)), not whole)
     top, left = dy % DOWNSAMPLE, dx % DOWNSAMPLE
     shift = (1.0, 0.0, float(dx - left), 0.0, 1.0, float(dy - top))
     if (top, left) == (0, 0) and shift == IDENTITY_GRID:
@@ -205,9 +250,10 @@ def reference_grid(mapping: Mapping) -> ReferenceGrid | None:
 
 
 def nearest_cells(grid: ReferenceGrid) -> ReferenceGrid | None:
-    """A canvas grid's translation rounded to whole latent positions with no canvas (origin
-    0): the image stays on its own grid and the reference's latent moves by a copy, up to
-    half a position (8 pixels) off the ground; None when that is no move."""
+    """A canvas or shifted grid's translation rounded to whole latent positions with no
+    canvas (origin 0) and no latent shift: the image stays on its own grid and the
+    reference's latent moves by a copy, up to half a position (8 pixels) off the ground;
+    None when that is no move."""
     top, left = grid.origin
     _, _, c, _, _, f = grid.mapping
     dx = DOWNSAMPLE * round((c + left) / DOWNSAMPLE)

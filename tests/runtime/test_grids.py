@@ -148,30 +148,46 @@ def _psnr(a, b):
     return 10 * np.log10(255 ** 2 / np.mean((a / 1.0 - b) ** 2))
 
 
-@pytest.mark.parametrize("georeferenced", [True, False])
-def test_a_shifted_revisit_decodes_exactly_on_the_canvas(codec, builtin, georeferenced):
-    codec = codec if georeferenced else builtin
+def _decodes_exactly(codec, reference, data, later, georef):
+    """The decoder rebuilds the encoder's latents exactly, whole and as a series, and the
+    fidelity is that of coding the image alone."""
+    header = read_container(data).header
+    decoded = codec.decompress_image(data, reference=reference)
+    assert decoded.pixels.shape == later.shape
+    assert np.array_equal(decoded.pixels, codec.decompress_series([reference, data])[1])
+    ref_image, ref_latents = codec._decompress(reference, None)
+    ref = _Reference(ref_latents, (192, 192), header.reference_grid)
+    ref_id = hashlib.sha256(reference).digest()
+    _, enc = codec._compress(later, 0.7, georef, ref, ref_id, temporal="on")
+    _, dec = codec._decompress(data, _Reference.decoded(ref_image, ref_latents), reference)
+    assert all(np.array_equal(a, b) for a, b in zip(enc, dec))
+    alone = codec.decompress(codec.compress(later, 0.7))
+    assert _psnr(decoded.pixels, later) > _psnr(alone, later) - 1.0
+
+
+def test_a_shifted_revisit_decodes_exactly_on_the_canvas(codec):
+    # The tiny model has no latent shift tables: the image moves on a canvas.
     first, later = _pair(dx=21, dy=-6)
-    georefs = [_geo(), _moved(210.0, 60.0)] if georeferenced else [None, None]
+    georefs = [_geo(), _moved(210.0, 60.0)]
     reference = codec.compress(first, 0.7, georef=georefs[0])
     data = codec.compress(later, 0.7, georef=georefs[1], reference=reference, temporal="on")
     header = read_container(data).header
     # 21 columns right: a canvas of 5 columns, the latent moved by one position (16 px).
     assert header.reference_grid == ReferenceGrid((10, 5), (1.0, 0.0, 16.0, 0.0, 1.0, -16.0))
     assert header.georef == georefs[1]
-    decoded = codec.decompress_image(data, reference=reference)
-    assert decoded.pixels.shape == later.shape
-    assert np.array_equal(decoded.pixels, codec.decompress_series([reference, data])[1])
-    # The decoder rebuilt the encoder's latent exactly.
-    ref_image, ref_latents = codec._decompress(reference, None)
-    ref = _Reference(ref_latents, (192, 192), header.reference_grid)
-    ref_id = hashlib.sha256(reference).digest()
-    _, enc = codec._compress(later, 0.7, georefs[1], ref, ref_id, temporal="on")
-    _, dec = codec._decompress(data, _Reference.decoded(ref_image, ref_latents), reference)
-    assert all(np.array_equal(a, b) for a, b in zip(enc, dec))
-    # Coding on the moved canvas keeps the fidelity of coding the image alone.
-    alone = codec.decompress(codec.compress(later, 0.7))
-    assert _psnr(decoded.pixels, later) > _psnr(alone, later) - 1.0
+    _decodes_exactly(codec, reference, data, later, georefs[1])
+
+
+def test_phase_correlation_finds_a_shift_that_the_builtin_model_s_tables_apply(builtin):
+    # No georeferences: phase correlation of the decoded reference finds (21, -6), and the
+    # built-in model (latent shift tables) keeps the image on its own grid.
+    first, later = _pair(dx=21, dy=-6)
+    reference = builtin.compress(first, 0.7)
+    data = builtin.compress(later, 0.7, reference=reference, temporal="on")
+    header = read_container(data).header
+    assert header.reference_grid == ReferenceGrid((0, 0), (1.0, 0.0, 21.0, 0.0, 1.0, -6.0),
+                                                  shifted=True)
+    _decodes_exactly(builtin, reference, data, later, None)
 
 
 def test_auto_never_costs_more_than_coding_alone_on_another_grid(codec):
