@@ -19,6 +19,7 @@ from stcm.models.latent_shift import _latents, fit_latent_shift, with_latent_shi
 from stcm.runtime.codec import Codec, _Reference
 from stcm.runtime import container
 from stcm.runtime.container import read_container
+from stcm.runtime.describe import describe, format_description
 from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import reference_grid, refine_translation
 from stcm.runtime.header import ReferenceGrid
@@ -211,7 +212,7 @@ def test_images_coded_alone_keep_their_streams(fitted):
 
 
 # -- through the codec ------------------------------------------------------------------------
-def test_a_revisit_a_few_pixels_off_decodes_exactly_on_every_backend(fitted):
+def test_a_revisit_a_few_pixels_off_decodes_exactly_on_every_backend(fitted, tmp_path):
     path, engine, _ = fitted
     first, later = _pair(dx=21, dy=-6)
     torch_codec, ort = Codec(path, tile_size=4), Codec(engine=engine, tile_size=4)
@@ -225,6 +226,10 @@ def test_a_revisit_a_few_pixels_off_decodes_exactly_on_every_backend(fitted):
     assert header.reference_grid == ReferenceGrid((0, 0), (1.0, 0.0, 21.0, 0.0, 1.0, -6.0),
                                                   shifted=True)
     assert read_container(data).version == (3, 1)
+    (tmp_path / "later.stcm").write_bytes(data)
+    text = format_description(describe(tmp_path / "later.stcm"))
+    assert "grid      reference pixel = (1*col + 0*row + 21" in text
+    assert "latent moved by the model's shift tables" in text
     # The decoders rebuild the encoder's latents exactly.
     ref_image, ref_latents = torch_codec._decompress(reference, None)
     ref = _Reference(ref_latents, first.shape[1:], header.reference_grid)
