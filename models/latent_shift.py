@@ -7,7 +7,7 @@ moved by whole positions (16 pixels) exactly, but the remainder, -8 .. 7 pixels,
 every position holds (the Laplacian correlation of a 10-day Sentinel-2 pair is -0.08 two
 pixels off and 0.65 aligned). The decoder has only the reference's latent, not an exact
 analysis transform, so the remainder is applied in latent space: per axis and remainder r a
-linear map (a 3-tap convolution across positions, mixing all channels) from the latent of an
+linear map (a 5-tap convolution across positions, mixing all channels) from the latent of an
 image to the latent of that image moved by r pixels, fitted here by least squares on
 training images through the model's own transforms (``fit_latent_shift``). Rows first,
 then columns.

@@ -203,8 +203,7 @@ def refine_translation(mapping: Mapping, reference_pixels: np.ndarray, size: tup
     dates: co-registration errors) corrected by phase correlation of the reference's
     decoded pixels with this image's over the area the mapping says they share.
     ``read((r0, r1), (c0, c1))`` reads that window of this image, of ``size`` (height,
-    width) pixels. Unchanged when the
-    correlation finds no clear shift of a pixel or more."""
+    width) pixels. Unchanged when the correlation finds no clear shift of a pixel or more."""
     _, _, c, _, _, f = mapping
     ox, oy = round(c), round(f)  # reference pixel of this image's pixel (0, 0)
     r_top, r_left = max(oy, 0), max(ox, 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 SHIFT_PHASES = 16  # moves -8 .. 7 pixels: the remainder after whole 16-pixel positions
-SHIFT_TAPS = 3
+SHIFT_TAPS = 5
 SHIFT_WEIGHT_BITS = 12
 SHIFT_INPUT_BITS = 10
 SHIFT_INPUT_LIMIT = 2 ** 20 - 1  # in units of 2^-SHIFT_INPUT_BITS: |latent| < 1024
