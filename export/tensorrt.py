@@ -15,10 +15,9 @@ the names of the dynamic axes (``profile_shapes``). Its return value is the mani
 Precision: the entropy stages (``hyper_synthesis``, ``temporal_*``, ``side_*``, ``step_*``,
 ``recompute_*``) decide the coded distributions, so they are always plain FP32 with TF32
 turned off (TF32 is on by default in TensorRT and rounds convolution inputs to 10 mantissa
-bits). The other
-stages are FP32 as well (TF32 off, so they match the ONNX graphs to ~1e-5) unless ``fp16``
-is asked for, which lets ``analysis`` and ``synthesis`` run in FP16: they change the coded
-latent and the reconstruction, never the decodability of a stream.
+bits). The other stages are FP32 as well (TF32 off, so they match the ONNX graphs to
+~1e-5) unless ``fp16`` is asked for, which lets ``analysis`` and ``synthesis`` run in FP16:
+they change the coded latent and the reconstruction, never the decodability of a stream.
 
 A plan is tied to the TensorRT version and the GPU it was built on: build on the machine
 (type) that runs it. Encoder and decoder must use plans from the same build to be bit-exact

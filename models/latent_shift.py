@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from stcm.bands import normalize, to_band_groups
 from stcm.errors import DataError
-from stcm.shift_tables import SHIFT_PHASES, SHIFT_TAPS, SHIFT_WEIGHT_BITS, check_shift_tables
+from stcm.shift_tables import (SHIFT_PHASES, SHIFT_TAPS, SHIFT_WEIGHT_BITS, check_shift_tables,
+                               identity_shift_table)
 
 FIT_QUALITIES = (0.0, 0.5, 1.0)
 FIT_CROP = 256
@@ -42,11 +43,8 @@ class LatentShift(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        identity = torch.zeros(SHIFT_PHASES, channels, channels, SHIFT_TAPS, dtype=torch.int16)
-        eye = torch.arange(channels)
-        identity[:, eye, eye, SHIFT_TAPS // 2] = 1 << SHIFT_WEIGHT_BITS
-        self.register_buffer("rows", identity.clone())
-        self.register_buffer("cols", identity.clone())
+        self.register_buffer("rows", torch.from_numpy(identity_shift_table(channels)))
+        self.register_buffer("cols", torch.from_numpy(identity_shift_table(channels)))
 
     def tables(self) -> tuple[np.ndarray, np.ndarray]:
         return self.rows.cpu().numpy(), self.cols.cpu().numpy()
@@ -110,7 +108,7 @@ def fit_latent_shift(model, images: Iterable[np.ndarray], crops_per_image: int =
     for axis in "rc":
         A = gram[axis] / samples
         A += RIDGE * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype)
-        table = LatentShift(M).rows.numpy().copy()  # identity at move 0
+        table = identity_shift_table(M)  # move 0 stays the identity
         for i, r in enumerate(moves):
             w = torch.linalg.solve(A, cross[axis][i] / samples)  # (M*taps, M_out)
             # unfold orders features channel-major: (M_in, taps) -> (M_out, M_in, taps)

@@ -37,6 +37,16 @@ def split_move(pixels: int) -> tuple[int, int]:
     return whole, int(pixels) - LATENT_POSITION * whole
 
 
+def identity_shift_table(channels: int) -> np.ndarray:
+    """A table whose every phase moves nothing: (SHIFT_PHASES, channels, channels,
+    SHIFT_TAPS) int16, 1 on the middle tap of the diagonal (what a table holds until
+    fitted, and at move 0 always)."""
+    table = np.zeros((SHIFT_PHASES, channels, channels, SHIFT_TAPS), np.int16)
+    eye = np.arange(channels)
+    table[:, eye, eye, SHIFT_TAPS // 2] = 1 << SHIFT_WEIGHT_BITS
+    return table
+
+
 def check_shift_tables(rows: np.ndarray, cols: np.ndarray, channels: int) -> None:
     """ValueError unless ``rows`` and ``cols`` are int16 (SHIFT_PHASES, channels, channels,
     SHIFT_TAPS) tables."""
