@@ -10,6 +10,14 @@ every later masked layer's input; the stage returns (mean, scale) of the anti-di
 the new column of each cache, which the program stores. Cells outside the tile are re-zeroed
 after every layer, so the result equals the zero-padded full-tensor computation.
 
+Step t's positions are rows a..b-1 of column t, on average half the tile's rows. Every
+layer reads at most R = max radius rows either side, and rows outside a..b-1 are zero
+after every layer, so a step needs only rows a-R .. b+R-1 of its inputs: the stage runs on
+those (``Backend.sliced_steps``), and its outputs on rows a..b-1 are the very values of the
+whole column (the conv's zero padding at the slice's ends reaches only rows that are
+zeroed anyway). At one tile of 64 this is 4096 + 4 * 127 computed positions a group
+instead of 127 * 64.
+
 The layout's operations (skew, unskew, the masked scatter of a step) are ``stcm.kernels``':
 their NumPy specification on the CPU, their CuPy twins on a GPU.
 """
@@ -46,8 +54,14 @@ class WavefrontProgram(GroupProgram):
         self.y_cache = np.zeros_like(side, shape=(b, columns, channels, th))
         self.caches = [(np.zeros_like(side, shape=(b, columns, c, th)), r) for c, r in caches]
         self.stage = f"step_{k}"
-        # Step t's positions are the contiguous rows of skewed column t.
+        # Step t's positions are the contiguous rows of skewed column t; the stage reads
+        # those and the rows within the widest layer's radius (all rows where the backend
+        # wants one shape per call).
         self.row_slices = [slice(int(rows[0]), int(rows[-1]) + 1) for rows, _ in self.positions]
+        reach = self.pad // 2
+        self.read_slices = [slice(max(0, s.start - reach), min(th, s.stop + reach))
+                            if backend.sliced_steps else slice(0, th)
+                            for s in self.row_slices]
 
     def valid_at(self, t: int):
         # The step's positions are one column of the skewed layout: a slice, not a gather.
@@ -55,17 +69,19 @@ class WavefrontProgram(GroupProgram):
 
     def params(self, t: int) -> tuple:
         col = self.pad + t
-        windows = [cache[:, col - 2 * r: col] for cache, r in self.caches]
+        read = self.read_slices[t]
+        windows = [cache[:, col - 2 * r: col, :, read] for cache, r in self.caches]
         mean, scale, *columns = self.backend.run(
-            self.stage, self.side_columns[:, t], self.valid_columns[:, t],
-            self.y_cache[:, col - 2 * self.radius: col + 1], *windows)
+            self.stage, self.side_columns[:, t, :, read], self.valid_columns[:, t, :, read],
+            self.y_cache[:, col - 2 * self.radius: col + 1, :, read], *windows)
         for (cache, _), column in zip(self.caches, columns):
-            cache[:, col] = column
+            cache[:, col, :, read] = column
         rows = self.row_slices[t]
-        mean = mean[:, :, rows]
+        own = slice(rows.start - read.start, rows.stop - read.start)
+        mean = mean[:, :, own]
         if self.prediction_columns is not None:
             mean = mean + self.prediction_columns[:, t, :, rows]
-        return mean, scale[:, :, rows]
+        return mean, scale[:, :, own]
 
     def update(self, t: int, y_hat) -> None:
         rows = self.row_slices[t]

@@ -57,6 +57,10 @@ class Backend(ABC):
     #: the entropy stages are exact integer networks (``ModelConfig.exact``)
     exact = False
 
+    # Wavefront steps get only the rows around the anti-diagonal's positions (a varying row
+    # count per call; runtime/wavefront.py). Off where each new shape costs a capture.
+    sliced_steps = True
+
     @property
     def batch_invariant(self) -> bool:
         """True when results do not depend on how many tiles one call holds."""

@@ -83,6 +83,7 @@ class TorchBackend(Backend):
             for name in self.modules:
                 if name.startswith("step_"):
                     self.modules[name] = GraphedStage(self.modules[name])
+            self.sliced_steps = False  # one graph per shape: keep the tile's full columns
         super().__init__({name: signature for name, (_, signature) in stages.items()},
                          exact=model.cfg.exact)
 

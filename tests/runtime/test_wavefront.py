@@ -167,3 +167,37 @@ def test_a_padded_edge_tile_equals_the_smaller_tile_computed_alone():
             program.update(t, truth[:, :, rows, cols])
         results.append(means[:, :, :4])
     assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_steps_on_the_rows_around_the_anti_diagonal_equal_steps_on_whole_columns(exact):
+    model, backend = _network("diag", context_layers=3, context_residual=True, exact=exact)
+    cfg = model.cfg
+    h, w = 12, 12
+    y_hat, hyper, ref = _inputs(cfg, h, w, seed=5)
+    grid = TileGrid(h, w, 64)
+    rows_seen = []
+    run = backend.run
+
+    def recording(stage, *inputs):
+        if stage.startswith("step_"):
+            rows_seen.append(inputs[0].shape[-1])
+        return run(stage, *inputs)
+
+    backend.run = recording
+    results = {}
+    for sliced in (True, False):
+        backend.sliced_steps = sliced
+        rows_seen.clear()
+        results[sliced] = [_run_program(_make(backend, cfg, False), model, k, y_hat, hyper,
+                                        ref, grid) for k in range(len(cfg.groups))]
+        if sliced:  # each step reads its positions' rows and 2 rows either side, no more
+            steps = h + w - 1
+            expected = [min(h, min(t, h - 1) + 3) - max(0, max(0, t - w + 1) - 2)
+                        for t in range(steps)]
+            assert rows_seen == expected * len(cfg.groups)
+        else:
+            assert set(rows_seen) == {h}
+    for fast, whole in zip(results[True], results[False]):
+        _assert_same(fast[0], whole[0], exact)
+        _assert_same(fast[1], whole[1], exact)
