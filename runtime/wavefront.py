@@ -13,9 +13,9 @@ after every layer, so the result equals the zero-padded full-tensor computation.
 Step t's positions are rows a..b-1 of column t, on average half the tile's rows. Every
 layer reads at most R = max radius rows either side, and rows outside a..b-1 are zero
 after every layer, so a step needs only rows a-R .. b+R-1 of its inputs: the stage runs on
-those (``Backend.sliced_steps``), and its outputs on rows a..b-1 are the very values of the
-whole column (the conv's zero padding at the slice's ends reaches only rows that are
-zeroed anyway). At one tile of 64 this is 4096 + 4 * 127 computed positions a group
+those (``Backend.sliced_steps``; exact models), and its outputs on rows a..b-1 are the very
+values of the whole column (the conv's zero padding at the slice's ends reaches only rows
+that are zeroed anyway). At one tile of 64 this is 4096 + 4 * 127 computed positions a group
 instead of 127 * 64.
 
 The layout's operations (skew, unskew, the masked scatter of a step) are ``stcm.kernels``':
@@ -58,10 +58,12 @@ class WavefrontProgram(GroupProgram):
         # those and the rows within the widest layer's radius (all rows where the backend
         # wants one shape per call).
         self.row_slices = [slice(int(rows[0]), int(rows[-1]) + 1) for rows, _ in self.positions]
+        # Exact models only: a float model's sums may round differently with the shape of
+        # the computation, and its streams were written with whole columns.
         reach = self.pad // 2
+        sliced = backend.sliced_steps and backend.exact
         self.read_slices = [slice(max(0, s.start - reach), min(th, s.stop + reach))
-                            if backend.sliced_steps else slice(0, th)
-                            for s in self.row_slices]
+                            if sliced else slice(0, th) for s in self.row_slices]
 
     def valid_at(self, t: int):
         # The step's positions are one column of the skewed layout: a slice, not a gather.

@@ -57,8 +57,9 @@ class Backend(ABC):
     #: the entropy stages are exact integer networks (``ModelConfig.exact``)
     exact = False
 
-    # Wavefront steps get only the rows around the anti-diagonal's positions (a varying row
-    # count per call; runtime/wavefront.py). Off where each new shape costs a capture.
+    # Wavefront steps of exact models get only the rows around the anti-diagonal's positions
+    # (a varying row count per call; runtime/wavefront.py). Off where each new shape costs a
+    # capture.
     sliced_steps = True
 
     @property

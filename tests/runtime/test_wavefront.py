@@ -191,12 +191,12 @@ def test_steps_on_the_rows_around_the_anti_diagonal_equal_steps_on_whole_columns
         rows_seen.clear()
         results[sliced] = [_run_program(_make(backend, cfg, False), model, k, y_hat, hyper,
                                         ref, grid) for k in range(len(cfg.groups))]
-        if sliced:  # each step reads its positions' rows and 2 rows either side, no more
+        if sliced and exact:  # each step reads its positions' rows and 2 either side
             steps = h + w - 1
             expected = [min(h, min(t, h - 1) + 3) - max(0, max(0, t - w + 1) - 2)
                         for t in range(steps)]
             assert rows_seen == expected * len(cfg.groups)
-        else:
+        else:  # float models keep whole columns: their sums may round with the shape
             assert set(rows_seen) == {h}
     for fast, whole in zip(results[True], results[False]):
         _assert_same(fast[0], whole[0], exact)
