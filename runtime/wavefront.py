@@ -54,12 +54,11 @@ class WavefrontProgram(GroupProgram):
         self.y_cache = np.zeros_like(side, shape=(b, columns, channels, th))
         self.caches = [(np.zeros_like(side, shape=(b, columns, c, th)), r) for c, r in caches]
         self.stage = f"step_{k}"
-        # Step t's positions are the contiguous rows of skewed column t; the stage reads
-        # those and the rows within the widest layer's radius (all rows where the backend
-        # wants one shape per call).
+        # Step t's positions are the contiguous rows of skewed column t. The stage reads
+        # those and the rows within the widest layer's radius; whole columns where the
+        # backend wants one shape per call, and for float models, whose sums may round
+        # differently with the computation's shape (their streams have whole columns).
         self.row_slices = [slice(int(rows[0]), int(rows[-1]) + 1) for rows, _ in self.positions]
-        # Exact models only: a float model's sums may round differently with the shape of
-        # the computation, and its streams were written with whole columns.
         reach = self.pad // 2
         sliced = backend.sliced_steps and backend.exact
         self.read_slices = [slice(max(0, s.start - reach), min(th, s.stop + reach))
