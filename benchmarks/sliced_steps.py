@@ -21,7 +21,9 @@ import time
 import numpy as np
 
 from common import sample_image
+from stcm.evaluation.bench import breakdown
 from stcm.runtime.codec import Codec
+from stcm.runtime.profile import Recorder
 
 
 def main() -> None:
@@ -35,17 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     codec = Codec(engine=args.engine) if args.engine else Codec(args.checkpoint)
     backend = codec.backend
-    step_seconds = [0.0]
-    run = backend.run
-
-    def timed(stage, *inputs):
-        start = time.perf_counter()
-        out = run(stage, *inputs)
-        if stage.startswith("step_"):
-            step_seconds[0] += time.perf_counter() - start
-        return out
-
-    backend.run = timed
+    recorder = Recorder()  # the step stages' time, as `stcm bench` reports it
     results = {}
     for size in [int(s) for s in args.sizes.split(",")]:
         data = codec.compress(sample_image(size), 0.75)
@@ -55,11 +47,13 @@ def main() -> None:
         for _ in range(max(1, args.repeat)):
             for sliced in (False, True):
                 backend.sliced_steps = sliced
-                step_seconds[0] = 0.0
+                codec.recorder = recorder
+                recorder.clear()
                 start = time.perf_counter()
                 pixels[sliced] = codec.decompress(data)
                 times[sliced].append(time.perf_counter() - start)
-                steps[sliced].append(step_seconds[0])
+                codec.recorder = None
+                steps[sliced].append(breakdown(recorder.spans)["steps: network"])
         if not np.array_equal(pixels[True], pixels[False]):
             raise SystemExit(f"{size}^2: the two settings decoded different pixels")
         row = {f"{key}_{name}_s": statistics.median(values[flag])

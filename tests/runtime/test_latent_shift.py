@@ -24,7 +24,7 @@ from stcm.runtime.georeference import Georeference
 from stcm.runtime.grids import reference_grid, refine_translation
 from stcm.runtime.header import ReferenceGrid
 from stcm.shift_tables import (SHIFT_INPUT_BITS, SHIFT_PHASES, SHIFT_TAPS, SHIFT_WEIGHT_BITS,
-                               shift_latent, split_move)
+                               identity_shift_table, shift_latent, split_move)
 from stcm.tables import CodingTables
 
 QUALITY = 0.7
@@ -110,8 +110,7 @@ def test_the_shift_is_exact_integer_arithmetic(move):
 
 
 def test_identity_tables_move_nothing_and_bad_arguments_are_refused():
-    eye = np.zeros((SHIFT_PHASES, 4, 4, SHIFT_TAPS), np.int16)
-    eye[:, np.arange(4), np.arange(4), SHIFT_TAPS // 2] = 1 << SHIFT_WEIGHT_BITS
+    eye = identity_shift_table(4)
     latent = np.rint(np.random.default_rng(0).standard_normal((4, 5, 6)) * 64) / 64
     latent = latent.astype(np.float32)
     assert np.array_equal(shift_latent(latent, (3, -4), eye, eye), latent)
