@@ -19,6 +19,10 @@ from stcm.runtime.backends.base import Backend, register
 _CUDA_EXACT = {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}
 
 
+# A step graph this large on disk (its weights, ~0.8 M parameters) is wide enough for two
+# threads to pay on a one-tile call: the built-in model's last group (0.9 M), elic's last two.
+WIDE_STEP_BYTES = 3 << 20
+
 DEVICE_PROVIDERS = {"cpu": ["CPUExecutionProvider"],
                     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
@@ -48,6 +52,8 @@ class OrtBackend(Backend):
     """
 
     name = "onnxruntime"
+    #: one-tile calls of wide step graphs run on ``threads`` (see ``_threads``)
+    wide_step_threads = True
 
     def __init__(self, folder: Path, manifest: dict, providers: list[str] | None = None,
                  threads: int | None = None, device: str = "cpu"):
@@ -57,7 +63,8 @@ class OrtBackend(Backend):
                          exact=bool(manifest["config"].get("exact", False)))
         self.providers = _providers(providers, device)
         self.threads = threads
-        self.sessions: dict[tuple[str, bool], ort.InferenceSession] = {}
+        self.sessions: dict[tuple[str, int, bool], ort.InferenceSession] = {}
+        self._wide_stages: dict[str, bool] = {}
         self.output_names = {n: [o["name"] for o in e["outputs"]] for n, e in self.entries.items()}
         self.input_names = {n: [i["name"] for i in e["inputs"]] for n, e in self.entries.items()}
 
@@ -66,38 +73,61 @@ class OrtBackend(Backend):
         device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
         return f"onnxruntime-{device}-fp32"
 
-    def _session(self, stage: str, single: bool = False) -> ort.InferenceSession:
-        session = self.sessions.get((stage, single))
+    def _threads(self, stage: str, tiles: int) -> tuple[int, bool]:
+        """(intra-op threads, 0 for onnxruntime's default; spin within a call) for a call of
+        ``stage`` on ``tiles`` tiles."""
+        entropy = is_entropy_stage(stage)
+        if entropy and not self.exact:
+            # Float entropy stages: one intra-op thread, so their reductions take the same
+            # path on every machine and thread setting (see scheduler.py).
+            return 1, False
+        if (stage.startswith("step_") and tiles == 1
+                and "CUDAExecutionProvider" not in self.providers):
+            # A wavefront step of one tile (<= 64 positions) is ~100-200 small operations:
+            # waking a second thread for each costs more than it shares (1024^2, one tile:
+            # step graphs 580 -> 490 ms on one thread). Wide groups' steps are a few large
+            # GEMMs instead, and split them over the threads if the workers spin within the
+            # call (and stop at its end, so they take no core from the stages in between):
+            # elic's last group at 1024^2, 1111 -> 760 ms (docs/performance.md, "Threads of
+            # the wide steps"). Exact integer sums: the same outputs on any thread count.
+            if not (self.wide_step_threads and self._wide(stage)):
+                return 1, False
+            return self.threads or 0, True
+        return self.threads or 0, False
+
+    def _wide(self, stage: str) -> bool:
+        wide = self._wide_stages.get(stage)
+        if wide is None:
+            # The graph's size is its weights: the multiply-accumulates of one row.
+            size = (self.folder / self.entries[stage]["file"]).stat().st_size
+            wide = self._wide_stages[stage] = size >= WIDE_STEP_BYTES
+        return wide
+
+    def _session(self, stage: str, threads: int = 0, spin: bool = False
+                 ) -> ort.InferenceSession:
+        session = self.sessions.get((stage, threads, spin))
         if session is None:
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            entropy = is_entropy_stage(stage)
-            if single or (entropy and not self.exact):
-                # Float entropy stages: one intra-op thread, so their reductions take the
-                # same path on every machine and thread setting (see scheduler.py); one-tile
-                # steps (``single``, see _run): for speed.
-                options.intra_op_num_threads = 1
-            elif self.threads:
-                options.intra_op_num_threads = self.threads
+            options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             # Idle intra-op threads would spin between the hundreds of short step calls,
-            # taking the cores that the scheduler's own work (and torch) needs meanwhile.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # taking the cores that the scheduler's own work (and torch) needs meanwhile;
+            # where they spin within a call, they stop at its end.
+            options.add_session_config_entry("session.intra_op.allow_spinning",
+                                             "1" if spin else "0")
+            if spin:
+                options.add_session_config_entry("session.force_spinning_stop", "1")
             path = self.folder / self.entries[stage]["file"]
-            providers = [(p, _CUDA_EXACT) if p == "CUDAExecutionProvider" and entropy
-                         and self.exact else p for p in self.providers]
+            providers = [(p, _CUDA_EXACT) if p == "CUDAExecutionProvider"
+                         and is_entropy_stage(stage) and self.exact else p
+                         for p in self.providers]
             session = ort.InferenceSession(str(path), options, providers=providers)
-            self.sessions[(stage, single)] = session
+            self.sessions[(stage, threads, spin)] = session
         return session
 
     def _run(self, stage, inputs):
-        # A wavefront step of one tile (<= 64 positions) is ~100-200 small operations: waking
-        # a second thread for each costs more than it shares (1024^2, one tile: step graphs
-        # 580 -> 490 ms on one thread), while batched calls of several tiles gain from two
-        # (2048^2, 8 tiles a call: 2.75-3.17 s on two threads, 3.28-3.71 on one).
-        single = (stage.startswith("step_") and inputs[0].shape[0] == 1
-                  and "CUDAExecutionProvider" not in self.providers)
-        session = self._session(stage, single)
+        session = self._session(stage, *self._threads(stage, inputs[0].shape[0]))
         feed = {name: np.ascontiguousarray(a, dtype=np.float32)
                 for name, a in zip(self.input_names[stage], inputs)}
         if "CUDAExecutionProvider" in self.providers:

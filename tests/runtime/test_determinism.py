@@ -109,3 +109,20 @@ def test_eager_full_tensor_model_predicts_the_means_the_step_engine_coded_with(s
                                             None)
     residual = torch.from_numpy(y_hat) - means
     assert torch.equal(residual, torch.round(residual))
+
+
+def test_wide_step_threads_decode_the_same_latents(setup, monkeypatch):
+    """One-tile calls of wide step graphs run on the backend's threads (spinning within the
+    call): every step graph counts as wide here, and the latents stay those of one thread."""
+    from stcm.runtime.backends import ort_backend
+
+    _, engine, _, stream, latents = setup
+    monkeypatch.setattr(ort_backend, "WIDE_STEP_BYTES", 0)
+    codec = Codec(engine=engine, tile_size=4, tile_batch=1, engine_options={"threads": 2})
+    assert _same(codec._decompress(stream, None)[1], latents)
+    steps = {key for key in codec.backend.sessions if key[0].startswith("step_")}
+    assert steps and all(key[1:] == (2, True) for key in steps), steps
+    codec.backend.wide_step_threads = False
+    assert _same(codec._decompress(stream, None)[1], latents)
+    narrow = {key for key in codec.backend.sessions if key[0].startswith("step_")} - steps
+    assert narrow and all(key[1:] == (1, False) for key in narrow), narrow
