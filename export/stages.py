@@ -130,6 +130,13 @@ class _Requant(nn.Module):
         if shift:
             self.factor = math.ldexp(1.0, shift)
 
+    def is_identity_after(self, src: _Grid | None) -> bool:
+        """True when every value on ``src``'s grid (rounded and clamped there) passes
+        unchanged: no rescale, no rounding, and bounds that hold ``src``'s."""
+        return (src is not None and not self.relu and self.factor is None and not self.round
+                and (self.bounds is None or (self.bounds[0] <= src.low
+                                             and src.top <= self.bounds[1])))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.relu:
             x = torch.relu(x)
@@ -285,9 +292,12 @@ class WavefrontStep(nn.Module):
         for i, layer in enumerate(layers[1:], start=1):
             if isinstance(layer, MaskedResidualBlock):
                 skip = _grid(layer.sum_q)
+                enter_reduce = _Requant(_grid(layer.reduce), skip)       # reduce's input
+                if enter_reduce.is_identity_after(skip):  # one clamp fewer per step
+                    enter_reduce = nn.Identity()
                 self.ops.append(nn.ModuleList([
                     _Requant(skip, state, relu),                          # x onto the skip grid
-                    _Requant(_grid(layer.reduce), skip),                  # reduce's input
+                    enter_reduce,
                     _Pointwise(layer.reduce, _inverse_unit(_grid(layer.masked))),
                     _Requant(_grid(layer.masked), None, relu=True),      # cached column
                     _ColumnConv(layer.masked, _inverse_unit(_grid(layer.expand))),
