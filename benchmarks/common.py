@@ -22,6 +22,18 @@ def median_time(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def interleaved_times(fns: dict, repeat: int) -> dict[str, list[float]]:
+    """Seconds of each of ``fns`` (name -> callable) over ``repeat`` rounds, one call of each
+    per round, so that drift in the machine's speed hits all of them alike."""
+    times = {name: [] for name in fns}
+    for _ in range(max(1, repeat)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def sample_image(size: int) -> np.ndarray:
     """The bundled aerial RGB sample, mirrored out to (3, size, size)."""
     pixels = read_raster(SAMPLES_DIR / "neon_osbs_rgb8.tif").pixels
