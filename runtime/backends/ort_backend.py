@@ -83,16 +83,19 @@ class OrtBackend(Backend):
             return 1, False
         if (stage.startswith("step_") and tiles == 1
                 and "CUDAExecutionProvider" not in self.providers):
-            # A wavefront step of one tile (<= 64 positions) is ~100-200 small operations:
+            # A wavefront step of one tile (<= 64 positions) is ~70-170 small operations:
             # waking a second thread for each costs more than it shares (1024^2, one tile:
-            # step graphs 580 -> 490 ms on one thread). Wide groups' steps are a few large
+            # step graphs 580 -> 490 ms on one thread), while batched calls of several tiles
+            # gain from two (2048^2, 8 tiles a call: 2.75-3.17 s on two threads, 3.28-3.71
+            # on one) and keep the backend's threads below. Wide groups' steps are a few large
             # GEMMs instead, and split them over the threads if the workers spin within the
             # call (and stop at its end, so they take no core from the stages in between):
             # elic's last group at 1024^2, 1111 -> 760 ms (docs/performance.md, "Threads of
             # the wide steps"). Exact integer sums: the same outputs on any thread count.
             if not (self.wide_step_threads and self._wide(stage)):
                 return 1, False
-            return self.threads or 0, True
+            threads = self.threads or 0
+            return threads, threads != 1
         return self.threads or 0, False
 
     def _wide(self, stage: str) -> bool:
