@@ -18,11 +18,10 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import torch
 
-from common import engine_for, sample_image
+from common import engine_for, interleaved_times, sample_image
 from stcm.models.codec import STCM
 from stcm.config import get_config
 from stcm.runtime.codec import Codec
@@ -43,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     image = sample_image(args.size)
     mp = args.size * args.size / 1e6
-    codecs, streams, times = {}, {}, {}
+    codecs, streams = {}, {}
     for context in CONTEXTS:
         torch.manual_seed(0)
         model = STCM(get_config(args.config, context=context)).eval()
@@ -53,16 +52,14 @@ def main() -> None:
             codecs[context] = Codec(model, tile_size=args.tile_size)
         streams[context] = codecs[context].compress(image, args.quality)  # warm-up
         codecs[context].decompress(streams[context])
-        times[context] = {"encode": [], "decode": []}
     # Interleaved (one of each per round), so that drift in this VM's speed hits both alike.
-    for _ in range(max(1, args.repeat)):
-        for context, codec in codecs.items():
-            start = time.perf_counter()
-            codec.compress(image, args.quality)
-            middle = time.perf_counter()
-            codec.decompress(streams[context])
-            times[context]["encode"].append(middle - start)
-            times[context]["decode"].append(time.perf_counter() - middle)
+    calls = {}
+    for context, codec in codecs.items():
+        calls[context, "encode"] = lambda codec=codec: codec.compress(image, args.quality)
+        calls[context, "decode"] = lambda codec=codec, data=streams[context]: codec.decompress(data)
+    measured = interleaved_times(calls, args.repeat)
+    times = {context: {"encode": measured[context, "encode"],
+                       "decode": measured[context, "decode"]} for context in codecs}
     results = {context: {"encode_s_per_mp": statistics.median(t["encode"]) / mp,
                          "decode_s_per_mp": statistics.median(t["decode"]) / mp,
                          "decode_s": t["decode"],
