@@ -9,7 +9,12 @@ Symbols are drawn from zero-mean Gaussians whose scales are spread over stcm's s
 in calls of --step symbols, as the wavefront decoder does once per anti-diagonal (the
 encoder may batch, the decoder may not). CompressAI's coder gets its own quantized CDF
 tables built from the same scale table (``GaussianConditional.update_scale_table``).
-Reported: seconds per million symbols and bits per symbol, medians of --repeat.
+"index runs" is a candidate stream layout, not stcm's format: each step's symbols sorted by
+scale index (stable) and each run of one index coded with that index's own categorical
+model (constriction's ``Categorical`` over the same quantized Gaussian's alphabet), so the
+coder looks a table up instead of evaluating a Gaussian per symbol; it costs one coder call
+per distinct index in a step. Reported: seconds per million symbols and bits per symbol,
+medians of --repeat.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import argparse
 import json
 import platform
 
+import constriction
 import numpy as np
 import torch
 
@@ -24,6 +30,8 @@ from common import median_time
 from compressai_env import import_compressai
 from stcm.config import get_config
 from stcm.runtime.ans import GaussianDecoder, GaussianEncoder, pinned_scale_table
+
+BOUND = 4096  # stcm's alphabet half-width (GaussianEncoder's default)
 
 
 def main() -> None:
@@ -58,6 +66,45 @@ def main() -> None:
         dec.finish()
         return np.concatenate(out)
 
+    # The candidate layout's models. Its probabilities come from torch's float64 ndtr here; a
+    # stream format would ship the tables as data, since libm's last bits vary by platform.
+    x = torch.arange(-BOUND, BOUND + 1, dtype=torch.float64)
+    runs_models = {}
+    for i in np.unique(indexes):
+        s = float(table[i])
+        p = torch.special.ndtr((x + 0.5) / s) - torch.special.ndtr((x - 0.5) / s)
+        runs_models[int(i)] = constriction.stream.model.Categorical(p.numpy(), perfect=False)
+    if np.abs(symbols).max() >= BOUND:
+        raise SystemExit("a symbol reached the escape bound; the index-runs coder has no escapes")
+
+    def runs(sl):
+        """(order, [(index, start, stop)]) of one step's symbols sorted by index."""
+        order = np.argsort(indexes[sl], kind="stable")
+        sorted_idx = indexes[sl][order]
+        starts = np.flatnonzero(np.diff(sorted_idx, prepend=-1))
+        stops = np.append(starts[1:], sorted_idx.size)
+        return order, list(zip(sorted_idx[starts].tolist(), starts.tolist(), stops.tolist()))
+
+    def runs_encode(steps):
+        coder = constriction.stream.stack.AnsCoder()
+        for sl in reversed(steps):
+            order, step_runs = runs(sl)
+            step = symbols[sl][order] + BOUND
+            for i, a, b in reversed(step_runs):
+                coder.encode_reverse(step[a:b], runs_models[i])
+        return coder.get_compressed()
+
+    def runs_decode(data, steps):
+        coder = constriction.stream.stack.AnsCoder(data)
+        out = []
+        for sl in steps:
+            order, step_runs = runs(sl)
+            step = np.empty(order.size, np.int32)
+            for i, a, b in step_runs:
+                step[order[a:b]] = coder.decode(runs_models[i], b - a)
+            out.append(step - BOUND)
+        return np.concatenate(out)
+
     gc = GaussianConditional(None)
     gc.update_scale_table(torch.tensor(table, dtype=torch.float32), force=True)
     cdfs = gc.quantized_cdf.tolist()
@@ -81,10 +128,12 @@ def main() -> None:
 
     results = {}
     for name, enc, dec in (("stcm (constriction)", ours_encode, ours_decode),
-                           ("CompressAI rANS", peer_encode, peer_decode)):
+                           ("CompressAI rANS", peer_encode, peer_decode),
+                           ("index runs (candidate)", runs_encode, runs_decode)):
         for mode, steps in (("whole stream", [slice(0, n)]), ("per step", chunks)):
             t_enc, data = median_time(lambda: enc(steps), args.repeat)
             t_dec, decoded = median_time(lambda: dec(data, steps), args.repeat)
+            data = data.tobytes() if isinstance(data, np.ndarray) else data
             assert np.array_equal(decoded, symbols), f"{name} {mode}: round trip failed"
             results[f"{name}, {mode}"] = {"encode_s_per_msym": t_enc / n * 1e6,
                                           "decode_s_per_msym": t_dec / n * 1e6,
