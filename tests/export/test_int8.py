@@ -78,3 +78,65 @@ def test_16_bit_images_keep_the_float_synthesis(engines):
 def test_int8_synthesis_is_refused_with_tensorrt(tmp_path):
     with pytest.raises(ConfigError, match="int8"):
         export_engine(default_model_path(), tmp_path / "e", tensorrt=True, int8_synthesis=True)
+
+
+def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
+    """``_channels_last`` moves a quantized g_s-like net (float first and last convolutions,
+    a residual block, a pixel shuffle) into NHWC: the same outputs bit for bit, and the
+    transposes only where a channels-first operator meets a quantized one."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    import torch.nn.functional as F
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    from stcm.export.int8 import _channels_last, _float_layers
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Conv2d(8, 16, 3, padding=1)
+            self.reduce = torch.nn.Conv2d(16, 8, 1)
+            self.masked = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.expand = torch.nn.Conv2d(8, 16, 1)
+            self.up = torch.nn.Conv2d(16, 16, 3, padding=1)
+            self.post = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.last = torch.nn.Conv2d(4, 3, 3, padding=1)
+
+        def forward(self, x):
+            h = self.first(x)
+            h = h + self.expand(torch.relu(self.masked(torch.relu(self.reduce(h)))))
+            return self.last(torch.relu(self.post(F.pixel_shuffle(self.up(h), 2))))
+
+    torch.manual_seed(0)
+    fp32, qdq, out = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", tmp_path / "nhwc.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 8, 12, 12),), str(fp32), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}}, opset_version=17)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 8, 12, 12)).astype(np.float32) for _ in range(4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(inputs)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {"x": x}
+
+    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=_float_layers(onnx.load(str(fp32)).graph))
+    _channels_last(qdq, out)
+    graph = onnx.load(str(out)).graph
+    ops = [(n.domain, n.op_type) for n in graph.node]
+    assert ops.count(("com.microsoft", "QLinearConv")) == 5  # all but the float ends
+    assert all(("", "QLinearConv") != op for op in ops)
+    # into NHWC after the first quantize, out and back in around the pixel shuffle, out before
+    # the last float convolution
+    assert ops.count(("", "Transpose")) == 4
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (qdq, out)]
+    for shape in ((1, 8, 12, 12), (1, 8, 7, 10)):
+        x = (rng.standard_normal(shape) * 2).astype(np.float32)
+        want, got = (s.run(None, {"x": x})[0] for s in sessions)
+        np.testing.assert_array_equal(got, want)
