@@ -2,8 +2,8 @@
 
 g_s is not part of the exact entropy path: its precision changes decoded pixels, never a
 latent, a stream or a temporal reference. Quantized statically with onnxruntime (QDQ,
-per-channel int8 weights, uint8 activations calibrated on latents of the bundled 8-bit sample),
-its convolutions run as int8 kernels (VNNI where the CPU has it). onnxruntime quantizes
+per-channel int8 weights, uint8 activations calibrated on latents of the bundled 8-bit sample)
+and stored as onnxruntime's fused quantized operators, its convolutions run as int8 kernels (VNNI where the CPU has it). onnxruntime quantizes
 convolutions but not transposed ones, so g_s is exported in sub-pixel form first
 (``export.subpixel``: the same function). The first and last layers stay float (cheap, at
 the latent's and the output's ends). The quantized graph is stored as onnxruntime's
@@ -101,7 +101,7 @@ def _channels_last(src: Path, dst: Path) -> None:
     Transpose only where a channels-first operator (DepthToSpace, the float ends) meets them:
     8 transposes where onnxruntime's own layout pass leaves 50 (it moves the convolutions
     but not the adds). The same integer kernels, so the same outputs bit for bit (tested);
-    g_s 1.04-1.06x faster (docs/performance.md). The first step is onnxruntime's own
+    g_s 1.02-1.08x faster (docs/performance.md). The first step is onnxruntime's own
     QDQ -> QLinear fusion (its 'extended' level, no hardware-specific operators)."""
     import onnxruntime as ort
 
