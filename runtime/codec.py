@@ -751,7 +751,7 @@ class Codec:
         cut = (synth[0] - crop[0], synth[1] - crop[1], synth[2], synth[3])
         r, c = top - synth[0] * DOWNSAMPLE, left - synth[1] * DOWNSAMPLE
         # An engine's int8 g_s, where it has one, for 8-bit images only (export/int8.py).
-        synthesis = (INT8_SYNTHESIS if header.dtype == "uint8"
+        synthesis = (INT8_SYNTHESIS if header.dtype == "uint8" and self.backend.runs_int8_synthesis
                      and INT8_SYNTHESIS in self.backend.signatures else "synthesis")
         try:
             for g in range(groups):

@@ -63,6 +63,12 @@ class Backend(ABC):
     sliced_steps = True
 
     @property
+    def runs_int8_synthesis(self) -> bool:
+        """True when this backend runs an engine's int8 g_s (``synthesis_int8``, onnxruntime's
+        CPU operators) where it has one: only the onnxruntime backend on the CPU."""
+        return False
+
+    @property
     def batch_invariant(self) -> bool:
         """True when results do not depend on how many tiles one call holds."""
         return self.exact

@@ -73,6 +73,12 @@ class OrtBackend(Backend):
         device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
         return f"onnxruntime-{device}-fp32"
 
+    @property
+    def runs_int8_synthesis(self) -> bool:
+        # The int8 graph is com.microsoft's channels-last CPU operators (export/int8.py); under
+        # the CUDA provider they would fall back to the CPU between GPU stages.
+        return "CUDAExecutionProvider" not in self.providers
+
     def _threads(self, stage: str, tiles: int) -> tuple[int, bool]:
         """(intra-op threads, 0 for onnxruntime's default; spin within a call) for a call of
         ``stage`` on ``tiles`` tiles."""

@@ -140,3 +140,21 @@ def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
         x = (rng.standard_normal(shape) * 2).astype(np.float32)
         want, got = (s.run(None, {"x": x})[0] for s in sessions)
         np.testing.assert_array_equal(got, want)
+
+
+def test_only_the_cpu_provider_runs_the_int8_synthesis(engines, monkeypatch):
+    """The int8 graph holds onnxruntime's CPU operators: a backend under the CUDA provider
+    says it does not run it (this host has no CUDA provider, so the list is set by hand), and
+    a backend that does not run it decodes 8-bit images through the fp32 g_s."""
+    fp32, int8, _ = engines
+    backend = int8.backend
+    assert backend.runs_int8_synthesis
+    monkeypatch.setattr(backend, "providers", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert not backend.runs_int8_synthesis
+    monkeypatch.undo()
+    image = read_raster(SAMPLES_DIR / "neon_osbs_rgb8.tif").pixels[:, :128, :128]
+    data = fp32.compress(image, 0.5)
+    monkeypatch.setattr(type(backend), "runs_int8_synthesis", property(lambda self: False))
+    ran, (pixels, _) = _stages(int8, data)
+    assert "synthesis" in ran and INT8_SYNTHESIS not in ran
+    np.testing.assert_array_equal(pixels.pixels, fp32.decompress(data))
