@@ -69,15 +69,19 @@ class OrtBackend(Backend):
         self.input_names = {n: [i["name"] for i in e["inputs"]] for n, e in self.entries.items()}
 
     @property
+    def on_cuda(self) -> bool:
+        """True when the sessions run under the CUDA execution provider."""
+        return "CUDAExecutionProvider" in self.providers
+
+    @property
     def device_numerics(self) -> str:
-        device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
-        return f"onnxruntime-{device}-fp32"
+        return f"onnxruntime-{'cuda' if self.on_cuda else 'cpu'}-fp32"
 
     @property
     def runs_int8_synthesis(self) -> bool:
         # The int8 graph is com.microsoft's channels-last CPU operators (export/int8.py); under
         # the CUDA provider they would fall back to the CPU between GPU stages.
-        return "CUDAExecutionProvider" not in self.providers
+        return not self.on_cuda
 
     def _threads(self, stage: str, tiles: int) -> tuple[int, bool]:
         """(intra-op threads, 0 for onnxruntime's default; spin within a call) for a call of
@@ -87,8 +91,7 @@ class OrtBackend(Backend):
             # Float entropy stages: one intra-op thread, so their reductions take the same
             # path on every machine and thread setting (see scheduler.py).
             return 1, False
-        if (stage.startswith("step_") and tiles == 1
-                and "CUDAExecutionProvider" not in self.providers):
+        if stage.startswith("step_") and tiles == 1 and not self.on_cuda:
             # A wavefront step of one tile (<= 64 positions) is ~70-170 small operations:
             # waking a second thread for each costs more than it shares (1024^2, one tile:
             # step graphs 580 -> 490 ms on one thread), while batched calls of several tiles
@@ -139,7 +142,7 @@ class OrtBackend(Backend):
         session = self._session(stage, *self._threads(stage, inputs[0].shape[0]))
         feed = {name: np.ascontiguousarray(a, dtype=np.float32)
                 for name, a in zip(self.input_names[stage], inputs)}
-        if "CUDAExecutionProvider" in self.providers:
+        if self.on_cuda:
             # IO binding: inputs are copied to the device once, outputs come back to the host
             # without an extra session-side copy. Untested here (no GPU on this machine).
             binding = session.io_binding()
