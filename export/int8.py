@@ -2,15 +2,16 @@
 
 g_s is not part of the exact entropy path: its precision changes decoded pixels, never a
 latent, a stream or a temporal reference. Quantized statically with onnxruntime (QDQ,
-per-channel int8 weights, uint8 activations calibrated on latents of the bundled 8-bit sample)
-and stored as onnxruntime's fused quantized operators, its convolutions run as int8 kernels (VNNI where the CPU has it). onnxruntime quantizes
+per-channel int8 weights, uint8 activations calibrated on latents of the bundled 8-bit sample),
+its convolutions run as int8 kernels (VNNI where the CPU has it). onnxruntime quantizes
 convolutions but not transposed ones, so g_s is exported in sub-pixel form first
 (``export.subpixel``: the same function). The first and last layers stay float (cheap, at
-the latent's and the output's ends). The quantized graph is stored as onnxruntime's
-operators in channels-last layout (``_channels_last``): left to itself, onnxruntime runs
-the convolutions channels-last but the residual adds channels-first, with 50 transposes
-between them. 8-bit activations cost 16-bit images up to 0.4 dB where
-8-bit ones lose ~0.1 (measured), so the runtime runs this graph for 8-bit images only.
+the latent's and the output's ends). The graph is stored as onnxruntime's fused quantized
+operators in channels-last layout (``_channels_last``), so it is for onnxruntime's CPU
+provider: left to itself, onnxruntime runs the convolutions channels-last but the residual
+adds channels-first, with 50 transposes between them. 8-bit activations cost 16-bit images
+up to 0.4 dB where 8-bit ones lose ~0.1 (measured), so the runtime runs this graph for 8-bit
+images only.
 
 Speed and the rate-distortion cost are measured by ``benchmarks/int8_synthesis.py``
 (docs/performance.md).
