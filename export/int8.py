@@ -156,25 +156,30 @@ def _channels_last(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
+def _calibration_reader(name: str, inputs: list[np.ndarray]):
+    """onnxruntime's calibration reader feeding ``inputs`` one by one as input ``name``."""
+    from onnxruntime.quantization import CalibrationDataReader  # export-time only
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(inputs)
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {name: item}
+
+    return Reader()
+
+
 def quantize_synthesis(model: STCM, signature: StageSignature, path: Path,
                        latents: list[np.ndarray]) -> None:
     """Writes g_s in sub-pixel form, quantized to int8 on ``latents``, to ``path``."""
     # onnxruntime.quantization is only needed here, not on the decode path.
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
-                                          QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from stcm.export.onnx import export_stage
-
-    name = signature.inputs[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(latents)
-
-        def get_next(self):
-            latent = next(self.items, None)
-            return None if latent is None else {name: latent}
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, prepared = Path(tmp) / "subpixel.onnx", Path(tmp) / "prepared.onnx"
@@ -188,7 +193,8 @@ def quantize_synthesis(model: STCM, signature: StageSignature, path: Path,
             quant_pre_process(str(fp32), str(prepared))
             keep_float = _float_layers(onnx.load(str(prepared)).graph)
             with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its ranges
-                quantize_static(str(prepared), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                reader = _calibration_reader(signature.inputs[0].name, latents)
+                quantize_static(str(prepared), str(qdq), reader, quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8, nodes_to_exclude=keep_float,
                                 calibrate_method=CalibrationMethod.Percentile,

@@ -88,10 +88,9 @@ def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
     import onnxruntime as ort
     import torch
     import torch.nn.functional as F
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from stcm.export.int8 import _channels_last, _float_layers
+    from stcm.export.int8 import _calibration_reader, _channels_last, _float_layers
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -115,16 +114,8 @@ def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
                       input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}}, opset_version=17)
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((1, 8, 12, 12)).astype(np.float32) for _ in range(4)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(inputs)
-
-        def get_next(self):
-            x = next(self.items, None)
-            return None if x is None else {"x": x}
-
-    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(fp32), str(qdq), _calibration_reader("x", inputs),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=_float_layers(onnx.load(str(fp32)).graph))
     _channels_last(qdq, out)
