@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import rasterio
 import torch
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from stcm import SAMPLES_DIR
 from stcm.bands import normalize, to_band_groups
@@ -98,12 +98,14 @@ _CHANNELS_LAST_INPUTS = {"QLinearConv": (0,), "QLinearAdd": (0, 3), "QLinearMul"
 def _channels_last(src: Path, dst: Path) -> None:
     """Writes ``src`` (a QDQ graph) as onnxruntime's quantized operators with every
     activation between them channels-last (NHWC): its QLinearConv as com.microsoft's with
-    ``channels_last=1``, the element-wise QLinearAdd/Mul/Sigmoid on NHWC tensors, and a
-    Transpose only where a channels-first operator (DepthToSpace, the float ends) meets them:
-    8 transposes where onnxruntime's own layout pass leaves 50 (it moves the convolutions
-    but not the adds). The same integer kernels, so the same outputs bit for bit (tested);
-    g_s 1.02-1.08x faster (docs/performance.md). The first step is onnxruntime's own
-    QDQ -> QLinear fusion (its 'extended' level, no hardware-specific operators)."""
+    ``channels_last=1``, the element-wise QLinearAdd/Mul/Sigmoid on NHWC tensors, a
+    quantized convolution's pixel shuffle as its phases' convolutions (``_phase_shuffle``),
+    and a Transpose only where a channels-first operator (the float ends) meets them: 2 to 4
+    transposes where onnxruntime's own layout pass leaves 50 (it moves the convolutions but
+    not the adds). The same integer products, so the same outputs bit for bit (tested); g_s
+    1.02-1.08x faster for the layout, 1.25-1.35x for the phases (docs/performance.md). The
+    first step is onnxruntime's own QDQ -> QLinear fusion (its 'extended' level, no
+    hardware-specific operators)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,10 +131,26 @@ def _channels_last(src: Path, dst: Path) -> None:
             transposed[name, want] = out
         return transposed[name, want]
 
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    weights = {i.name: i for i in graph.initializer}
+    convs: dict[str, onnx.NodeProto] = {}  # channels-last QLinearConvs by output
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         inputs = list(node.input)
         quantized = node.op_type in _CHANNELS_LAST_INPUTS and node.domain in ("", "com.microsoft")
+        shuffle = (node.op_type == "DepthToSpace" and node.input[0] in convs
+                   and readers[node.input[0]] == 1 and attrs.get("mode", b"DCR") == b"CRD")
+        phases = shuffle and _phase_shuffle(convs[node.input[0]], attrs["blocksize"], weights,
+                                            node.output[0])
+        if phases:  # the convolution's phases write the shuffled NHWC tensor
+            at = next(k for k, n in enumerate(nodes) if n is convs[node.input[0]])
+            nodes[at: at + 1], added = phases
+            graph.initializer.extend(added)
+            layout[node.output[0]] = "nhwc"
+            continue
         if quantized:
             for k in _CHANNELS_LAST_INPUTS[node.op_type]:
                 inputs[k] = as_layout(inputs[k], "nhwc")
@@ -144,16 +162,90 @@ def _channels_last(src: Path, dst: Path) -> None:
             domain = node.domain
         nodes.append(helper.make_node(node.op_type, inputs, list(node.output), name=node.name,
                                       domain=domain, **attrs))
+        if node.op_type == "QLinearConv" and quantized:
+            convs[node.output[0]] = nodes[-1]
         for out in node.output:
             layout[out] = "nhwc" if quantized else "nchw"
     if any(layout[o.name] != "nchw" for o in graph.output):
         raise RuntimeError("the int8 g_s ends in a quantized operator")  # _float_layers keeps it float
     del graph.node[:]
     graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]  # the phases' weights replace some
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     del graph.value_info[:]  # shapes inferred for the channels-first graph
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst))
+
+
+def _phase_shuffle(conv: onnx.NodeProto, block: int, weights: dict, out: str
+                   ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]] | None:
+    """A channels-last QLinearConv followed by a pixel shuffle (DepthToSpace, CRD: channel
+    c * b * b + i * b + j goes to phase (i, j)), as one QLinearConv per phase with only the
+    kernel rows and columns that phase reads, then the shuffle in NHWC (a reshape, one
+    transpose of channel blocks, a reshape) written to ``out``.
+
+    A sub-pixel transposed convolution (``export.subpixel``) leaves most phases' kernels
+    with zero border taps: a 5x5 stride-2 one's 3x3 kernel has 25 of its 36 taps per input
+    channel non-zero, the rest are products with zero. Cropping a zero tap (weight zero point
+    0) and the padding under it drops only zero terms of the integer sums, and each phase
+    keeps its channels' weights, scales and bias: the same outputs bit for bit (tested).
+    None where that does not hold (grouped, or weight zero points not 0): the caller then
+    shuffles channels-first."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    inputs = list(conv.input)
+    w = numpy_helper.to_array(weights[inputs[3]])
+    scale, zero = (numpy_helper.to_array(weights[inputs[k]]) for k in (4, 5))
+    bias = numpy_helper.to_array(weights[inputs[8]]) if len(inputs) > 8 else None
+    if np.any(zero != 0) or attrs.get("group", 1) != 1 or w.shape[0] % (block * block):
+        return None
+    n, (kh, kw) = w.shape[0] // (block * block), w.shape[2:]
+    top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+    base = conv.output[0]
+    nodes, constants, phases = [], [], []
+    for i in range(block):
+        for j in range(block):
+            pick = np.arange(n) * block * block + i * block + j
+            taps = np.abs(w[pick].astype(np.int32))
+            rows, cols = np.nonzero(taps.sum((0, 1, 3)))[0], np.nonzero(taps.sum((0, 1, 2)))[0]
+            # crop zero rows and columns, never more than the padding under them
+            r0 = min(rows[0], top) if rows.size else 0
+            r1 = max(rows[-1], kh - 1 - bottom) if rows.size else kh - 1
+            c0 = min(cols[0], left) if cols.size else 0
+            c1 = max(cols[-1], kw - 1 - right) if cols.size else kw - 1
+            name = f"{base}_phase{i}{j}"
+            phase = {3: w[pick, :, r0: r1 + 1, c0: c1 + 1]}
+            if scale.ndim:
+                phase[4] = scale[pick]
+            if zero.ndim:
+                phase[5] = zero[pick]
+            if bias is not None:
+                phase[8] = bias[pick]
+            ins = list(inputs)
+            for k, value in phase.items():
+                ins[k] = f"{name}_{k}"
+                constants.append(numpy_helper.from_array(np.ascontiguousarray(value), ins[k]))
+            nodes.append(helper.make_node(
+                "QLinearConv", ins, [name], name=name, domain="com.microsoft",
+                **{**attrs, "kernel_shape": [int(r1 - r0 + 1), int(c1 - c0 + 1)],
+                   "pads": [int(top - r0), int(left - c0), int(bottom - (kh - 1 - r1)),
+                            int(right - (kw - 1 - c1))]}))
+            phases.append(name)
+    # (1, H, W, b*b*n) in phase order -> (1, H, W, b, b*n) -> (1, H, b, W, b*n) -> (1, bH, bW, n)
+    split, grow, width = (f"{base}_{s}" for s in ("split", "grow", "channels"))
+    constants += [numpy_helper.from_array(np.array([0, 0, 0, block, -1], np.int64), split),
+                  numpy_helper.from_array(np.array([1, block, block], np.int64), grow),
+                  numpy_helper.from_array(np.array([n], np.int64), width)]
+    nodes += [helper.make_node("Concat", phases, [f"{base}_phases"], axis=3),
+              helper.make_node("Reshape", [f"{base}_phases", split], [f"{base}_5d"]),
+              helper.make_node("Transpose", [f"{base}_5d"], [f"{base}_moved"], perm=[0, 1, 3, 2, 4]),
+              helper.make_node("Shape", [inputs[0]], [f"{base}_in"], start=0, end=3),
+              helper.make_node("Mul", [f"{base}_in", grow], [f"{base}_hw"]),
+              helper.make_node("Concat", [f"{base}_hw", width], [f"{base}_shape"], axis=0),
+              helper.make_node("Reshape", [f"{base}_moved", f"{base}_shape"], [out])]
+    return nodes, constants
 
 
 def _calibration_reader(name: str, inputs: list[np.ndarray]):

@@ -82,15 +82,16 @@ def test_int8_synthesis_is_refused_with_tensorrt(tmp_path):
 
 def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
     """``_channels_last`` moves a quantized g_s-like net (float first and last convolutions,
-    a residual block, a pixel shuffle) into NHWC: the same outputs bit for bit, and the
-    transposes only where a channels-first operator meets a quantized one."""
+    a residual block, a transposed convolution in sub-pixel form) into NHWC: the same outputs
+    bit for bit, the pixel shuffle as four phase convolutions without the zero taps, and
+    transposes only where a float operator meets a quantized one."""
     import onnx
     import onnxruntime as ort
     import torch
-    import torch.nn.functional as F
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from stcm.export.int8 import _calibration_reader, _channels_last, _float_layers
+    from stcm.export.subpixel import SubpixelConvTranspose
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -99,14 +100,15 @@ def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
             self.reduce = torch.nn.Conv2d(16, 8, 1)
             self.masked = torch.nn.Conv2d(8, 8, 3, padding=1)
             self.expand = torch.nn.Conv2d(8, 16, 1)
-            self.up = torch.nn.Conv2d(16, 16, 3, padding=1)
+            self.up = SubpixelConvTranspose(torch.nn.ConvTranspose2d(
+                16, 4, 5, 2, padding=2, output_padding=1))
             self.post = torch.nn.Conv2d(4, 4, 3, padding=1)
             self.last = torch.nn.Conv2d(4, 3, 3, padding=1)
 
         def forward(self, x):
             h = self.first(x)
             h = h + self.expand(torch.relu(self.masked(torch.relu(self.reduce(h)))))
-            return self.last(torch.relu(self.post(F.pixel_shuffle(self.up(h), 2))))
+            return self.last(torch.relu(self.post(self.up(h))))
 
     torch.manual_seed(0)
     fp32, qdq, out = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", tmp_path / "nhwc.onnx"
@@ -121,11 +123,16 @@ def test_the_channels_last_graph_computes_what_the_qdq_graph_does(tmp_path):
     _channels_last(qdq, out)
     graph = onnx.load(str(out)).graph
     ops = [(n.domain, n.op_type) for n in graph.node]
-    assert ops.count(("com.microsoft", "QLinearConv")) == 5  # all but the float ends
+    assert ops.count(("com.microsoft", "QLinearConv")) == 8  # all but the float ends
     assert all(("", "QLinearConv") != op for op in ops)
-    # into NHWC after the first quantize, out and back in around the pixel shuffle, out before
-    # the last float convolution
-    assert ops.count(("", "Transpose")) == 4
+    assert not any(op == "DepthToSpace" for _, op in ops)
+    kernels = sorted(tuple(a.ints) for n in graph.node if n.op_type == "QLinearConv"
+                     for a in n.attribute if a.name == "kernel_shape")
+    # the phases of a 5x5 stride-2 kernel: 3x3, 3x2, 2x3, 2x2 taps (25, not 4 x 9)
+    assert [k for k in kernels if k not in ((1, 1), (3, 3))] == [(2, 2), (2, 3), (3, 2)]
+    # into NHWC after the first quantize, out before the last float convolution; the
+    # shuffle's own transpose moves NHWC blocks (5-d)
+    assert ops.count(("", "Transpose")) == 3
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (qdq, out)]
     for shape in ((1, 8, 12, 12), (1, 8, 7, 10)):
         x = (rng.standard_normal(shape) * 2).astype(np.float32)
