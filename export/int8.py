@@ -103,7 +103,7 @@ def _channels_last(src: Path, dst: Path) -> None:
     and a Transpose only where a channels-first operator (the float ends) meets them: 2 to 4
     transposes where onnxruntime's own layout pass leaves 50 (it moves the convolutions but
     not the adds). The same integer products, so the same outputs bit for bit (tested); g_s
-    1.02-1.08x faster for the layout, 1.25-1.35x for the phases (docs/performance.md). The
+    1.02-1.08x faster for the layout, 1.25-1.46x for the phases (docs/performance.md). The
     first step is onnxruntime's own QDQ -> QLinear fusion (its 'extended' level, no
     hardware-specific operators)."""
     import onnxruntime as ort
