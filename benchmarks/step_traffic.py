@@ -9,16 +9,18 @@ built-in model, either exported first), then
 replays each group's calls through the same backend (its thread settings) two ways, medians
 of --repeat, the two interleaved:
 
-- ``replay``: in decode order, as the decode runs them: each call reads the group's whole
-  set of weights again, after the group's other calls;
-- ``hot``: each call run twice back to back, the second one timed: its weights were just
-  read, so whatever of them the cache holds is there.
+- ``replay``: in decode order, as the decode runs them;
+- ``hot``: each call run twice back to back, the second one timed: a group whose weights fit
+  the cache finds them there; one whose weights do not reads them from memory again.
 
 Floors: ``MAC floor`` = the calls' multiply-adds (each weight meets each row of the call's
 window once) at this machine's measured fp32 GEMM rate; ``read floor`` = the calls' weight
-bytes at this machine's measured memory read rate (a large array summed, 1 thread). A step
-whose replay sits near its read floor and well above its hot time is paying for weights
-that leave the cache between calls, not for arithmetic.
+bytes at this machine's measured memory read rate (a large array summed by as many threads
+as the backend uses, 2 here). ``GB/s`` is the weight bytes the replay got through a second.
+A group whose hot time equals its replay and whose GB/s is a sizeable share of the read rate
+streams its weights from memory on every call; one far below it pays for operators and small
+GEMMs instead. Last, the widest group's largest matrix at its calls' median rows as a bare
+NumPy matmul, weights evicted and just used: how near the floors BLAS itself gets there.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import json
 import platform
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +43,43 @@ from stcm.models.codec import STCM
 from stcm.runtime.codec import Codec, default_model_path
 
 
-def read_rate(megabytes: int = 256, repeat: int = 5) -> float:
-    """Bytes per second of summing a ``megabytes`` float32 array (one thread, cold)."""
+def read_rate(threads: int, megabytes: int = 256, repeat: int = 5) -> float:
+    """Bytes per second of summing a ``megabytes`` float32 array in ``threads`` parts at once
+    (NumPy's sum releases the GIL)."""
     data = np.ones(megabytes << 18, np.float32)
+    parts = np.array_split(data, threads)
     times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        data.sum()
-        times.append(time.perf_counter() - start)
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            times.append(time.perf_counter() - start)
     return data.nbytes / statistics.median(times)
+
+
+def bare_gemm(path: Path, rows: int, flops: float, read: float, repeat: int = 15) -> dict:
+    """The graph's largest weight matrix (Cout, K) times a (K, ``rows``) block as one bare
+    NumPy matmul (its BLAS, no onnxruntime around it), with the weights evicted by reading a
+    96 MB array first and with them just used: what the BLAS itself gets at this shape."""
+    big = max((t for t in onnx.load(str(path)).graph.initializer if len(t.dims) == 2),
+              key=lambda t: int(np.prod(t.dims)))
+    cout, k = big.dims
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((cout, k)).astype(np.float32)
+    x = rng.standard_normal((k, rows)).astype(np.float32)
+    flush = np.ones(96 << 18, np.float32)
+    cold, hot = [], []
+    for _ in range(repeat):
+        flush.sum()
+        start = time.perf_counter()
+        w @ x
+        cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        w @ x
+        hot.append(time.perf_counter() - start)
+    return {"shape": [int(cout), int(k)], "rows": rows,
+            "mac_floor_ms": 2e3 * cout * k * rows / flops, "read_floor_ms": 1e3 * w.nbytes / read,
+            "cold_ms": 1e3 * statistics.median(cold), "hot_ms": 1e3 * statistics.median(hot)}
 
 
 def weight_stats(path: Path) -> tuple[int, int]:
@@ -100,7 +131,7 @@ def main() -> None:
     data = codec.compress(sample_image(args.size), 0.75)
     calls = record_steps(codec, data)
     backend = codec.backend
-    flops, read = gemm_rate(), read_rate()
+    flops, read = gemm_rate(), read_rate(backend.threads or torch.get_num_threads())
     rows = []
     for stage in sorted(calls):
         weights, nbytes = weight_stats(engine / backend.entries[stage]["file"])
@@ -122,20 +153,30 @@ def main() -> None:
                      "mac_floor_ms": 2e3 * weights * positions / flops,
                      "read_floor_ms": 1e3 * nbytes * len(calls[stage]) / read,
                      "replay_ms": 1e3 * statistics.median(replay),
+                     "weight_gbps": nbytes * len(calls[stage]) / statistics.median(replay) / 1e9,
                      "hot_ms": 1e3 * statistics.median(hot)})
     print(f"{platform.machine()}, {args.size}x{args.size}, {label}; fp32 GEMM "
-          f"{flops / 1e9:.0f} GFLOP/s, memory read {read / 1e9:.1f} GB/s (1 thread); medians of "
+          f"{flops / 1e9:.0f} GFLOP/s, memory read {read / 1e9:.1f} GB/s; medians of "
           f"{args.repeat}")
-    print("  stage   calls  weights MB  MAC floor ms  read floor ms  replay ms  hot ms  replay/hot")
+    print("  stage   calls  weights MB  MAC floor ms  read floor ms  replay ms  hot ms  "
+          "replay/hot  GB/s")
     for r in rows:
         print(f"  {r['stage']:7s} {r['calls']:6d} {r['weight_mb']:11.1f} {r['mac_floor_ms']:13.1f} "
               f"{r['read_floor_ms']:14.1f} {r['replay_ms']:10.1f} {r['hot_ms']:7.1f} "
-              f"{r['replay_ms'] / r['hot_ms']:10.2f}")
+              f"{r['replay_ms'] / r['hot_ms']:11.2f} {r['weight_gbps']:5.1f}")
+    widest = max(rows, key=lambda r: r["weight_mb"])["stage"]
+    sizes = sorted(c[0].shape[0] * c[0].shape[-1] for c in calls[widest])
+    gemm = bare_gemm(engine / backend.entries[widest]["file"], sizes[len(sizes) // 2], flops,
+                     read)
+    print(f"  {widest}'s largest matrix {gemm['shape'][0]}x{gemm['shape'][1]} at {gemm['rows']} "
+          f"rows (its calls' median), bare NumPy matmul: {gemm['cold_ms']:.2f} ms with the "
+          f"weights evicted, {gemm['hot_ms']:.2f} ms just used; MAC floor "
+          f"{gemm['mac_floor_ms']:.2f} ms, read floor {gemm['read_floor_ms']:.2f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "size": args.size, "model": label,
             "gemm_gflops": flops / 1e9, "read_gbps": read / 1e9, "repeat": args.repeat,
-            "stages": rows}, indent=2))
+            "stages": rows, "bare_gemm": {"stage": widest, **gemm}}, indent=2))
 
 
 if __name__ == "__main__":
