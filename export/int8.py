@@ -282,7 +282,10 @@ def quantize_synthesis(model: STCM, signature: StageSignature, path: Path,
         level = logger.level
         logger.setLevel(logging.ERROR)
         try:
-            quant_pre_process(str(fp32), str(prepared))
+            # onnxruntime's symbolic shape inference fails on the hl backbone's Haar merge
+            # (and leaves temporary files in the working directory); ONNX's own shape
+            # inference is all the quantizer needs (the elic backbone's int8 graph is the same).
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
             keep_float = _float_layers(onnx.load(str(prepared)).graph)
             with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its ranges
                 reader = _calibration_reader(signature.inputs[0].name, latents)

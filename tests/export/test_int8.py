@@ -156,3 +156,35 @@ def test_only_the_cpu_provider_runs_the_int8_synthesis(engines, monkeypatch):
     ran, (pixels, _) = _stages(int8, data)
     assert "synthesis" in ran and INT8_SYNTHESIS not in ran
     np.testing.assert_array_equal(pixels.pixels, fp32.decompress(data))
+
+
+def test_the_hl_backbone_quantizes_and_leaves_the_working_directory_alone(tmp_path, monkeypatch):
+    """g_s of the hl backbone (Haar merge, two branches) goes through the int8 export, which
+    onnxruntime's symbolic shape inference did not: it raised, and left temporary files in
+    the working directory. The int8 graph computes about what the fp32 one does."""
+    import onnxruntime as ort
+    import torch
+
+    from stcm.config import get_config
+    from stcm.export.int8 import quantize_synthesis
+    from stcm.export.stages import build_stages
+    from stcm.models.codec import STCM
+
+    torch.manual_seed(0)
+    model = STCM(get_config("tiny", backbone="hl", high_width=16)).eval()
+    signature = build_stages(model)["synthesis"][1]
+    rng = np.random.default_rng(0)
+    latents = [rng.standard_normal((1, model.cfg.M, 16, 16)).astype(np.float32)
+               for _ in range(4)]
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    quantize_synthesis(model, signature, tmp_path / "g_s.onnx", latents)
+    assert list(workdir.iterdir()) == []
+    session = ort.InferenceSession(str(tmp_path / "g_s.onnx"), providers=["CPUExecutionProvider"])
+    x = latents[0][:, :, :8, :12]
+    with torch.no_grad():
+        want = model.g_s(torch.from_numpy(x)).numpy()
+    got = session.run(None, {signature.inputs[0].name: x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).mean() < 0.05 * np.abs(want).mean() + 1e-3
