@@ -132,10 +132,12 @@ def main() -> None:
     calls = record_steps(codec, data)
     backend = codec.backend
     flops, read = gemm_rate(), read_rate(backend.threads or torch.get_num_threads())
-    rows = []
+    # rows of each call's window (tiles x rows per tile), what every weight meets once
+    positions = {stage: [c[0].shape[0] * c[0].shape[-1] for c in stage_calls]
+                 for stage, stage_calls in calls.items()}
+    table = []
     for stage in sorted(calls):
         weights, nbytes = weight_stats(engine / backend.entries[stage]["file"])
-        positions = sum(c[0].shape[0] * c[0].shape[-1] for c in calls[stage])
         replay, hot = [], []
         for _ in range(args.repeat):
             start = time.perf_counter()
@@ -149,25 +151,24 @@ def main() -> None:
                 backend.run(stage, *inputs)
                 total += time.perf_counter() - start
             hot.append(total)
-        rows.append({"stage": stage, "calls": len(calls[stage]), "weight_mb": nbytes / 1e6,
-                     "mac_floor_ms": 2e3 * weights * positions / flops,
-                     "read_floor_ms": 1e3 * nbytes * len(calls[stage]) / read,
-                     "replay_ms": 1e3 * statistics.median(replay),
-                     "weight_gbps": nbytes * len(calls[stage]) / statistics.median(replay) / 1e9,
-                     "hot_ms": 1e3 * statistics.median(hot)})
+        table.append({"stage": stage, "calls": len(calls[stage]), "weight_mb": nbytes / 1e6,
+                      "mac_floor_ms": 2e3 * weights * sum(positions[stage]) / flops,
+                      "read_floor_ms": 1e3 * nbytes * len(calls[stage]) / read,
+                      "replay_ms": 1e3 * statistics.median(replay),
+                      "weight_gbps": nbytes * len(calls[stage]) / statistics.median(replay) / 1e9,
+                      "hot_ms": 1e3 * statistics.median(hot)})
     print(f"{platform.machine()}, {args.size}x{args.size}, {label}; fp32 GEMM "
           f"{flops / 1e9:.0f} GFLOP/s, memory read {read / 1e9:.1f} GB/s; medians of "
           f"{args.repeat}")
     print("  stage   calls  weights MB  MAC floor ms  read floor ms  replay ms  hot ms  "
           "replay/hot  GB/s")
-    for r in rows:
+    for r in table:
         print(f"  {r['stage']:7s} {r['calls']:6d} {r['weight_mb']:11.1f} {r['mac_floor_ms']:13.1f} "
               f"{r['read_floor_ms']:14.1f} {r['replay_ms']:10.1f} {r['hot_ms']:7.1f} "
               f"{r['replay_ms'] / r['hot_ms']:11.2f} {r['weight_gbps']:5.1f}")
-    widest = max(rows, key=lambda r: r["weight_mb"])["stage"]
-    sizes = sorted(c[0].shape[0] * c[0].shape[-1] for c in calls[widest])
-    gemm = bare_gemm(engine / backend.entries[widest]["file"], sizes[len(sizes) // 2], flops,
-                     read)
+    widest = max(table, key=lambda r: r["weight_mb"])["stage"]
+    median_rows = sorted(positions[widest])[len(positions[widest]) // 2]
+    gemm = bare_gemm(engine / backend.entries[widest]["file"], median_rows, flops, read)
     print(f"  {widest}'s largest matrix {gemm['shape'][0]}x{gemm['shape'][1]} at {gemm['rows']} "
           f"rows (its calls' median), bare NumPy matmul: {gemm['cold_ms']:.2f} ms with the "
           f"weights evicted, {gemm['hot_ms']:.2f} ms just used; MAC floor "
@@ -176,7 +177,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "size": args.size, "model": label,
             "gemm_gflops": flops / 1e9, "read_gbps": read / 1e9, "repeat": args.repeat,
-            "stages": rows, "bare_gemm": {"stage": widest, **gemm}}, indent=2))
+            "stages": table, "bare_gemm": {"stage": widest, **gemm}}, indent=2))
 
 
 if __name__ == "__main__":
